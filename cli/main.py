@@ -1,0 +1,216 @@
+"""The `arx` command line: wiring only. Domain errors become click errors here and nowhere else."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from arx.core.errors import ArxError
+
+
+def _version() -> str:
+    try:
+        return metadata.version("arx-autoresearch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def arx_errors(fn):
+    """Turn an ArxError into a click error with its hint; nothing else is caught."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ArxError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="arx")
+@click.option("-C", "--repo", "repo", type=click.Path(file_okay=False, path_type=Path),
+              default=".", show_default=True, help="The managed repository.")
+@click.pass_context
+def cli(ctx: click.Context, repo: Path) -> None:
+    """arx: bilevel autoresearch. An LLM-driven loop tunes a training script's constants; git
+    records every decision on a run branch."""
+    ctx.obj = {"repo": repo}
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--target", "target_file", help="Adopt this script in DIRECTORY instead of the "
+              "default GPT target (path relative to DIRECTORY).")
+@click.option("--command", help="How to run the target, e.g. 'python train.py' (with --target).")
+@click.option("--metric", help="Metric name printed as 'NAME: value' (with --target).")
+@click.option("--direction", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--setup", help="Command run once before each run's baseline (e.g. data prep).")
+@click.option("--lock", "locked", multiple=True, help="Constant the search may not change "
+              "(repeatable).")
+@click.option("--no-git-init", is_flag=True, help="Refuse instead of creating a git repository.")
+@click.option("--force", is_flag=True, help="Rewrite an existing arx.toml.")
+@arx_errors
+def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force):
+    """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target."""
+    from arx.core.init import init_repo
+
+    result = init_repo(directory, target_file=target_file, command=command, metric=metric,
+                       direction=direction, setup=setup, locked=locked,
+                       git_init=not no_git_init, force=force)
+    click.echo(f"arx: initialised {result.root} ({result.n_constants} constants, "
+               f"{result.n_tunable} tunable) and committed {', '.join(result.written)}")
+    click.echo(f"next: cd {directory} && arx run --iterations 8 --budget 20")
+
+
+def _proposer(ws, quiet: bool):
+    """The offline proposer unless an LLM is configured; said in one line either way."""
+    from arx.core.config import load_toml, plain
+    from arx.core.llm import ChatClient, public_url, resolve_llm
+    from arx.core.llm_proposer import LLMProposer
+    from arx.core.offline import OptunaProposer
+
+    config = ws.config
+    table = plain(load_toml(ws.path).get("llm", {}))
+    settings = resolve_llm(config.llm, config.model, os.environ, overrides=table)
+    if settings is None:
+        if not quiet:
+            click.echo("arx: no LLM configured: offline proposer (Optuna TPE, seeded) "
+                       "[set --llm or ARX_API_KEY to use one]", err=True)
+        return OptunaProposer(seed=config.seed)
+    if not quiet:
+        click.echo(f"arx: LLM proposer {settings.provider} model {settings.model or '(server default)'} "
+                   f"at {public_url(settings.base_url)}", err=True)
+    ws.write_llm_settings(settings.record())
+    client = ChatClient(settings, ws.path / ws.llm_rel, rel_root=ws.path)
+    return LLMProposer(client)
+
+
+@cli.command()
+@click.option("--name", help="Run name; the branch is arx/NAME (default: date and a counter).")
+@click.option("--resume", metavar="NAME", help="Continue a stopped run from its trace.")
+@click.option("--iterations", "-T", type=int, help="Iterations after the baseline [30].")
+@click.option("--budget", type=float, help="Training seconds per trial (sets the budget constant).")
+@click.option("--steps", type=int, help="Fixed training steps per trial instead of --budget.")
+@click.option("--timeout", type=float, help="Hard limit per trial in seconds [budget + margin].")
+@click.option("--group", type=click.Choice(["A", "B", "C"], case_sensitive=False),
+              help="A: Level 1; B: + Level 1.5; C: + Level 2 [A].")
+@click.option("--llm", help="'offline', a preset (deepseek, openai, ollama, vllm, llamacpp) "
+              "or a base URL.")
+@click.option("--model", help="Model name for --llm.")
+@click.option("--seed", type=int, help="Seed of the proposer [0].")
+@click.option("--confirm", type=int, help="Extra seeds a would-be keep must also win on [0].")
+@click.option("--confirm-margin", type=float, help="Margin the mean must win by when confirming.")
+@click.option("--rebaseline", type=int, help="Re-measure the best every K iterations (time mode).")
+@click.option("--quiet", is_flag=True, help="Print only the final summary line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per trial on stdout.")
+@click.pass_context
+@arx_errors
+def run(ctx, name, resume, quiet, as_json, **flags):
+    """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
+    from arx.cli.progress import JsonReporter, QuietReporter, RichReporter
+    from arx.core.engine import Engine
+    from arx.core.workspace import open_run
+
+    if name and resume:
+        raise click.UsageError("--name and --resume exclude each other")
+    flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
+    ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
+    finished = False
+    try:
+        if ws.config.group.upper() != "A":
+            raise click.UsageError(
+                f"--group {ws.config.group}: Levels 1.5 and 2 are not built yet; use --group A")
+        proposer = _proposer(ws, quiet or as_json)
+        reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
+        Engine(ws, proposer, reporter).run()
+        finished = True
+    finally:
+        ws.close(remove_worktree=finished)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@arx_errors
+def status(ctx, name, as_json):
+    """Runs with their state, progress, baseline, best and delta."""
+    from arx.core.gitrepo import GitRepo
+    from arx.core.runs import run_names, run_status
+
+    repo = GitRepo(ctx.obj["repo"])
+    names = [name] if name else run_names(repo)
+    rows = [run_status(repo, n) for n in names]
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no runs yet: `arx run` starts one")
+        return
+    table = Table(title="arx runs")
+    for col in ("run", "state", "iter", "baseline", "best", "delta", "keep/discard/crash",
+                "tokens", "cost $", "mechanisms"):
+        table.add_column(col)
+    for r in rows:
+        crashes = sum(v for k, v in r.counts.items() if k not in ("keep", "discard"))
+        table.add_row(
+            r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
+            "n/a" if r.delta is None else f"{r.delta:+.6f}",
+            f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{crashes}",
+            str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--level", help="Only commits of this level (baseline, 1, 1.5, 2, end).")
+@click.pass_context
+@arx_errors
+def log(ctx, name, as_json, level):
+    """A run's history from its commit trailers (default: the newest run)."""
+    from arx.core.gitrepo import GitRepo
+    from arx.core.runs import history, run_names
+
+    repo = GitRepo(ctx.obj["repo"])
+    if not name:
+        names = run_names(repo)
+        if not names:
+            raise click.ClickException("no runs yet: `arx run` starts one")
+        name = max(names, key=lambda n: repo.log(f"arx/{n}", max_count=1)[0].authored_at)
+    commits = [c for c in history(repo, name)
+               if level is None or c.trailers.get("Arx-Level") == level]
+    if as_json:
+        click.echo(json.dumps([{"sha": c.sha, "subject": c.subject, **c.trailers}
+                               for c in commits], indent=2))
+        return
+    table = Table(title=f"arx/{name}")
+    for col in ("commit", "level", "iter", "change", "metric", "delta"):
+        table.add_column(col)
+    for c in commits:
+        t = c.trailers
+        table.add_row(c.sha[:8], t.get("Arx-Level", ""), t.get("Arx-Iteration", ""),
+                      c.subject[:70], t.get("Arx-Metric", ""), t.get("Arx-Delta", ""))
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _m(value) -> str:
+    return "n/a" if value is None else f"{value:.6f}"
+
+
+def main() -> None:
+    cli(prog_name="arx", auto_envvar_prefix=None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

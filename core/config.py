@@ -1,0 +1,249 @@
+"""arx.toml and the one resolved configuration of a run.
+
+Precedence, key by key: command-line flag > ``ARX_<KEY>`` environment variable > ``[run]`` /
+``[target]`` / ``[levels]`` tables of arx.toml > built-in default. The resolved ``RunConfig`` is
+stored on the run branch (``runs/<name>/config.json``) so that a run can be resumed and replayed
+with exactly the settings it started with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from arx.core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILE = "arx.toml"
+GROUPS = ("A", "B", "C")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """What to run and what to read: the ``[target]`` table."""
+
+    file: str = "train.py"
+    command: str = "python train.py"
+    metric: str = "val_bpb"
+    direction: str = "min"
+    metric_regex: str | None = None
+    #: run once per run before the baseline (idempotent data preparation)
+    setup: str | None = None
+    #: constants arx sets from --budget / --steps / confirmation seeds (locked from proposals)
+    budget_constant: str | None = None
+    steps_constant: str | None = None
+    seed_constant: str | None = None
+    #: seconds added to the time budget for start-up and evaluation before a trial is killed
+    timeout_margin: float = 120.0
+
+    def managed_constants(self) -> tuple[str, ...]:
+        names = (self.budget_constant, self.steps_constant, self.seed_constant)
+        return tuple(n for n in names if n)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one run, resolved. Stored on the branch as ``runs/<name>/config.json``."""
+
+    name: str
+    target: TargetConfig
+    iterations: int = 30
+    budget: float | None = None
+    steps: int | None = None
+    timeout: float | None = None
+    group: str = "A"
+    llm: str | None = None
+    model: str | None = None
+    seed: int = 0
+    confirm: int = 0
+    confirm_margin: float = 0.0
+    rebaseline: int = 0
+    k: int = 5
+    m: int = 2
+    history: int = 12
+    #: where each value came from: "flag", "env", "arx.toml" or "default"
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def trial_timeout(self, baseline_wall_s: float | None = None) -> float:
+        """Hard wall-clock limit of one trial: explicit, else budget + margin, else generous."""
+        if self.timeout:
+            return float(self.timeout)
+        margin = self.target.timeout_margin
+        if self.budget and not self.steps:
+            return float(self.budget) + margin
+        if baseline_wall_s:
+            return 3.0 * baseline_wall_s + margin
+        return 3600.0
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["sources"] = dict(self.sources)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+            target = TargetConfig(**data.pop("target"))
+            return cls(target=target, **data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"stored run config is unreadable: {exc}") from None
+
+
+#: run options: name -> (type, default). Each may come from a flag, ARX_<NAME> or [run].
+RUN_OPTIONS: dict[str, tuple[type, Any]] = {
+    "iterations": (int, 30),
+    "budget": (float, None),
+    "steps": (int, None),
+    "timeout": (float, None),
+    "group": (str, "A"),
+    "llm": (str, None),
+    "model": (str, None),
+    "seed": (int, 0),
+    "confirm": (int, 0),
+    "confirm_margin": (float, 0.0),
+    "rebaseline": (int, 0),
+    "history": (int, 12),
+}
+LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {"k": (int, 5), "m": (int, 2)}
+
+
+def load_toml(root: Path) -> tomlkit.TOMLDocument:
+    """Read arx.toml (comments kept, for writing back); a clear error when missing or broken."""
+    path = Path(root) / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"no {CONFIG_FILE} in {root}", hint="run `arx init` first")
+    text = path.read_text()
+    try:
+        tomllib.loads(text)  # strict parse first: tomlkit accepts a few things tomllib does not
+        return tomlkit.parse(text)
+    except (tomllib.TOMLDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the line named") from None
+
+
+def plain(value: Any) -> Any:
+    """tomlkit items -> plain Python values."""
+    return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def target_config(doc: Mapping[str, Any]) -> TargetConfig:
+    table = plain(doc.get("target", {}))
+    known = {f.name for f in dataclasses.fields(TargetConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [target] of arx.toml: {', '.join(unknown)}",
+            hint=f"known keys: {', '.join(sorted(known))}",
+        )
+    target = TargetConfig(**table)
+    if target.direction not in ("min", "max"):
+        raise ConfigError(
+            f"[target] direction must be 'min' or 'max', not {target.direction!r}",
+            hint="set direction = \"min\" when lower is better",
+        )
+    return target
+
+
+def _coerce(name: str, kind: type, value: Any, origin: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and kind is not str:
+        return None
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("not a whole number")
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} from {origin} must be {kind.__name__}, got {value!r}",
+            hint=f"fix {origin}",
+        ) from None
+
+
+def resolve(
+    name: str,
+    doc: Mapping[str, Any],
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] = os.environ,
+) -> RunConfig:
+    """Resolve one run's configuration from flags, environment and arx.toml."""
+    run_table = plain(doc.get("run", {}))
+    level_table = plain(doc.get("levels", {}))
+    llm_table = plain(doc.get("llm", {}))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for options, table, table_name in (
+        (RUN_OPTIONS, run_table, "[run]"),
+        (LEVEL_OPTIONS, level_table, "[levels]"),
+    ):
+        unknown = sorted(set(table) - set(options))
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) in {table_name} of arx.toml: {', '.join(unknown)}",
+                hint=f"known keys: {', '.join(sorted(options))}",
+            )
+        for key, (kind, default) in options.items():
+            env_key = f"ARX_{key.upper()}"
+            if flags.get(key) is not None:
+                value, origin = flags[key], "flag"
+            elif env.get(env_key) not in (None, ""):
+                value, origin = env[env_key], f"${env_key}"
+            elif key in table:
+                value, origin = table[key], f"{table_name} {key} in arx.toml"
+            elif key in ("llm", "model") and key in llm_table:
+                # [llm] provider/model are the natural home of these two
+                value, origin = llm_table[key], f"[llm] {key} in arx.toml"
+            elif key == "llm" and "provider" in llm_table:
+                value, origin = llm_table["provider"], "[llm] provider in arx.toml"
+            else:
+                value, origin = default, "default"
+            values[key] = _coerce(key, kind, value, origin)
+            sources[key] = origin.split(" ")[0] if origin.startswith("[") else origin
+    config = RunConfig(name=name, target=target_config(doc), sources=sources, **values)
+    check(config)
+    return config
+
+
+def check(config: RunConfig) -> None:
+    """Refuse settings that cannot make a sensible run, naming the option."""
+    if config.group.upper() not in GROUPS:
+        raise ConfigError(f"--group must be one of A, B, C, not {config.group!r}")
+    if config.iterations < 0:
+        raise ConfigError("--iterations must be >= 0")
+    if config.budget is not None and config.steps is not None:
+        raise ConfigError(
+            "--budget and --steps both set", hint="choose a time budget or a fixed step count"
+        )
+    if config.budget is not None and config.budget <= 0:
+        raise ConfigError("--budget must be a positive number of seconds")
+    if config.steps is not None and config.steps <= 0:
+        raise ConfigError("--steps must be a positive step count")
+    if config.budget is not None and not config.target.budget_constant:
+        raise ConfigError(
+            "--budget needs a constant in the target to set",
+            hint="add budget_constant = \"TIME_BUDGET\" (your constant) to [target] in arx.toml",
+        )
+    if config.steps is not None and not config.target.steps_constant:
+        raise ConfigError(
+            "--steps needs a constant in the target to set",
+            hint="add steps_constant = \"TRAIN_STEPS\" (your constant) to [target] in arx.toml",
+        )
+    if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
+        raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
+    if config.confirm and not config.target.seed_constant:
+        raise ConfigError(
+            "--confirm needs a seed constant to vary",
+            hint="add seed_constant = \"SEED\" to [target] in arx.toml",
+        )

@@ -1,0 +1,620 @@
+"""The one owner of git: every read and write of a managed repository goes through ``GitRepo``.
+
+Modelled on aider's ``repo.py``: commits carry an attributed author and a trailer block
+(``Arx-Run: <run>`` marks a commit as made by arx), ``commit`` returns the new sha or ``None``,
+git failures become ``RepoError`` with a hint, and ``revert`` refuses to undo a commit that arx
+did not make. ``RunLock`` keeps two ``arx run`` processes off one run branch.
+
+Paths given to ``GitRepo`` methods are relative to ``root`` (absolute paths inside it work too).
+Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never a glob.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import fnmatch
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from arx.core.errors import RepoError, RunLockedError
+
+#: identity used for arx's commits when the repository has no user.name / user.email
+ARX_AUTHOR = ("arx", "arx@localhost")
+#: the trailer that marks a commit as made by arx; ``revert`` acts only on commits carrying it
+RUN_TRAILER = "Arx-Run"
+#: without /proc (macOS) a lock we cannot attribute to a live git is stale only after this long
+STALE_LOCK_AGE_S = 60.0
+
+_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_LOG_FORMAT = "%H%x00%aI%x00%s%x00%b%x00%(trailers:only,unfold)"
+_LOG_FIELDS = 5
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """One commit as ``log`` reads it. ``body`` excludes the trailer block; treat as read-only."""
+
+    sha: str
+    subject: str
+    body: str
+    trailers: Mapping[str, str] = field(default_factory=dict)
+    authored_at: str = ""  # ISO 8601 with offset
+
+    @property
+    def made_by_arx(self) -> bool:
+        return RUN_TRAILER in self.trailers
+
+
+class GitRepo:
+    """A git work tree (the main checkout or an arx worktree) and the only way arx touches git."""
+
+    #: how long a write waits for a live git process (e.g. the user's `git status`) to drop
+    #: ``index.lock`` before giving up
+    lock_wait_s: float = 5.0
+
+    def __init__(self, path: str | os.PathLike[str]):
+        where = Path(path).expanduser().resolve()
+        try:
+            repo = git.Repo(where, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise RepoError(
+                f"{where} is not inside a git work tree",
+                hint="run `git init` there, or drop --no-git-init so arx creates the repository",
+            ) from None
+        if repo.bare or repo.working_tree_dir is None:
+            raise RepoError(f"{where} is a bare repository", hint="use a checkout with a work tree")
+        self._repo = repo
+        self.root = Path(repo.working_tree_dir).resolve()
+        self._index_lock: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self.root)!r})"
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str]) -> GitRepo:
+        """``git init`` at ``path`` (created if needed) with initial branch ``main``."""
+        where = Path(path).expanduser()
+        where.mkdir(parents=True, exist_ok=True)
+        fresh = not (where / ".git").exists()
+        runner = git.Git(str(where))
+        status, _, err = runner.execute(
+            ["git", "init", "-q"], with_extended_output=True, with_exceptions=False
+        )
+        if status != 0:
+            raise RepoError(f"`git init` failed in {where}: {err.strip()}", hint="check the path")
+        if fresh:  # `git init -b` needs git >= 2.28; this works everywhere
+            runner.execute(["git", "symbolic-ref", "HEAD", "refs/heads/main"])
+        return cls(where)
+
+    # ------------------------------------------------------------------ reading
+
+    def head_sha(self) -> str | None:
+        """The sha HEAD points at, or ``None`` on an unborn branch."""
+        status, out, _ = self._git("rev-parse", "--verify", "-q", "HEAD", ok=(0, 1))
+        return out.strip() if status == 0 else None
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch name (also on an unborn branch), ``None`` when detached."""
+        status, out, _ = self._git("symbolic-ref", "-q", "--short", "HEAD", ok=(0, 1))
+        return out.strip() if status == 0 else None
+
+    def branch_exists(self, name: str) -> bool:
+        status, _, _ = self._git("rev-parse", "--verify", "-q", f"refs/heads/{name}", ok=(0, 1))
+        return status == 0
+
+    def branches(self, pattern: str = "*") -> list[str]:
+        """Local branch names matching the glob ``pattern`` (``*`` crosses ``/``), sorted."""
+        _, out, _ = self._git("for-each-ref", "--format=%(refname)", "refs/heads/")
+        names = (line[len("refs/heads/") :] for line in out.splitlines() if line)
+        return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether commit ``a`` is ``b`` or an ancestor of it."""
+        status, _, _ = self._git("merge-base", "--is-ancestor", a, b, ok=(0, 1))
+        return status == 0
+
+    def dirty_paths(self, paths: Iterable[str] | None = None) -> list[str]:
+        """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if None)."""
+        args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
+        if paths is not None:
+            rels = [self._rel(p) for p in paths]
+            if not rels:
+                return []
+            args += ["--", *rels]
+        _, out, _ = self._git(*args, strip=False)
+        entries = out.split("\0")
+        dirty: set[str] = set()
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            i += 1
+            if len(entry) < 4:
+                continue
+            dirty.add(entry[3:])
+            if entry[0] in "RC":  # a rename is followed by its source path
+                dirty.add(entries[i])
+                i += 1
+        return sorted(dirty)
+
+    def log(
+        self, rev: str = "HEAD", max_count: int | None = None, paths: Iterable[str] | None = None
+    ) -> list[CommitRecord]:
+        """Commits reachable from ``rev``, newest first, with their trailers parsed by git."""
+        if rev == "HEAD" and self.head_sha() is None:
+            return []
+        args = ["log", "-z", f"--format={_LOG_FORMAT}"]
+        if max_count is not None:
+            args.append(f"--max-count={max_count}")
+        args += [rev, "--", *(self._rel(p) for p in paths or ())]
+        _, out, _ = self._git(*args, strip=False)
+        fields = out.split("\0")
+        records = []
+        for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
+            sha, when, subject, body, trailer_text = fields[i : i + _LOG_FIELDS]
+            trailers = {}
+            for line in trailer_text.splitlines():
+                key, sep, value = line.partition(":")
+                if sep:
+                    trailers[key.strip()] = value.strip()
+            body = body.rstrip()
+            if trailers:  # git's trailer block is the body's last paragraph
+                cut = body.rfind("\n\n")
+                body = body[:cut].rstrip() if cut >= 0 else ""
+            records.append(CommitRecord(sha, subject, body, trailers, when))
+        return records
+
+    def show(self, rev: str, path: str) -> str | None:
+        """The content of ``path`` at ``rev``, or ``None`` if it has no such file."""
+        status, out, _ = self._git(
+            "cat-file", "blob", f"{rev}:{self._rel(path)}", ok=None, text=False, strip=False
+        )
+        if status == 0:
+            return out.decode("utf-8", errors="replace")
+        self._resolve(rev)  # raises RepoError when the revision itself is unknown
+        return None
+
+    # ------------------------------------------------------------------ writing
+
+    def commit(
+        self,
+        paths: Sequence[str],
+        subject: str,
+        body: str = "",
+        trailers: Mapping[str, str] | None = None,
+        allow_empty: bool = False,
+    ) -> str | None:
+        """Stage exactly ``paths`` (added, modified or deleted) and commit only them.
+
+        Anything else already staged stays staged and out of the commit. Returns the new sha, or
+        ``None`` when none of ``paths`` changed and ``allow_empty`` is false. Hooks and signing
+        are skipped: arx's commits are machine-made and must not stop on a user's pre-commit hook.
+        """
+        message = _message(subject, body, trailers)
+        rels = [self._rel(p) for p in paths]
+        self._clear_stale_index_lock()
+        indexed = self._index_paths(rels)
+        # `git add` refuses a path that is neither on disk nor in the index (a deletion already
+        # staged); `git commit --only` still needs it when HEAD has it
+        to_add = [
+            p
+            for p in rels
+            if os.path.lexists(self.root / p)
+            or any(t == p or t.startswith(p.rstrip("/") + "/") for t in indexed)
+        ]
+        present = [p for p in rels if p in to_add or self._in_head(p)]
+        if to_add:
+            self._git("add", "-A", "--", *to_add)
+        if not allow_empty and not self._staged(present):
+            return None
+        args = ["commit", "--only", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-q"]
+        args += ["-m", message]
+        if allow_empty:
+            args.append("--allow-empty")
+        if present:
+            args += ["--", *present]
+        self._git(*args, env=self._identity_env())
+        return self.head_sha()
+
+    def restore(self, paths: Iterable[str]) -> None:
+        """Put tracked ``paths`` back to HEAD in the index and work tree.
+
+        Used to clean a worktree after a killed trial. Files not in HEAD are unstaged but left on
+        disk; untracked files are left alone.
+        """
+        rels = [self._rel(p) for p in paths]
+        if not rels:
+            return
+        self._clear_stale_index_lock()
+        in_head: list[str] = []
+        if self.head_sha() is not None:
+            _, out, _ = self._git("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *rels)
+            in_head = [p for p in out.split("\0") if p]
+        if in_head:
+            self._git("checkout", "HEAD", "--", *in_head)
+        staged_new = [p for p in self._index_paths(rels) if p not in set(in_head)]
+        if staged_new:
+            self._git("rm", "--cached", "-q", "--", *staged_new)
+
+    def revert(
+        self, sha: str, subject: str, body: str = "", trailers: Mapping[str, str] | None = None
+    ) -> str:
+        """Undo an arx commit on the current branch with a new commit; returns its sha.
+
+        Refuses commits without an ``Arx-Run`` trailer and commits not reachable from HEAD. The
+        new commit says ``This reverts commit <sha>.`` and carries ``Arx-Reverts: <sha>`` and
+        the reverted commit's ``Arx-Run`` unless ``trailers`` give them.
+        """
+        full = self._resolve(sha)
+        record = self.log(full, max_count=1)[0]
+        if not record.made_by_arx:
+            raise RepoError(
+                f"refusing to revert {full[:12]} ({record.subject!r}): arx did not make it "
+                f"(no {RUN_TRAILER} trailer)",
+                hint="arx only undoes its own commits; run `git revert` yourself if you mean it",
+            )
+        head = self.head_sha()
+        if head is None or not self.is_ancestor(full, head):
+            raise RepoError(
+                f"cannot revert {full[:12]}: it is not on the checked-out branch",
+                hint=f"check out the run branch first (now on {self.current_branch()!r})",
+            )
+        self._clear_stale_index_lock()
+        if self._git("diff", "--cached", "--quiet", ok=(0, 1))[0] != 0:
+            raise RepoError(
+                f"cannot revert {full[:12]}: the index of {self.root} has staged changes",
+                hint="commit or unstage them (`git restore --staged .`)",
+            )
+        status, _, err = self._git("revert", "--no-commit", full, ok=None)
+        if status != 0:
+            self._git("revert", "--abort", ok=None)
+            raise RepoError(
+                f"cannot revert {full[:12]} cleanly: {err.strip()}",
+                hint="later commits changed the same lines; resolve by hand with `git revert`",
+            )
+        if self._git("diff", "--cached", "--quiet", ok=(0, 1))[0] == 0:
+            self._git("revert", "--quit", ok=None)
+            raise RepoError(f"reverting {full[:12]} changes nothing (already reverted?)")
+        body = "\n\n".join(part for part in (body.strip(), f"This reverts commit {full}.") if part)
+        extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], "Arx-Reverts": full}
+        message = _message(subject, body, {**extra, **(trailers or {})})
+        self._git(
+            "commit",
+            "--no-verify",
+            "--no-gpg-sign",
+            "--cleanup=whitespace",
+            "-q",
+            "-m",
+            message,
+            env=self._identity_env(),
+        )
+        return self.head_sha() or ""
+
+    # ------------------------------------------------------------------ worktrees
+
+    def add_worktree(
+        self, path: str | os.PathLike[str], branch: str, start_point: str = "HEAD"
+    ) -> GitRepo:
+        """Check out ``branch`` at ``path``, creating the branch at ``start_point`` if needed.
+
+        Reopens an existing worktree of that branch; re-adds one whose directory was deleted.
+        A worktree inside this checkout is added to ``info/exclude`` unless already ignored, so
+        the user's ``git status`` never shows it.
+        """
+        where = self._abs(path)
+        registered = self._worktrees()
+        if self.branch_exists(branch):
+            if where in registered and where.exists():
+                if registered[where] != branch:
+                    raise RepoError(
+                        f"{where} is a worktree for {registered[where] or 'a detached HEAD'}, "
+                        f"not {branch}",
+                        hint="choose another run name, or `git worktree remove` it",
+                    )
+                return GitRepo(where)
+            if where.exists():
+                raise RepoError(
+                    f"{where} exists but is not a worktree of {self.root}",
+                    hint="move it away, or choose another run name",
+                )
+            self._git("worktree", "prune")
+            self._git("worktree", "add", "-q", str(where), branch)
+        else:
+            if start_point == "HEAD" and self.head_sha() is None:
+                raise RepoError(
+                    f"cannot branch {branch} from {self.root}: it has no commit yet",
+                    hint="commit the baseline first (`arx init` does)",
+                )
+            self._git("worktree", "add", "-q", "-b", branch, str(where), start_point)
+        self._exclude(where)
+        return GitRepo(where)
+
+    def remove_worktree(self, path: str | os.PathLike[str]) -> None:
+        """Delete the worktree at ``path`` (uncommitted files in it too); the branch stays."""
+        where = self._abs(path)
+        if where in self._worktrees():
+            self._git("worktree", "remove", "--force", str(where))
+        elif where.exists():
+            raise RepoError(f"{where} is not a worktree of {self.root}", hint="delete it yourself")
+        self._git("worktree", "prune")
+
+    # ------------------------------------------------------------------ internals
+
+    def _git(
+        self,
+        *args: str,
+        ok: tuple[int, ...] | None = (0,),
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+        strip: bool = True,
+    ) -> tuple[int, str, str]:
+        """Run one git command in ``root``; a status outside ``ok`` raises RepoError.
+
+        ``ok=None`` accepts any status. With ``text=False`` stdout is bytes.
+        """
+        full_env = {"GIT_LITERAL_PATHSPECS": "1", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+        try:
+            status, out, err = self._repo.git.execute(
+                ["git", *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                env=full_env,
+                stdout_as_string=text,
+                strip_newline_in_stdout=strip,
+            )
+        except git.GitCommandNotFound:
+            raise RepoError("git is not installed or not on PATH", hint="install git") from None
+        if ok is not None and status not in ok:
+            raise RepoError(
+                f"`git {args[0]}` failed in {self.root}: {(err or '').strip() or 'no message'}",
+                hint=_hint_for(err or ""),
+            )
+        return status, out, err
+
+    def _rel(self, path: str | os.PathLike[str]) -> str:
+        """``path`` as a posix path relative to root (no symlink resolution of the file)."""
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        absolute = p.parent.resolve() / p.name
+        try:
+            return absolute.relative_to(self.root).as_posix()
+        except ValueError:
+            raise RepoError(f"{path} is outside the repository {self.root}") from None
+
+    def _abs(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path).expanduser()
+        return (p if p.is_absolute() else self.root / p).resolve()
+
+    def _resolve(self, rev: str) -> str:
+        status, out, _ = self._git("rev-parse", "--verify", "-q", f"{rev}^{{commit}}", ok=(0, 1))
+        if status != 0:
+            raise RepoError(f"unknown revision {rev!r} in {self.root}", hint="see `git log`")
+        return out.strip()
+
+    def _in_head(self, rel: str) -> bool:
+        if self.head_sha() is None:
+            return False
+        _, out, _ = self._git("ls-tree", "--name-only", "HEAD", "--", rel)
+        return bool(out.strip())
+
+    def _index_paths(self, rels: Sequence[str]) -> list[str]:
+        if not rels:
+            return []
+        _, out, _ = self._git("ls-files", "-z", "--", *rels)
+        return [p for p in out.split("\0") if p]
+
+    def _staged(self, rels: Sequence[str]) -> bool:
+        if not rels:
+            return False
+        return self._git("diff", "--cached", "--quiet", "--", *rels, ok=(0, 1))[0] == 1
+
+    def _identity_env(self) -> dict[str, str]:
+        """Author and committer: the repository's user.name/email (any config level), else arx."""
+        _, out, _ = self._git("config", "--get-regexp", r"^user\.(name|email)$", ok=(0, 1))
+        found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        name = found.get("user.name", "").strip() or ARX_AUTHOR[0]
+        email = found.get("user.email", "").strip() or ARX_AUTHOR[1]
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+
+    def _worktrees(self) -> dict[Path, str | None]:
+        """Registered worktrees (this checkout included): path -> branch name, None if detached."""
+        _, out, _ = self._git("worktree", "list", "--porcelain")
+        found: dict[Path, str | None] = {}
+        current: Path | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                current = Path(line[len("worktree ") :]).resolve()
+                found[current] = None
+            elif line.startswith("branch refs/heads/") and current is not None:
+                found[current] = line[len("branch refs/heads/") :]
+        return found
+
+    def _exclude(self, where: Path) -> None:
+        try:
+            rel = where.relative_to(self.root).as_posix()
+        except ValueError:
+            return  # outside this checkout: nothing can show up in its status
+        literal_off = {"GIT_LITERAL_PATHSPECS": "0"}  # check-ignore refuses literal pathspecs
+        if self._git("check-ignore", "-q", "--", rel, ok=(0, 1), env=literal_off)[0] == 0:
+            return
+        _, common, _ = self._git("rev-parse", "--git-common-dir")
+        exclude = (self.root / common.strip()).resolve() / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a", encoding="utf-8") as fh:
+            fh.write(f"/{rel}/\n")
+
+    def _clear_stale_index_lock(self) -> None:
+        """Delete an ``index.lock`` that no live git process holds.
+
+        git writes no pid into its lock files, so a lock left by a killed process (``kill -9``
+        of arx while it ran ``git add``) blocks every later write forever. On Linux we look for a
+        running ``git`` whose working directory is in this repository: none (and the lock at
+        least a second old, so we never race a git that is just starting) means stale. Without
+        /proc we only trust age (``STALE_LOCK_AGE_S``). A held lock is waited for up to
+        ``lock_wait_s`` (a user's ``git status`` takes it briefly), then RepoError.
+        """
+        if self._index_lock is None:
+            _, out, _ = self._git("rev-parse", "--git-path", "index.lock")
+            self._index_lock = (self.root / out.strip()).resolve()
+        lock = self._index_lock
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return
+            holders = _git_processes_in(self.root, lock.parent)
+            stale = age >= STALE_LOCK_AGE_S if holders is None else (not holders and age >= 1.0)
+            if stale:
+                try:
+                    lock.unlink()
+                except FileNotFoundError:
+                    pass
+                return
+            if time.monotonic() >= deadline:
+                who = f" (git pid {', '.join(map(str, holders))})" if holders else ""
+                raise RepoError(
+                    f"{lock} is held by another git process{who}",
+                    hint=f"wait for it to finish; if no git is running, delete {lock}",
+                )
+            time.sleep(0.1)
+
+
+def _message(subject: str, body: str, trailers: Mapping[str, str] | None) -> str:
+    subject = " ".join(subject.split())
+    if not subject:
+        raise ValueError("a commit needs a non-empty subject")
+    parts = [subject]
+    if body.strip():
+        parts.append(body.strip("\n").rstrip())
+    if trailers:
+        lines = []
+        for key, value in trailers.items():
+            if not _TRAILER_KEY.match(key):
+                raise ValueError(f"invalid trailer key {key!r}: use letters, digits and '-'")
+            lines.append(f"{key}: {' '.join(str(value).split())}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _hint_for(stderr: str) -> str:
+    text = stderr.lower()
+    if "index.lock" in text or ".lock': file exists" in text:
+        return "another git process is running here; if none is, delete the .lock file it names"
+    if "already checked out" in text or "already used by worktree" in text:
+        return "the branch is checked out elsewhere; `git worktree list` shows where"
+    if "already exists" in text:
+        return "choose another run name, or remove the existing branch or directory"
+    if "unknown revision" in text or "not a valid object name" in text or "bad revision" in text:
+        return "check the commit or branch name with `git log --oneline`"
+    if "would be overwritten" in text or "local changes" in text:
+        return "commit or stash the local changes first"
+    return "run the same git command by hand to see the full error"
+
+
+def _git_processes_in(*dirs: Path) -> list[int] | None:
+    """Pids of running ``git`` processes whose cwd lies in ``dirs``; None where /proc is absent."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cwd").exists():
+        return None
+    prefixes = [str(d.resolve()) for d in dirs]
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "git":
+                continue
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # exited meanwhile, or another user's process
+            continue
+        if any(cwd == p or cwd.startswith(p + os.sep) for p in prefixes):
+            found.append(int(entry.name))
+    return found
+
+
+class RunLock:
+    """Exclusive, non-blocking lock on one run: ``<repo>/.arx/locks/<name>.lock``.
+
+    Uses ``fcntl.flock``, which the kernel drops when the holder dies (even by ``kill -9``), so
+    a stale lock can never block a new run. The holder's pid is written into the file so that
+    ``RunLockedError`` can name it. The file itself is never deleted (deleting a lock file races
+    with a process that has just opened it).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | GitRepo, name: str):
+        base = root.root if isinstance(root, GitRepo) else Path(root)
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+        self.name = name
+        self.path = base / ".arx" / "locks" / f"{safe}.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def is_held(self) -> bool:
+        """Whether anyone (another process, or this object) holds the lock right now."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock we just took
+        return False
+
+    def acquire(self) -> RunLock:
+        if self._fd is not None:
+            raise RunLockedError(f"run {self.name!r} is already locked by this RunLock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RepoError(f"cannot lock {self.path}: {exc}") from None
+            raise RunLockedError(
+                f"run {self.name!r} is already in use by another arx process (pid {holder})",
+                hint=f"wait for it to finish or stop it (`kill {holder}`); lock file: {self.path}",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

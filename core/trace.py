@@ -1,0 +1,176 @@
+"""The run trace: ``runs/<name>/trace.jsonl``, an append-only journal of every trial.
+
+One JSON object per line. A ``start`` event is written before a trial runs and a trial record
+after it finishes, so a run killed mid-trial leaves a start with no end: on resume that trial is
+recorded as ``interrupted`` and run again (Optuna's stale-trial rule, not a guess). The trace is
+the source of truth for resume, status, report and replay; git commits carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from arx.core.errors import TraceError
+
+TRACE_VERSION = 1
+
+
+class TrialState(str, Enum):
+    """Outcome of one trial. ``is_measured`` says whether its metric is usable."""
+
+    BASELINE = "baseline"
+    KEEP = "keep"
+    DISCARD = "discard"
+    CRASH = "crash"
+    FAIL = "fail"
+    NAN = "nan"
+    NO_METRIC = "no_metric"
+    TIMEOUT = "timeout"
+    INVALID = "invalid_proposal"
+    INTERRUPTED = "interrupted"
+    CONFIRM = "confirm"
+    REBASELINE = "rebaseline"
+
+    @property
+    def is_measured(self) -> bool:
+        return self in (self.BASELINE, self.KEEP, self.DISCARD, self.CONFIRM, self.REBASELINE)
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (self.CRASH, self.FAIL, self.NAN, self.NO_METRIC, self.TIMEOUT)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: tuples -> lists, non-finite floats -> strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One finished trial, as read back from the trace."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def iteration(self) -> int:
+        return int(self.data["iteration"])
+
+    @property
+    def state(self) -> TrialState:
+        return TrialState(self.data["status"])
+
+    @property
+    def kind(self) -> str:
+        return self.data.get("kind", "trial")
+
+    @property
+    def metric(self) -> float | None:
+        value = self.data.get("metric")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def changes(self) -> Mapping[str, Any]:
+        return self.data.get("changes") or {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+class Trace:
+    """Reads and appends ``trace.jsonl``. Each append is one line, flushed and fsynced."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def _append(self, obj: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(_clean({"v": TRACE_VERSION, **obj}), sort_keys=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def start(self, iteration: int, kind: str, changes: Mapping[str, Any], **extra: Any) -> None:
+        self._append(
+            {"event": "start", "iteration": iteration, "kind": kind, "changes": changes, **extra}
+        )
+
+    def record(self, record: Mapping[str, Any]) -> TraceRecord:
+        data = {"event": "trial", **record}
+        if "status" in data and isinstance(data["status"], TrialState):
+            data["status"] = data["status"].value
+        self._append(data)
+        return TraceRecord(_clean(data))
+
+    def events(self) -> Iterator[Mapping[str, Any]]:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    # a torn last line from a killed process is expected; anything else is not
+                    if not fh.readline():
+                        return
+                    raise TraceError(
+                        f"{self.path}:{lineno} is not JSON",
+                        hint="the trace is corrupt; restore it with `git checkout` on the branch",
+                    ) from None
+                if obj.get("v") != TRACE_VERSION:
+                    raise TraceError(
+                        f"{self.path}:{lineno} has trace version {obj.get('v')!r}; "
+                        f"this arx reads version {TRACE_VERSION}",
+                        hint="use the arx version that wrote this run",
+                    )
+                yield obj
+
+    def records(self) -> list[TraceRecord]:
+        return [TraceRecord(e) for e in self.events() if e.get("event") == "trial"]
+
+    def pending(self) -> list[Mapping[str, Any]]:
+        """Start events with no matching finished record: trials a killed run left behind."""
+        open_starts: dict[tuple[int, str, int], Mapping[str, Any]] = {}
+        for event in self.events():
+            key = (event["iteration"], event.get("kind", "trial"), event.get("seq", 0))
+            if event.get("event") == "start":
+                open_starts[key] = event
+            elif event.get("event") == "trial":
+                open_starts.pop(key, None)
+        return list(open_starts.values())
+
+    def repair_tail(self) -> None:
+        """Drop a torn final line (a kill during a write), so appends start on a fresh line."""
+        if not self.path.exists():
+            return
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            cut = raw.rfind(b"\n") + 1
+            self.path.write_bytes(raw[:cut])
+
+
+def best_of(records: Iterable[TraceRecord]) -> TraceRecord | None:
+    """The record whose config is the current best: the last baseline or keep."""
+    best = None
+    for rec in records:
+        if rec.state in (TrialState.BASELINE, TrialState.KEEP):
+            best = rec
+    return best

@@ -1,0 +1,555 @@
+"""Run one training trial as a subprocess and say what happened, without raising.
+
+Like nanochat's ``execution.py``, a target's failure is data: ``run_trial`` returns a
+``TrialResult`` whose ``status`` is one of ``ExecStatus`` and whose ``reason`` is one readable
+sentence. Only arx's own interruption (Ctrl-C, SIGTERM, SIGHUP) propagates, after the trial's
+whole process group has been killed, so a stopped arx never leaves a training run behind; after
+``kill -9 arx``, ``kill_stale`` finds the orphan through ``pid_path``.
+
+The child runs ``/bin/sh -c <command>`` in its own session (``start_new_session``), so its pgid
+is its pid and one ``killpg`` reaches every process it started. Output (stdout and stderr
+merged) is streamed line by line to ``log_path`` and ``on_line`` and scanned as it goes:
+- the metric: the last match of ``metric_regex`` (default ``^<metric>:\\s*(\\S+)\\s*$``),
+  applied to each line; group 1 if the regex has a group, else the whole match;
+- the summary: every ``key: value`` line after the last ``---`` line (Karpathy's summary block);
+- a line that is exactly ``FAIL`` (autoresearch's ``train.py`` prints it when the loss explodes).
+When the command's main process exits, anything it left running in its group is killed too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import IO
+
+#: seconds between SIGTERM and SIGKILL when a trial's group is stopped
+KILL_GRACE_S = 5.0
+#: lines kept in ``TrialResult.log_tail``
+TAIL_LINES = 40
+#: bytes read at once; also the longest line piece handled (a bar without newlines is cut up)
+_CHUNK = 1 << 16
+_SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:\s*(.*?)\s*$")
+
+
+class ExecStatus(str, Enum):
+    OK = "ok"
+    CRASH = "crash"  # non-zero exit, killed by a signal, or could not start
+    FAIL = "fail"  # printed a line "FAIL"
+    NAN = "nan"  # the metric is nan or inf
+    NO_METRIC = "no_metric"  # exit 0 but no parsable metric line
+    TIMEOUT = "timeout"  # hit the hard timeout; the group was killed
+    INTERRUPTED = "interrupted"  # arx got a signal and its own handler chose not to exit
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    command: str  # shell command line, run with /bin/sh -c in cwd
+    cwd: Path
+    timeout_s: float  # hard timeout: SIGTERM to the whole group, KILL_GRACE_S, then SIGKILL
+    metric: str  # e.g. "val_bpb"
+    metric_regex: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ - drop_env
+    drop_env: tuple[str, ...] = ()  # removed from the child env (e.g. API keys)
+    log_path: Path | None = None  # combined stdout+stderr, streamed
+    pid_path: Path | None = None  # the child's pgid (JSON) while it runs, for kill_stale
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    status: ExecStatus
+    metric: float | None  # set only when status is OK
+    returncode: int | None  # as subprocess reports it (negative: killed by that signal)
+    wall_s: float
+    summary: Mapping[str, float | str]
+    log_tail: str
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ExecStatus.OK
+
+
+class _Scanner:
+    """Scans output line by line, so output of any length is parsed in constant memory."""
+
+    def __init__(self, metric: str, metric_regex: str | None):
+        self.metric = metric
+        self.custom = metric_regex is not None
+        self.pattern = re.compile(
+            metric_regex or rf"^{re.escape(metric)}:\s*(\S+)\s*$", re.MULTILINE
+        )
+        self.raw: str | None = None
+        self.failed = False
+        self.in_summary = False
+        self.summary: dict[str, float | str] = {}
+
+    def feed(self, line: str) -> None:
+        stripped = line.strip()
+        if stripped == "FAIL":
+            self.failed = True
+        if stripped == "---":
+            self.in_summary, self.summary = True, {}
+        elif self.in_summary:
+            m = _SUMMARY_LINE.match(line)
+            if m:
+                self.summary[m.group(1)] = _number_or_text(m.group(2))
+        if not self.custom and self.metric not in line:
+            return  # fast path: most lines of a long log are not the metric line
+        m = self.pattern.search(line)
+        if m:
+            self.raw = m.group(1) if self.pattern.groups else m.group(0)
+
+    def outcome(self) -> tuple[float | None, str | None, ExecStatus | None]:
+        """(finite metric, problem, status the problem implies)."""
+        if self.failed:
+            return None, "printed FAIL", ExecStatus.FAIL
+        if self.raw is None:
+            what = (
+                f"line matching {self.pattern.pattern!r}"
+                if self.custom
+                else f"'{self.metric}:' line"
+            )
+            return None, f"no {what} in output", ExecStatus.NO_METRIC
+        try:
+            value = float(self.raw)
+        except ValueError:
+            return None, f"{self.metric} value {self.raw!r} is not a number", ExecStatus.NO_METRIC
+        if not math.isfinite(value):
+            return None, f"{self.metric} is {self.raw.strip().lower()}", ExecStatus.NAN
+        return value, None, None
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text  # keep nan/inf as text: JSON-safe
+
+
+def _display(line: str) -> str:
+    """A raw output line as a terminal shows it: no line ending, only the last \\r segment."""
+    line = line.rstrip("\r\n")
+    return line.rsplit("\r", 1)[-1] if "\r" in line else line
+
+
+def parse_output(
+    text: str, metric: str, metric_regex: str | None = None
+) -> tuple[float | None, dict, str | None]:
+    """(metric, summary, problem) from a whole output; the metric is None unless finite.
+
+    ``problem`` is None when the metric is fine, else a sentence: "printed FAIL",
+    "val_bpb is nan", "no 'val_bpb:' line in output", ...
+    """
+    scanner = _Scanner(metric, metric_regex)
+    for line in text.split("\n"):
+        scanner.feed(_display(line))
+    value, problem, _ = scanner.outcome()
+    return value, dict(scanner.summary), problem
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> TrialResult:
+    """Run ``spec.command`` to completion or timeout; see the module docstring.
+
+    ``on_line`` gets each output line (without its newline) on the calling thread; an exception
+    it raises kills the trial and propagates. Called from the main thread, SIGINT, SIGTERM and
+    SIGHUP kill the trial's group first and are then re-delivered to the handlers arx had
+    (Ctrl-C raises KeyboardInterrupt, a default SIGTERM ends arx); a handler that returns
+    yields an INTERRUPTED result. From other threads the caller must stop trials itself.
+    """
+    dropped = set(spec.drop_env)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(spec.env)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # lines arrive live, and survive a timeout kill
+    start = time.monotonic()
+    guard = _SignalGuard()  # from before the child exists: no window for an orphan
+    interrupted: int | None = None
+    try:
+        with _open_log(spec.log_path) as log_file:
+            started = _start(spec, env, log_file)
+            if isinstance(started, str):
+                wall = time.monotonic() - start
+                result = TrialResult(ExecStatus.CRASH, None, None, wall, {}, started, started)
+            else:
+                proc = started
+                output = _Output(_Scanner(spec.metric, spec.metric_regex), log_file, on_line)
+                try:
+                    timed_out, interrupted = _supervise(proc, spec.timeout_s, start, output, guard)
+                finally:
+                    if spec.pid_path is not None:
+                        Path(spec.pid_path).unlink(missing_ok=True)
+    finally:
+        guard.restore()
+    if guard.caught is not None:  # the trial is dead and its files closed: now let arx stop
+        _redeliver(guard.caught, guard.previous)
+    if isinstance(started, str):
+        return result
+
+    wall = time.monotonic() - start
+    rc = proc.returncode
+    scanner = output.scanner
+    value, problem, implied = scanner.outcome()
+    if timed_out:
+        status, reason = ExecStatus.TIMEOUT, f"timed out after {spec.timeout_s:.1f} s"
+    elif interrupted is not None:
+        status = ExecStatus.INTERRUPTED
+        reason = f"arx received {signal.Signals(interrupted).name}; the trial was stopped"
+    elif implied is ExecStatus.FAIL:
+        status, reason = ExecStatus.FAIL, problem + (f" (exit code {rc})" if rc else "")
+    elif rc != 0:
+        status, reason = ExecStatus.CRASH, _exit_reason(rc)
+    elif implied is not None:
+        status, reason = implied, problem or ""
+    else:
+        status, reason = ExecStatus.OK, f"{spec.metric} = {value:.6g}"
+    return TrialResult(
+        status=status,
+        metric=value if status is ExecStatus.OK else None,
+        returncode=rc,
+        wall_s=wall,
+        summary=dict(scanner.summary),
+        log_tail="\n".join(output.tail),
+        reason=reason,
+    )
+
+
+class _Output:
+    """Takes raw output blocks: appends them to the log, and feeds whole lines to the scanner,
+    the tail and ``on_line``."""
+
+    def __init__(
+        self, scanner: _Scanner, log: IO[bytes] | None, on_line: Callable[[str], None] | None
+    ):
+        self.scanner = scanner
+        self.log = log
+        self.on_line = on_line
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = b""
+
+    def feed(self, block: bytes) -> None:
+        if self.log is not None:
+            self.log.write(block)
+        *lines, self._partial = (self._partial + block).split(b"\n")
+        if len(self._partial) >= _CHUNK:
+            lines.append(self._partial)
+            self._partial = b""
+        for raw in lines:
+            self._line(raw)
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        line = _display(raw.decode("utf-8", errors="replace"))
+        self.scanner.feed(line)
+        self.tail.append(line)
+        if self.on_line is not None:
+            self.on_line(line)
+
+
+def _open_log(path: Path | None) -> AbstractContextManager[IO[bytes] | None]:
+    if path is None:
+        return nullcontext()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb", buffering=0)  # unbuffered: `tail -f` on the log is live
+
+
+def _start(spec: TrialSpec, env: dict[str, str], log: IO[bytes] | None) -> subprocess.Popen | str:
+    """The running child, or why it could not start (a missing cwd is the target's failure)."""
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", spec.command],
+            cwd=spec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        reason = f"could not start the command in {spec.cwd}: {exc.strerror or exc}"
+        if log is not None:
+            log.write(f"arx: {reason}\n".encode())
+        return reason
+    if spec.pid_path is not None:
+        try:
+            _write_pid_file(Path(spec.pid_path), proc.pid, spec.command)
+        except BaseException:
+            _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+            raise
+    return proc
+
+
+def _supervise(
+    proc: subprocess.Popen, timeout_s: float, start: float, output: _Output, guard: _SignalGuard
+) -> tuple[bool, int | None]:
+    """Pump output to ``output`` until exit or timeout, then kill whatever is left of the group.
+
+    Returns (timed_out, the signal that stopped it early or None).
+    A reader thread does the blocking reads; this thread handles lines, so ``on_line`` runs on
+    the caller's thread and the deadline holds even when the child is silent.
+    """
+    assert proc.stdout is not None
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
+    fd = proc.stdout.fileno()
+
+    def read() -> None:
+        try:
+            for block in iter(lambda: os.read(fd, _CHUNK), b""):
+                lines.put(block)
+        except (OSError, ValueError):
+            pass
+        finally:
+            lines.put(None)
+
+    reader = threading.Thread(target=read, name=f"trial-{proc.pid}-reader", daemon=True)
+    reader.start()
+    deadline = start + timeout_s
+    timed_out = False
+    interrupted: int | None = None
+    exited_at: float | None = None
+    try:
+        guard.arm()  # a signal caught since run_trial began raises here
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            try:
+                chunk = lines.get(timeout=min(deadline - now, 0.2))
+            except queue.Empty:
+                if proc.poll() is not None:  # exited; stragglers may still hold the pipe
+                    _kill_group(proc.pid, proc, grace=1.0)
+                    exited_at = exited_at or now
+                    if now - exited_at > 2.0:  # held by a process outside the group
+                        break
+                continue
+            if chunk is None:  # EOF; the child may still run with its output closed
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                break
+            output.feed(chunk)
+    except _Interrupted as exc:
+        interrupted = exc.signum
+    except BaseException:
+        guard.disarm()
+        _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+        raise
+    guard.disarm()
+    # leave nothing behind: after a timeout, an interruption, or stragglers of a normal exit.
+    # A signal arriving from now on is only recorded, and re-delivered when we are done.
+    _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+    try:
+        proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:  # the child left its group (setsid); kill it directly
+        proc.kill()
+        proc.wait()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:  # lines still in the pipe or queue when we stopped pumping
+        try:
+            chunk = lines.get(timeout=0.05)
+        except queue.Empty:
+            if not reader.is_alive():
+                break
+            continue
+        if chunk is None:
+            break
+        output.feed(chunk)
+    output.close()
+    if not reader.is_alive():
+        proc.stdout.close()
+    return timed_out, interrupted
+
+
+class _SignalGuard:
+    """Holds SIGINT, SIGTERM and SIGHUP for the length of a trial (main thread only).
+
+    The first signal is recorded; while the trial is supervised ("armed") it also raises
+    ``_Interrupted`` so the trial's group is killed at once. Before and after that it is only
+    recorded, and ``run_trial`` re-delivers it to the previous handler once the trial is gone:
+    Ctrl-C becomes KeyboardInterrupt, a default SIGTERM ends the process with that signal.
+    """
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.caught: int | None = None
+        self.previous: dict[int, object] = {}
+        self._armed = False
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.caught is None:
+            self.caught = signum
+            if self._armed:
+                self._armed = False
+                raise _Interrupted(signum)
+
+    def arm(self) -> None:
+        if self.caught is not None:
+            raise _Interrupted(self.caught)
+        self._armed = True
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _redeliver(signum: int, previous: dict[int, object]) -> None:
+    """Hand a caught signal to what was installed before: exit, raise, or ignore."""
+    handler = previous.get(signum, signal.SIG_DFL)
+    if handler is signal.SIG_IGN:
+        return
+    if callable(handler):
+        handler(signum, None)
+        return
+    signal.raise_signal(signum)  # default action: the process ends as if we had never caught it
+
+
+def _exit_reason(rc: int) -> str:
+    if rc < 0:
+        name = _signal_name(-rc)
+        extra = " (out of memory?)" if -rc == signal.SIGKILL else ""
+        return f"killed by {name}{extra}"
+    if rc == 127:
+        return "exit code 127 (command not found)"
+    if rc == 126:
+        return "exit code 126 (command not executable)"
+    if 128 < rc < 128 + 65:  # the shell reports a child killed by signal N as 128+N
+        name = _signal_name(rc - 128)
+        extra = ", out of memory?" if rc - 128 == signal.SIGKILL else ""
+        return f"exit code {rc} (killed by {name}{extra})"
+    return f"exit code {rc}"
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+# ---------------------------------------------------------------------- process groups
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is alive (zombies waiting to be reaped count not)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _kill_group(
+    pgid: int, proc: subprocess.Popen | None = None, grace: float = KILL_GRACE_S
+) -> bool:
+    """SIGTERM the group, wait up to ``grace`` s, then SIGKILL. Returns whether it was alive."""
+    if proc is not None:
+        proc.poll()  # reap our direct child, so its zombie does not count
+    if not _group_alive(pgid):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        if proc is not None:
+            proc.poll()
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait()
+    return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to detect pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
+
+
+def _write_pid_file(path: Path, pgid: int, command: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"pgid": pgid, "start": _start_ticks(pgid), "arx_pid": os.getpid(), "command": command}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)
+
+
+def kill_stale(pid_path: Path) -> bool:
+    """Kill the trial group recorded in ``pid_path`` by an arx that died without cleaning up.
+
+    Call it while holding the run's ``RunLock`` (so the pid file cannot belong to a live arx).
+    A group whose leader is alive but started at another time than recorded is a reused pid
+    and is left alone. Removes the pid file; returns whether something was killed.
+    """
+    path = Path(pid_path)
+    try:
+        record = json.loads(path.read_text())
+        pgid = int(record["pgid"])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return False
+    killed = False
+    recorded = record.get("start")
+    now = _start_ticks(pgid)
+    reused = recorded is not None and now is not None and now != recorded
+    if pgid > 1 and pgid != os.getpgrp() and not reused and _group_alive(pgid):
+        killed = _kill_group(pgid, grace=KILL_GRACE_S)
+    path.unlink(missing_ok=True)
+    return killed

@@ -1,0 +1,125 @@
+"""The search policy of this run (phi): how proposals are asked for, filtered and accepted.
+
+arx loads this file from the run branch at every iteration. Level 2 rewrites it with structured
+patches (a new helper class, a new method, a replaced method, statements appended to __init__),
+each one a git commit that can be reverted. Keep it plain Python with standard-library imports
+only: it runs inside the arx process and the Level-2 gate refuses anything else.
+
+The engine calls, in order, each iteration:
+    build_prompt(ctx) -> str          the text an LLM proposer reads
+    filter_candidates(ctx, cands)     drop or re-rank candidate proposals (dicts)
+    select(ctx, cands) -> dict        the one to train
+    confirm_seeds(ctx, metric, best)  extra seeds a would-be keep must win on (0 = none)
+    accept(ctx, metrics, best_metrics) -> bool
+    observe(ctx, record)              see every finished trial (a trace record dict)
+``ctx`` is a plain dict (see ``arx.core.engine.Engine.context``); candidates are
+``{"changes": {NAME: value}, "hypothesis": str}`` dicts.
+"""
+
+import math
+
+
+class Runner:
+    """Baseline policy: one candidate, strictly-better acceptance, optional seed confirmation."""
+
+    def __init__(self, config):
+        self.config = dict(config)
+        self.direction = self.config.get("direction", "min")
+        self.history_size = int(self.config.get("history", 12))
+        self.confirm = int(self.config.get("confirm", 0))
+        self.confirm_margin = float(self.config.get("confirm_margin", 0.0))
+        self.mechanisms = []
+
+    # ---- proposing -------------------------------------------------------------------------
+    def build_prompt(self, ctx):
+        lines = [
+            f"You are tuning the training script `{ctx['target_file']}`; the metric is "
+            f"{ctx['metric']} ({'lower' if self.direction == 'min' else 'higher'} is better).",
+            f"Baseline {ctx['metric']}: {fmt(ctx['baseline_metric'])}. "
+            f"Best so far: {fmt(ctx['best_metric'])} (iteration {ctx['iteration']} of "
+            f"{ctx['iterations']}).",
+            "",
+            "Parameters you may change (current best value, allowed values):",
+        ]
+        for param in ctx["params"]:
+            if param["name"] in ctx["active"]:
+                lines.append(f"- {param['name']} = {param['value']!r}   [{param['describe']}]")
+        fixed = [p["name"] for p in ctx["params"] if p["name"] not in ctx["active"]]
+        if fixed:
+            lines.append("Do not change (locked or frozen): " + ", ".join(fixed))
+        if ctx.get("guidance"):
+            lines += ["", "Guidance: " + ctx["guidance"]]
+        recent = ctx["history"][-self.history_size:]
+        if recent:
+            lines += ["", "Recent trials (oldest first):"]
+            for rec in recent:
+                lines.append(describe_trial(rec, ctx["metric"]))
+        lines += [
+            "",
+            "Current best script:",
+            "```python",
+            ctx["target_source"].rstrip(),
+            "```",
+            "",
+            "Propose ONE change to one or a few of the parameters above that you expect to "
+            f"improve {ctx['metric']} within the same training budget. Answer with one JSON "
+            'object: {"changes": {"NAME": value}, "hypothesis": "one sentence"}.',
+        ]
+        for mechanism in self.mechanisms:
+            hook = getattr(mechanism, "extend_prompt", None)
+            if hook is not None:
+                lines = list(hook(ctx, lines))
+        return "\n".join(lines)
+
+    def filter_candidates(self, ctx, candidates):
+        for mechanism in self.mechanisms:
+            hook = getattr(mechanism, "filter_candidates", None)
+            if hook is not None:
+                candidates = list(hook(ctx, candidates))
+        return candidates
+
+    def select(self, ctx, candidates):
+        return candidates[0]
+
+    # ---- accepting -------------------------------------------------------------------------
+    def is_better(self, metric, best):
+        if metric is None or not math.isfinite(metric):
+            return False
+        if best is None:
+            return True
+        return metric < best if self.direction == "min" else metric > best
+
+    def confirm_seeds(self, ctx, metric, best):
+        """How many more seeds a would-be keep must also win on (noise guard)."""
+        return self.confirm if self.is_better(metric, best) else 0
+
+    def accept(self, ctx, metrics, best_metrics):
+        """Keep iff the candidate's mean beats the best's mean, by the margin when confirming."""
+        cand = mean(metrics)
+        best = mean(best_metrics)
+        if len(metrics) > 1 and best is not None:
+            best = best - self.confirm_margin if self.direction == "min" else best + self.confirm_margin
+        return self.is_better(cand, best)
+
+    def observe(self, ctx, record):
+        for mechanism in self.mechanisms:
+            hook = getattr(mechanism, "observe", None)
+            if hook is not None:
+                hook(ctx, record)
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def describe_trial(rec, metric_name):
+    changes = ", ".join(f"{k}={v!r}" for k, v in (rec.get("changes") or {}).items()) or "-"
+    metric = rec.get("metric")
+    shown = f"{metric_name}={fmt(metric)}" if isinstance(metric, (int, float)) else rec["status"]
+    hypothesis = rec.get("hypothesis") or ""
+    return f"#{rec['iteration']} {changes}: {shown} [{rec['status']}] {hypothesis}".rstrip()

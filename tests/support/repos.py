@@ -1,0 +1,56 @@
+"""Managed repositories for tests: real git, the toy target, `arx init` through the real code."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import git
+import tomlkit
+
+from arx.core.init import init_repo
+
+TOY = Path(__file__).with_name("toy_train.py")
+
+
+def git_repo(path: Path) -> git.Repo:
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "Test User")
+        cw.set_value("user", "email", "test@example.com")
+    return repo
+
+
+def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = None) -> Path:
+    """A user checkout holding the toy target, adopted by `arx init --target`."""
+    repo = git_repo(path)
+    shutil.copy(TOY, path / "train.py")
+    (path / "README.md").write_text("a user's project\n")
+    repo.index.add(["train.py", "README.md"])
+    repo.index.commit("user's first commit")
+    init_repo(path, target_file="train.py", command=f"{sys.executable} train.py",
+              metric="val_bpb", locked=["MODE"])
+    edit_toml(path, params=params or {"ACTIVATION": {"choices": ["relu", "gelu"]}}, target=target)
+    return path
+
+
+def edit_toml(path: Path, params: dict | None = None, target: dict | None = None,
+              run: dict | None = None, locked: list | None = None) -> None:
+    """Change arx.toml like a user would, and commit it."""
+    doc = tomlkit.parse((path / "arx.toml").read_text())
+    if locked is not None:
+        doc["params"]["locked"] = locked
+    for name, entry in (params or {}).items():
+        table = doc["params"].setdefault(name, tomlkit.table())
+        for k, v in entry.items():
+            table[k] = v
+    for k, v in (target or {}).items():
+        doc["target"][k] = v
+    for k, v in (run or {}).items():
+        doc["run"][k] = v
+    (path / "arx.toml").write_text(tomlkit.dumps(doc))
+    repo = git.Repo(path)
+    repo.index.add(["arx.toml"])
+    repo.index.commit("test: tune arx.toml")
