@@ -10,9 +10,9 @@ from importlib import metadata
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from arx.cli.progress import console
 from arx.core.errors import ArxError
 
 
@@ -117,7 +117,7 @@ def _proposer(ws, quiet: bool):
 @arx_errors
 def run(ctx, name, resume, quiet, as_json, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
-    from arx.cli.progress import JsonReporter, QuietReporter, RichReporter
+    from arx.cli.progress import JsonReporter, QuietReporter, RichReporter  # noqa: I001
     from arx.core.engine import Engine
     from arx.core.workspace import open_run
 
@@ -168,7 +168,7 @@ def status(ctx, name, as_json):
             "n/a" if r.delta is None else f"{r.delta:+.6f}",
             f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{crashes}",
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
-    Console().print(table)
+    console().print(table)
 
 
 @cli.command()
@@ -201,7 +201,7 @@ def log(ctx, name, as_json, level):
         t = c.trailers
         table.add_row(c.sha[:8], t.get("Arx-Level", ""), t.get("Arx-Iteration", ""),
                       c.subject[:70], t.get("Arx-Metric", ""), t.get("Arx-Delta", ""))
-    Console(width=max(120, Console().width)).print(table)
+    console().print(table)
 
 
 def _m(value) -> str:

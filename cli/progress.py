@@ -19,6 +19,12 @@ _STYLE = {
 }
 
 
+def console() -> Console:
+    """A terminal keeps its width; pipes and logs get room for the tables."""
+    con = Console(highlight=False)
+    return con if con.is_terminal else Console(width=160, highlight=False)
+
+
 def _eta(engine: Engine, record: TraceRecord) -> tuple[float, float | None]:
     elapsed = time.monotonic() - engine.started
     done = max(engine.trials_run, 1)
@@ -47,8 +53,8 @@ def summary_rows(engine: Engine) -> list[tuple[str, str]]:
 
 
 class RichReporter(Reporter):
-    def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=False, highlight=False)
+    def __init__(self, out: Console | None = None):
+        self.console = out or console()
 
     def start(self, engine: Engine) -> None:
         verb = "resuming" if engine.ws.resumed else "starting"

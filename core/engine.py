@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arx.core import commits, cst
-from arx.core.errors import ArxError, PatchError, ProposalError
+from arx.core.errors import ArxError, LLMError, PatchError, ProposalError
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
 from arx.core.runnerload import RUNNER_PATH, load_runner
 from arx.core.space import ParameterSpace
@@ -222,10 +222,13 @@ class Engine:
 
     def iteration(self, i: int) -> None:
         ctx = self.context(i)
+        focus = self.runner.focus(ctx)
         request = ProposalRequest(
             iteration=i, prompt=self.runner.build_prompt(ctx), active=tuple(ctx["active"]),
             best_config=ctx["best_config"], space=self.space, history=tuple(ctx["history"]),
             guidance=self.guidance, direction=self.target.direction,
+            n=max(1, int(getattr(self.runner, "n_candidates", 1))),
+            focus=tuple(focus) if focus else None,
         )
         refusals: list[dict[str, str]] = []
         usage: dict[str, float] = {}
@@ -240,7 +243,7 @@ class Engine:
                                       hypothesis=retry.get("hypothesis", ""))]
                 retry = None
             else:
-                proposals = self.proposer.propose(request, feedback=feedback)
+                proposals = self._ask(request, feedback)
             for p in proposals:
                 for k, v in p.usage.items():
                     usage[k] = usage.get(k, 0) + v
@@ -298,6 +301,16 @@ class Engine:
         else:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
+
+    def _ask(self, request: ProposalRequest, feedback: str | None) -> list[Proposal]:
+        try:
+            return self.proposer.propose(request, feedback=feedback)
+        except LLMError as exc:
+            raise RunError(
+                f"iteration {request.iteration}: {exc.message}",
+                hint=f"{exc.hint + '; ' if exc.hint else ''}nothing is lost: once the endpoint "
+                f"answers, continue with `arx run --resume {self.ws.name}`",
+            ) from None
 
     def _observe(self, ctx: Mapping[str, Any], record: TraceRecord) -> None:
         self.records.append(record)

@@ -180,8 +180,12 @@ def init_repo(
         gitignore = (gitignore.rstrip("\n") + "\n" if gitignore.strip() else "") + GITIGNORE_LINE + "\n"
     files[".gitignore"] = gitignore
 
+    # an adopted script that git does not know yet joins the init commit (nothing to lose)
+    unknown_to_git = repo is None or repo.head_sha() is None or repo.show("HEAD", target_file) is None
+    new_target = [target_file] if adopting and unknown_to_git else []
     if repo is not None:
-        dirty = repo.dirty_paths(list(files) + [CONFIG_FILE] + ([target_file] if adopting else []))
+        dirty = [p for p in repo.dirty_paths(list(files) + [CONFIG_FILE] + (
+            [target_file] if adopting else [])) if p not in new_target]
         if dirty:
             raise RepoError(
                 f"uncommitted changes in file(s) arx init would write or read: {', '.join(dirty)}",
@@ -199,7 +203,7 @@ def init_repo(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     load_toml(root)  # what we wrote must read back
-    written = tuple(sorted(files))
+    written = tuple(sorted([*files, *new_target]))
     commit = repo.commit(
         list(written),
         "arx init",

@@ -136,6 +136,8 @@ class OptunaProposer(Proposer):
 
     def _one(self, request, codecs, study, rng, tried, counts) -> Proposal:
         names = sorted(codecs)
+        if request.focus:  # the runner's mechanisms asked for these dimensions
+            names = [n for n in names if n in request.focus] or names
         best = dict(request.best_config)
         changes: dict[str, Any] = {}
         for _attempt in range(25):
@@ -143,7 +145,7 @@ class OptunaProposer(Proposer):
             # favour the parameters tried least so far (the bias the paper's Level 2 had to fix)
             weights = [1.0 / (1 + counts[n]) for n in names]
             chosen = _weighted_sample(names, weights, k, rng)
-            trial = study.ask({n: codecs[n].dist for n in names})
+            trial = study.ask({n: codecs[n].dist for n in sorted(codecs)})
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # placeholder, never "measured"
             changes = {}
             for name in chosen:

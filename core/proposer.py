@@ -48,6 +48,8 @@ class ProposalRequest:
     #: metric direction, "min" or "max"
     direction: str = "min"
     n: int = 1
+    #: parameters the runner's mechanisms want explored next (None: no preference)
+    focus: tuple[str, ...] | None = None
     #: the system prompt to use, when the runner overrides the default
     system: str | None = None
 

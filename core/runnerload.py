@@ -18,7 +18,8 @@ from typing import Any
 from arx.core.errors import RunnerLoadError
 
 RUNNER_PATH = "runner/runner.py"
-HOOKS = ("build_prompt", "filter_candidates", "select", "confirm_seeds", "accept", "observe")
+HOOKS = ("build_prompt", "focus", "filter_candidates", "select", "confirm_seeds", "accept",
+         "observe")
 _counter = itertools.count()
 
 

@@ -7,13 +7,17 @@ only: it runs inside the arx process and the Level-2 gate refuses anything else.
 
 The engine calls, in order, each iteration:
     build_prompt(ctx) -> str          the text an LLM proposer reads
+    focus(ctx) -> list | None         parameters to explore next (the offline proposer obeys it)
     filter_candidates(ctx, cands)     drop or re-rank candidate proposals (dicts)
     select(ctx, cands) -> dict        the one to train
     confirm_seeds(ctx, metric, best)  extra seeds a would-be keep must win on (0 = none)
     accept(ctx, metrics, best_metrics) -> bool
     observe(ctx, record)              see every finished trial (a trace record dict)
 ``ctx`` is a plain dict (see ``arx.core.engine.Engine.context``); candidates are
-``{"changes": {NAME: value}, "hypothesis": str}`` dicts.
+``{"changes": {NAME: value}, "hypothesis": str}`` dicts; ``self.n_candidates`` of them are asked
+for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
+``extend_prompt(ctx, lines) -> lines``, ``focus(ctx) -> names``, ``filter_candidates(ctx, cands)
+-> cands`` and ``observe(ctx, record)``.
 """
 
 import math
@@ -28,6 +32,7 @@ class Runner:
         self.history_size = int(self.config.get("history", 12))
         self.confirm = int(self.config.get("confirm", 0))
         self.confirm_margin = float(self.config.get("confirm_margin", 0.0))
+        self.n_candidates = 1
         self.mechanisms = []
 
     # ---- proposing -------------------------------------------------------------------------
@@ -49,6 +54,9 @@ class Runner:
             lines.append("Do not change (locked or frozen): " + ", ".join(fixed))
         if ctx.get("guidance"):
             lines += ["", "Guidance: " + ctx["guidance"]]
+        focus = self.focus(ctx)
+        if focus:
+            lines += ["", "Explore these parameters next: " + ", ".join(focus)]
         recent = ctx["history"][-self.history_size:]
         if recent:
             lines += ["", "Recent trials (oldest first):"]
@@ -70,6 +78,16 @@ class Runner:
             if hook is not None:
                 lines = list(hook(ctx, lines))
         return "\n".join(lines)
+
+    def focus(self, ctx):
+        """Names the mechanisms want explored next (first mechanism with an opinion wins)."""
+        for mechanism in self.mechanisms:
+            hook = getattr(mechanism, "focus", None)
+            if hook is not None:
+                names = [n for n in (hook(ctx) or []) if n in ctx["active"]]
+                if names:
+                    return names
+        return None
 
     def filter_candidates(self, ctx, candidates):
         for mechanism in self.mechanisms:

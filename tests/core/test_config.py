@@ -1,0 +1,62 @@
+"""Resolution of one run's settings: flag > ARX_* environment > arx.toml > default."""
+
+from __future__ import annotations
+
+import pytest
+import tomlkit
+
+from arx.core.config import RunConfig, resolve
+from arx.core.errors import ConfigError
+
+DOC = tomlkit.parse("""
+[target]
+file = "train.py"
+budget_constant = "TIME_BUDGET"
+steps_constant = "TRAIN_STEPS"
+[run]
+iterations = 12
+budget = 20
+seed = 3
+""")
+
+
+def test_precedence_flag_env_toml_default():
+    env = {"ARX_ITERATIONS": "7", "ARX_SEED": "5"}
+    config = resolve("r", DOC, {"seed": 9}, env)
+    assert config.seed == 9 and config.sources["seed"] == "flag"
+    assert config.iterations == 7 and config.sources["iterations"] == "$ARX_ITERATIONS"
+    assert config.budget == 20.0 and config.sources["budget"] == "[run]"
+    assert config.confirm == 0 and config.sources["confirm"] == "default"
+
+
+def test_round_trip_through_json():
+    config = resolve("r", DOC, {}, {})
+    again = RunConfig.from_json(config.to_json())
+    assert again == config and again.target == config.target
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    ({"budget": 10, "steps": 5}, {}, "both set"),
+    ({}, {"ARX_ITERATIONS": "many"}, "$ARX_ITERATIONS"),
+    ({"group": "Z"}, {}, "--group"),
+    ({"budget": -1}, {}, "positive"),
+])
+def test_bad_settings_name_their_source(flags, env, message):
+    with pytest.raises(ConfigError, match=message.replace("$", r"\$")):
+        resolve("r", DOC, flags, env)
+
+
+def test_unknown_keys_are_refused():
+    doc = tomlkit.parse("[run]\niteratons = 3\n")
+    with pytest.raises(ConfigError, match="iteratons"):
+        resolve("r", doc, {}, {})
+    doc = tomlkit.parse("[target]\ncomand = 'x'\n")
+    with pytest.raises(ConfigError, match="comand"):
+        resolve("r", doc, {}, {})
+
+
+def test_budget_without_a_budget_constant_says_what_to_add():
+    doc = tomlkit.parse("[target]\nfile = 'x.py'\n")
+    with pytest.raises(ConfigError) as info:
+        resolve("r", doc, {"budget": 5}, {})
+    assert "budget_constant" in str(info.value)
