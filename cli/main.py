@@ -127,12 +127,13 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     finished = False
     try:
-        if ws.config.group.upper() != "A":
+        if ws.config.group.upper() == "C":
             raise click.UsageError(
-                f"--group {ws.config.group}: Levels 1.5 and 2 are not built yet; use --group A")
+                "--group C: Level 2 is not built yet; use --group A or B")
         proposer = _proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
-        Engine(ws, proposer, reporter).run()
+        llm = getattr(proposer, "client", None)
+        Engine(ws, proposer, reporter, llm=llm).run()
         finished = True
     finally:
         ws.close(remove_worktree=finished)

@@ -16,6 +16,7 @@ from typing import Any
 
 from arx.core import commits, cst
 from arx.core.errors import ArxError, LLMError, PatchError, ProposalError
+from arx.core.outer import OuterLoop
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
 from arx.core.runnerload import RUNNER_PATH, load_runner
 from arx.core.space import ParameterSpace
@@ -61,7 +62,8 @@ class Best:
 class Engine:
     """Runs (or resumes) one run in its workspace with a proposer."""
 
-    def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None):
+    def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
+                 llm: Any = None):
         self.ws = ws
         self.config = ws.config
         self.target = ws.config.target
@@ -82,6 +84,7 @@ class Engine:
         self.stopped_reason: str | None = None
         self._setup_done = False
         self._retry: dict[int, Mapping[str, Any]] = {}
+        self.outer = OuterLoop(self, llm=llm)
 
     # ---- set-up ----------------------------------------------------------------------------
     def _load_space(self) -> ParameterSpace:
@@ -114,6 +117,7 @@ class Engine:
         committed = commits.last_committed_iteration(self.ws.tree)
         pending_keep = [r for r in records if r.state is TrialState.KEEP and r.iteration > committed]
         self.ws.tree.restore([self.target.file])
+        self.outer.recover()
         for rec in pending_keep:  # killed between the trace line and its commit
             source = cst.apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
@@ -149,6 +153,7 @@ class Engine:
         if self.ws.resumed:
             self._recover()
         self._rebuild_state()
+        self.outer.apply_state()
         self.runner = load_runner(self.ws.path / RUNNER_PATH, self.runner_config())
         if self.best is None:
             self._baseline()
@@ -161,6 +166,7 @@ class Engine:
             if self.config.rebaseline and i > 1 and (i - 1) % self.config.rebaseline == 0:
                 if not self.config.steps and not self._has_rebaseline(i):
                     self._rebaseline(i)
+            self.outer.before_iteration(i)
             self.iteration(i)
         self._finish()
 

@@ -118,6 +118,13 @@ class Trace:
         self._append(data)
         return TraceRecord(_clean(data))
 
+    def note(self, event: str, data: Mapping[str, Any]) -> None:
+        """An outer-loop decision (``level15``, ``level2``): read back by report and replay."""
+        self._append({"event": event, **data})
+
+    def notes(self, event: str) -> list[Mapping[str, Any]]:
+        return [e for e in self.events() if e.get("event") == event]
+
     def events(self) -> Iterator[Mapping[str, Any]]:
         if not self.path.exists():
             return

@@ -7,9 +7,10 @@ import json
 import git
 import pytest
 from click.testing import CliRunner
-from support.repos import git_repo
 
 from arx.cli.main import cli
+
+from support.repos import git_repo
 
 COMMANDS = ["init", "run", "status", "log"]
 
@@ -95,7 +96,7 @@ def test_init_refusals_are_clear_and_write_nothing(tmp_path, case):
 
 
 def test_group_b_and_c_are_refused_clearly_for_now(toy_repo):
-    result = CliRunner().invoke(cli, ["-C", str(toy_repo), "run", "--group", "B",
+    result = CliRunner().invoke(cli, ["-C", str(toy_repo), "run", "--group", "C",
                                       "--iterations", "1"])
     assert result.exit_code != 0
     assert "not built yet" in result.output

@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import git
-from support.llm_server import error, ok
-from support.repos import edit_toml
 
 from arx.core.gitrepo import GitRepo
 from arx.core.runs import run_status
+
+from support.llm_server import error, ok
+from support.repos import edit_toml
 
 ARX = [sys.executable, "-m", "arx.cli.main"]
 PLANTED = "sk-test-PLANTED-123"

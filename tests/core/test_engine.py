@@ -11,7 +11,6 @@ import subprocess
 
 import git
 import pytest
-from support.repos import edit_toml
 
 from arx.core.cst import discover_constants
 from arx.core.engine import Engine, RunError
@@ -20,6 +19,8 @@ from arx.core.offline import OptunaProposer
 from arx.core.proposer import Proposal, Proposer
 from arx.core.runs import run_status
 from arx.core.workspace import open_run
+
+from support.repos import edit_toml
 
 
 class ScriptedProposer(Proposer):

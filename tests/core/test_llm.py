@@ -5,7 +5,6 @@ import random
 import time
 
 import pytest
-from support.llm_server import Reply, empty, error, hang, ok, rejects_response_format
 
 from arx.core.errors import ConfigError, LLMError
 from arx.core.llm import (
@@ -19,6 +18,8 @@ from arx.core.llm import (
     public_url,
     resolve_llm,
 )
+
+from support.llm_server import Reply, empty, error, hang, ok, rejects_response_format
 
 PLANTED = "sk-test-PLANTED-123"
 ASK = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "go"}]

@@ -3,12 +3,13 @@
 import json
 
 import pytest
-from support.llm_server import ok
 
 from arx.core.errors import LLMError
 from arx.core.llm import ChatClient, LLMSettings
 from arx.core.llm_proposer import DEFAULT_SYSTEM, LLMProposer
 from arx.core.proposer import ProposalRequest
+
+from support.llm_server import ok
 
 PROMPT = "Current val_bpb 1.10. Active: LR, BATCH, BETAS, COMPILE. Propose one change."
 
