@@ -102,8 +102,9 @@ def _proposer(ws, quiet: bool):
 @click.option("--budget", type=float, help="Training seconds per trial (sets the budget constant).")
 @click.option("--steps", type=int, help="Fixed training steps per trial instead of --budget.")
 @click.option("--timeout", type=float, help="Hard limit per trial in seconds [budget + margin].")
-@click.option("--group", type=click.Choice(["A", "B", "C"], case_sensitive=False),
-              help="A: Level 1; B: + Level 1.5; C: + Level 2 [A].")
+@click.option("--group", type=click.Choice(["A", "B", "C", "D"], case_sensitive=False),
+              help="A: Level 1; B: + Level 1.5; C: + Level 2 (LLM-generated mechanisms, or the "
+              "built-in catalog offline); D: + Level 2 from the built-in catalog only [A].")
 @click.option("--llm", help="'offline', a preset (deepseek, openai, ollama, vllm, llamacpp) "
               "or a base URL.")
 @click.option("--model", help="Model name for --llm.")
@@ -127,9 +128,6 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     finished = False
     try:
-        if ws.config.group.upper() == "C":
-            raise click.UsageError(
-                "--group C: Level 2 is not built yet; use --group A or B")
         proposer = _proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         llm = getattr(proposer, "client", None)
@@ -207,6 +205,81 @@ def log(ctx, name, as_json, level):
 
 def _m(value) -> str:
     return "n/a" if value is None else f"{value:.6f}"
+
+
+@cli.group()
+def mechanism() -> None:
+    """Level-2 mechanisms of a run: add your own through the gate, or list them."""
+
+
+@mechanism.command("add")
+@click.argument("patch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run", "run_name", required=True, help="The run whose runner gets it.")
+@click.pass_context
+@arx_errors
+def mechanism_add(ctx, patch_file, run_name):
+    """Apply a structured patch (JSON) to a run's runner: patch, gate, commit or revert.
+
+    PATCH_FILE holds {"kind": "new_helper_class" | "new_method" | "replace_method" |
+    "modify_init", "name": ..., "target": ..., "code": ...}, or a mechanism
+    {"name", "domain", "description", "patches": [...]}. Exits 1 when it is refused."""
+    from arx.core.level2 import add_by_hand
+    from arx.core.mechanism import Mechanism
+    from arx.core.workspace import open_run
+
+    mech = Mechanism.from_json(patch_file.read_text())
+    ws = open_run(ctx.obj["repo"], {}, resume=run_name)
+    try:
+        outcome = add_by_hand(ws, mech, gate_timeout_s=ws.config.gate_timeout)
+    finally:
+        ws.close(remove_worktree=True)
+    if outcome.verdict == "pass":
+        click.echo(f"arx: mechanism {mech.name} passed the gate and is active on arx/{run_name} "
+                   f"({outcome.commit[:8]}); `arx run --resume {run_name}` uses it")
+        return
+    where = f" (committed {outcome.commit[:8]}, reverted {outcome.revert[:8]})" \
+        if outcome.commit and outcome.revert else " (nothing written)"
+    raise click.ClickException(f"mechanism {mech.name} {outcome.verdict}: {outcome.reason}{where}")
+
+
+@mechanism.command("list")
+@click.option("--run", "run_name", help="One run (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@arx_errors
+def mechanism_list(ctx, run_name, as_json):
+    """Mechanisms tried on each run, with gate results, and whether they are active."""
+    from arx.core.gitrepo import GitRepo
+    from arx.core.level2 import notes_on_branch
+    from arx.core.runs import run_names
+
+    repo = GitRepo(ctx.obj["repo"])
+    rows = []
+    for name in [run_name] if run_name else run_names(repo):
+        state: dict[str, str] = {}
+        for note in notes_on_branch(repo, name):
+            verdict = note.get("verdict")
+            state[note["mechanism"]] = "active" if verdict == "pass" else "reverted" \
+                if note.get("reverted") else verdict
+            rows.append({"run": name, **{k: note.get(k) for k in (
+                "mechanism", "domain", "source", "cycle", "iteration", "verdict", "reason",
+                "commit", "revert")}})
+        for row in rows:
+            if row["run"] == name:
+                row["state"] = state[row["mechanism"]]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no mechanisms yet (Level 2 runs in --group C or D; or `arx mechanism add`)")
+        return
+    table = Table(title="arx mechanisms")
+    for col in ("run", "mechanism", "domain", "source", "cycle", "verdict", "now", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
+                      str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
+    console().print(table)
 
 
 def main() -> None:

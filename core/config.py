@@ -27,7 +27,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_FILE = "arx.toml"
-GROUPS = ("A", "B", "C")
+GROUPS = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class RunConfig:
     rebaseline: int = 0
     k: int = 5
     m: int = 2
+    #: LLM repair rounds after a failed gate; per-call limit of runner hooks; gate time limit
+    repair: int = 1
+    hook_timeout: float = 10.0
+    gate_timeout: float = 60.0
     history: int = 12
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -117,7 +121,10 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "rebaseline": (int, 0),
     "history": (int, 12),
 }
-LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {"k": (int, 5), "m": (int, 2)}
+LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
+    "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
+    "gate_timeout": (float, 60.0),
+}
 
 
 def load_toml(root: Path) -> tomlkit.TOMLDocument:
@@ -219,7 +226,7 @@ def resolve(
 def check(config: RunConfig) -> None:
     """Refuse settings that cannot make a sensible run, naming the option."""
     if config.group.upper() not in GROUPS:
-        raise ConfigError(f"--group must be one of A, B, C, not {config.group!r}")
+        raise ConfigError(f"--group must be one of A, B, C, D, not {config.group!r}")
     if config.iterations < 0:
         raise ConfigError("--iterations must be >= 0")
     if config.budget is not None and config.steps is not None:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arx.core import commits, cst
-from arx.core.errors import ArxError, LLMError, PatchError, ProposalError
+from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.outer import OuterLoop
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
+from arx.core.runguard import GuardedRunner, MechanismFault
 from arx.core.runnerload import RUNNER_PATH, load_runner
 from arx.core.space import ParameterSpace
 from arx.core.trace import Trace, TraceRecord, TrialState, best_of
@@ -35,10 +36,6 @@ _EXEC_TO_STATE = {
 #: summary keys copied from the target's output into each trace record
 SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
                 "peak_mem_mb", "peak_vram_mb", "num_params_M")
-
-
-class RunError(ArxError):
-    """The run cannot go on (baseline failed, proposer gone); it is resumable."""
 
 
 class Reporter:
@@ -84,6 +81,7 @@ class Engine:
         self.stopped_reason: str | None = None
         self._setup_done = False
         self._retry: dict[int, Mapping[str, Any]] = {}
+        self._measured: dict[int, dict[str, Any]] = {}
         self.outer = OuterLoop(self, llm=llm)
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -154,12 +152,9 @@ class Engine:
             self._recover()
         self._rebuild_state()
         self.outer.apply_state()
-        self.runner = load_runner(self.ws.path / RUNNER_PATH, self.runner_config())
         if self.best is None:
             self._baseline()
-        for rec in self.records:
-            if rec.kind == "trial":
-                self.runner.observe(self.context(rec.iteration), dict(rec.data))
+        self.reload_runner()
         start = 1 + max((r.iteration for r in self.records if r.kind == "trial"
                          and r.state is not TrialState.INTERRUPTED), default=0)
         for i in range(start, self.config.iterations + 1):
@@ -227,7 +222,40 @@ class Engine:
         }
 
     def iteration(self, i: int) -> None:
+        """One Level-1 iteration; a mechanism's run-time fault reverts it and retries without
+        re-running a trial that was already measured."""
+        for _ in range(20):
+            try:
+                return self._iteration(i)
+            except MechanismFault as fault:
+                self.outer.runtime_fault(fault, i)
+                self.reload_runner()
+                if any(r.iteration == i and r.kind == "trial" for r in self.records):
+                    return None  # it failed in observe(), after the trial was recorded
+        raise RunError(f"iteration {i}: the runner kept failing after reverting mechanisms")
+
+    def reload_runner(self) -> None:
+        """Load runner/runner.py afresh and let it observe the history (its mechanisms' state);
+        a mechanism that fails while catching up is reverted too."""
+        for _ in range(20):
+            runner = GuardedRunner(load_runner(self.ws.path / RUNNER_PATH, self.runner_config()),
+                                   self.config.hook_timeout)
+            try:
+                for rec in self.records:
+                    if rec.kind == "trial":
+                        runner.observe(self.context(rec.iteration), dict(rec.data))
+            except MechanismFault as fault:
+                self.outer.runtime_fault(fault, self.records[-1].iteration if self.records else 0)
+                continue
+            self.runner = runner
+            return
+        raise RunError("the runner kept failing while replaying the history")
+
+    def _iteration(self, i: int) -> None:
         ctx = self.context(i)
+        pending = self._measured.get(i)
+        if pending is not None:  # measured before a mechanism fault: decide again, do not re-run
+            return self._decide(i, ctx, **pending)
         focus = self.runner.focus(ctx)
         request = ProposalRequest(
             iteration=i, prompt=self.runner.build_prompt(ctx), active=tuple(ctx["active"]),
@@ -274,7 +302,8 @@ class Engine:
                 changes = None
         base = {"usage": usage, "transcripts": transcripts, "refusals": refusals,
                 "hypothesis": proposal.hypothesis if proposal else "",
-                "proposer": self.proposer.name}
+                "proposer": self.proposer.name, "focus": list(request.focus or []),
+                "candidates": request.n}
         if changes is None:
             raw = {"proposal": dict(proposal.changes) if proposal else {},
                    "raw": proposal.raw if proposal else None}
@@ -284,23 +313,35 @@ class Engine:
                 "reason": refusals[-1]["message"] if refusals else "no proposal",
             })
             return self._observe(ctx, record)
-        config = {**self.best.config, **changes}
         self.target_path.write_text(source)
         self.trace.start(i, "trial", changes, hypothesis=proposal.hypothesis)
         result = self._execute(i, "trial", timeout=self._timeout())
+        self._measured[i] = {"changes": changes, "source": source, "result": result, "base": base}
+        return self._decide(i, ctx, changes, source, result, base)
+
+    def _decide(self, i: int, ctx: Mapping[str, Any], changes: dict[str, Any], source: str,
+                result: TrialResult, base: dict[str, Any], confirmed: tuple | None = None) -> None:
+        """Accept or discard a measured trial (runner hooks), record it, commit a keep."""
+        config = {**self.best.config, **changes}
         metrics = [result.metric]
         best_metrics = [self.best.metric]
         state = None
         if result.status is ExecStatus.OK:
-            n_seeds = int(self.runner.confirm_seeds(ctx, result.metric, self.best.metric) or 0)
-            if n_seeds > 0:
-                metrics, best_metrics = self._confirm(i, source, result.metric, n_seeds)
+            if confirmed is None:
+                n_seeds = int(self.runner.confirm_seeds(ctx, result.metric, self.best.metric) or 0)
+                if n_seeds > 0:
+                    confirmed = self._confirm(i, source, result.metric, n_seeds)
+                    self._measured[i]["confirmed"] = confirmed
+            if confirmed is not None:
+                metrics, best_metrics = confirmed
             keep = bool(self.runner.accept(ctx, metrics, best_metrics))
             state = TrialState.KEEP if keep else TrialState.DISCARD
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
+        base = dict(base)
         record = self._record(i, "trial", result, changes, base.pop("hypothesis"), config, state,
                               before={k: self.best.config.get(k) for k in changes}, **base, **extra)
+        self._measured.pop(i, None)
         if record.state is TrialState.KEEP:
             self._commit_keep(record)
             self.best = Best(i, record.metric, config, source)
@@ -320,8 +361,8 @@ class Engine:
 
     def _observe(self, ctx: Mapping[str, Any], record: TraceRecord) -> None:
         self.records.append(record)
-        self.runner.observe(ctx, dict(record.data))
         self.reporter.trial(self, record)
+        self.runner.observe(ctx, dict(record.data))
 
     def _confirm(self, i: int, source: str, first: float, n: int) -> tuple[list, list]:
         """Re-run the candidate with n more seeds, and the best with the same seeds once."""

@@ -53,3 +53,7 @@ class RunnerLoadError(ArxError):
 
 class LLMError(ArxError):
     """The LLM endpoint failed permanently or returned something unusable."""
+
+
+class RunError(ArxError):
+    """The run cannot go on (baseline failed, proposer gone, runner broken); it is resumable."""

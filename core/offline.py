@@ -67,6 +67,23 @@ class _Codec:
         except (ValueError, TypeError, OverflowError):
             return None
 
+    def random_other(self, current: Any, rng: random.Random) -> Any | None:
+        """A random value of the distribution other than ``current`` (None if there is none)."""
+        d = self.dist
+        for _ in range(20):
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                raw = rng.choice(d.choices)
+            elif isinstance(d, optuna.distributions.IntDistribution):
+                raw = rng.randint(d.low, d.high)
+            elif d.log:
+                raw = math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
+            else:
+                raw = rng.uniform(d.low, d.high)
+            value = self.decode(raw)
+            if _norm(value) != _norm(current):
+                return value
+        return None
+
     def decode(self, raw: Any) -> Any:
         spec = self.spec
         if spec.choices is not None:
@@ -154,6 +171,11 @@ class OptunaProposer(Proposer):
                     changes[name] = value
             if changes and _freeze({**best, **changes}) not in tried:
                 break
+        if not changes:  # TPE keeps landing on the best value: make a random move instead
+            name = rng.choice(names)
+            value = codecs[name].random_other(best.get(name), rng)
+            if value is not None:
+                changes = {name: value}
         model = (
             f"TPE model of {len(request.history)} trials"
             if len(request.history) >= self.n_startup_trials

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from arx.core import level15
+from arx.core import level2, level15
+from arx.core.errors import RunError
 from arx.core.level15 import STATE_PATH, SearchState
+from arx.core.runguard import MechanismFault
 
 if TYPE_CHECKING:  # pragma: no cover
     from arx.core.engine import Engine
@@ -50,6 +52,100 @@ class OuterLoop:
         due = (i - 1) // k
         while self.state.cycle < due:
             self.level15(iteration=(self.state.cycle + 1) * k)
+            if self.group in ("C", "D") and self.state.cycle % self.engine.config.m == 0:
+                self.level2(cycle=self.state.cycle, iteration=self.state.cycle * k)
+
+    # ---- Level 2 -----------------------------------------------------------------------------
+    def mechanisms(self) -> list[dict[str, Any]]:
+        """Level-2 outcomes recorded on this run (trace notes), oldest first."""
+        return [dict(n) for n in self.engine.trace.notes("level2")]
+
+    def active(self) -> list[dict[str, Any]]:
+        """Mechanisms activated and not reverted since, oldest first."""
+        active: dict[str, dict[str, Any]] = {}
+        for note in self.mechanisms():
+            if note.get("verdict") == "pass":
+                active[note["mechanism"]] = note
+            elif note.get("reverted"):
+                active.pop(note["mechanism"], None)
+        return list(active.values())
+
+    def level2(self, cycle: int, iteration: int) -> None:
+        eng = self.engine
+        tried = [n["mechanism"] for n in self.mechanisms()]
+        if any(n.get("cycle") == cycle for n in self.mechanisms()):
+            return  # already done before a resume
+        use_llm = self.llm is not None and self.group == "C"
+        transcripts: list[str] = []
+        if use_llm:
+            records = [dict(r.data) for r in eng.records]
+            session = level2.research(
+                self.llm.complete, (eng.ws.path / "runner/runner.py").read_text(),
+                level2.trace_summary(records, eng.target.metric), cycle, tried)
+            transcripts += session.transcripts
+            mech, source = session.mechanism, "llm"
+            if mech is None:
+                self._note_l2(cycle, iteration, "?", "", source, "refused", session.error,
+                              transcripts=transcripts)
+                return
+        else:
+            mech, source = level2.next_from_catalog(tried), "catalog"
+            if mech is None:
+                eng.reporter.line(f"L2 cycle {cycle}: the built-in catalog is exhausted")
+                return
+        outcome = self._install(mech, source, cycle, iteration)
+        if outcome.verdict != "pass" and use_llm and eng.config.repair > 0:
+            for _ in range(eng.config.repair):
+                repair = level2.research(self.llm.complete, "", "", cycle, tried,
+                                         repair=outcome.reason, history=list(session.messages))
+                transcripts += repair.transcripts
+                if repair.mechanism is None:
+                    break
+                session = repair
+                outcome = self._install(repair.mechanism, "llm-repair", cycle, iteration)
+                if outcome.verdict == "pass":
+                    break
+        self._note_l2(cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
+                      outcome.verdict, outcome.reason, commit=outcome.commit,
+                      revert=outcome.revert, gate=outcome.gate, transcripts=transcripts)
+        if outcome.active:
+            eng.reload_runner()
+
+    def _install(self, mech, source: str, cycle: int | None, iteration: int | None):
+        eng = self.engine
+        outcome = level2.install(eng.ws.tree, mech, run=eng.ws.name, source=source, cycle=cycle,
+                                 iteration=iteration, extra_files=eng.ws.run_files())
+        verdict = {"pass": "activated", "fail": "reverted by the gate", "refused": "refused"}
+        eng.reporter.line(f"L2 mechanism {mech.name} ({source}): {verdict[outcome.verdict]}"
+                          + (f": {outcome.reason}" if outcome.reason else ""))
+        return outcome
+
+    def _note_l2(self, cycle, iteration, mechanism, domain, source, verdict, reason,
+                 **extra: Any) -> None:
+        note = {"run": self.engine.ws.name, "cycle": cycle, "iteration": iteration,
+                "mechanism": mechanism, "domain": domain, "source": source, "verdict": verdict,
+                "reason": reason, "reverted": verdict == "fail"}
+        self.engine.trace.note("level2", {**note, **extra})
+
+
+    def runtime_fault(self, fault: MechanismFault, iteration: int) -> None:
+        """Revert the mechanism behind a hook failure (named in the traceback, else the newest
+        active one); the caller reloads the runner. Without one, the run stops."""
+        active = self.active()
+        if not active:
+            raise RunError(f"the runner's {fault.hook} hook failed:\n{fault.error}",
+                           hint="fix runner/runner.py on the run branch, then resume")
+        named = [n for n in active if n["mechanism"] in fault.error]
+        target = (named or active)[-1]
+        eng = self.engine
+        sha = level2.revert_runtime(eng.ws.tree, target["commit"], target["mechanism"],
+                                    fault.hook, fault.error)
+        self._note_l2(target.get("cycle"), iteration, target["mechanism"], target.get("domain"),
+                      target.get("source"), "runtime_revert", str(fault),
+                      commit=target["commit"], revert=sha, hook=fault.hook,
+                      error=fault.error[-2000:], reverted=True)
+        eng.reporter.line(f"L2 mechanism {target['mechanism']} reverted: {fault.hook} failed at "
+                          f"run time ({fault})")
 
     def level15(self, iteration: int) -> None:
         eng = self.engine

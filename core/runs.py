@@ -87,11 +87,11 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     base = next((r.get("metric") for r in records if r.get("status") == "baseline"), None)
     kept = [r.get("metric") for r in records if r.get("status") in ("baseline", "keep")]
     best = kept[-1] if kept else None
-    head = repo.log(branch, max_count=1)
     iterations = config.iterations if config else 0
+    ended = any(c.trailers.get("Arx-Level") == "end" for c in repo.log(branch, max_count=50))
     if is_locked(repo, name):
         state = "running"
-    elif head and head[0].trailers.get("Arx-Level") == "end" and len(trials) >= iterations:
+    elif ended and len(trials) >= iterations:
         state = "finished"
     else:
         state = "interrupted"

@@ -95,13 +95,6 @@ def test_init_refusals_are_clear_and_write_nothing(tmp_path, case):
     assert "Traceback" not in result.output
 
 
-def test_group_b_and_c_are_refused_clearly_for_now(toy_repo):
-    result = CliRunner().invoke(cli, ["-C", str(toy_repo), "run", "--group", "C",
-                                      "--iterations", "1"])
-    assert result.exit_code != 0
-    assert "not built yet" in result.output
-
-
 def test_broken_arx_toml_is_a_clear_error(toy_repo):
     (toy_repo / "arx.toml").write_text("[target\nfile = ")
     git.Repo(toy_repo).git.commit("-am", "break it")
@@ -145,3 +138,32 @@ def test_init_adopts_a_script_git_does_not_know_yet(tmp_path):
     repo = git.Repo(tmp_path)
     assert "fit.py" in repo.git.ls_files().split()
     assert not repo.is_dirty(untracked_files=True)
+
+
+def test_mechanism_add_and_list(toy_repo, tmp_path):
+    assert invoke("-C", str(toy_repo), "run", "--name", "m", "--iterations", "2",
+                  "--quiet").exit_code == 0
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"name": "OnlyLR", "domain": "by hand", "patches": [
+        {"kind": "new_helper_class", "name": "OnlyLR", "target": None,
+         "code": "class OnlyLR:\n    def focus(self, ctx):\n        return ['LR']\n"},
+        {"kind": "modify_init", "name": "OnlyLR", "target": None,
+         "code": "self.mechanisms.append(OnlyLR())"}]}))
+    out = invoke("-C", str(toy_repo), "mechanism", "add", str(good), "--run", "m")
+    assert out.exit_code == 0 and "passed the gate" in out.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "new_helper_class", "name": "Nope", "target": None,
+                               "code": "class Nope:\n    def focus(self, ctx):\n"
+                                       "        return missing\n"}))
+    out = CliRunner().invoke(cli, ["-C", str(toy_repo), "mechanism", "add", str(bad), "--run", "m"])
+    assert out.exit_code == 1 and "F821" in out.output and "reverted" in out.output
+    rows = json.loads(invoke("-C", str(toy_repo), "mechanism", "list", "--json").output)
+    assert [(r["mechanism"], r["verdict"], r["state"]) for r in rows] == [
+        ("OnlyLR", "pass", "active"), ("Nope", "fail", "reverted")]
+    log = json.loads(invoke("-C", str(toy_repo), "log", "m", "--level", "2", "--json").output)
+    gates = [c["Arx-Gate"] for c in log if c["subject"].startswith(("L2", "Revert"))]
+    assert gates[0] == "pass" and gates[1].startswith("fail: ruff") and len(gates) == 3
+    # the run continues with the hand-written mechanism
+    out = invoke("-C", str(toy_repo), "run", "--resume", "m", "--iterations", "4", "--json")
+    trials = [json.loads(x) for x in out.output.splitlines() if '"event": "trial"' in x]
+    assert trials and all(t["focus"] == ["LR"] for t in trials)

@@ -74,6 +74,9 @@ class LLMServer:
     def __init__(self, model_id: str = "test-model"):
         self.model_id = model_id
         self.fallback: Reply = SCRIPT_EXHAUSTED
+        #: when set, answers every request the script does not: ``responder(body) -> str | Reply``
+        #: (a scripted model that reads the prompt, for runs with many kinds of calls)
+        self.responder: Any = None
         #: reject every request that carries ``response_format`` (a server without JSON mode)
         self.reject_response_format = False
         self.requests: list[dict[str, Any]] = []
@@ -188,6 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, _rf_error())
             return
         reply = state._next(wants_json)
+        if reply is state.fallback and state.responder is not None:
+            answer = state.responder(body)
+            reply = ok(answer) if isinstance(answer, str) else answer
         if reply.delay:
             state._release.wait(reply.delay)
         if reply.reject_response_format and wants_json:
