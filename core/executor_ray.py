@@ -4,8 +4,8 @@ Imported only when ``--executor ray`` is chosen (``pip install "arx-autoresearch
 must be importable on every node (installed there, or shipped with
 ``runtime_env={"py_modules": [...]}``).
 
-A task writes the job's files into a directory of its worker process (a temp dir, reused by the
-worker's later jobs as a local slot is), runs the setup once there, then ``run_trial``, and
+A task writes the job's files into a directory of its worker process (under the node's temp dir,
+reused by the worker's later jobs as a local slot is), runs the setup once there, then ``run_trial``, and
 returns the ``TrialResult`` with the node and pid that ran it and the whole log. Ray never
 retries a trial (``max_retries=0``): a worker or node that dies is the trial's CRASH, with the
 reason Ray gave. Each task starts a tiny reaper process, detached from the worker, that kills the
@@ -17,7 +17,6 @@ has not answered by then (a hung worker, a partitioned node): that job is a TIME
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import subprocess
@@ -65,12 +64,33 @@ _jobs_run = 0
 
 
 def _job_dir() -> Path:
-    """This worker process's job directory, made on its first job and removed at its exit."""
+    """This worker process's job directory, ``$TMPDIR/arx-ray-<uid>/worker-<pid>``; made on
+    its first job, after removing what workers that no longer exist left there."""
     global _worker_dir
     if _worker_dir is None:
-        _worker_dir = Path(tempfile.mkdtemp(prefix="arx-ray-"))
-        atexit.register(shutil.rmtree, _worker_dir, ignore_errors=True)
+        base = Path(tempfile.gettempdir()) / f"arx-ray-{os.getuid()}"
+        base.mkdir(parents=True, exist_ok=True)
+        for old in base.glob("worker-*"):
+            pid = old.name.split("-", 1)[1].split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.suffix == ".log":  # a pid file is the reaper's: it removes it
+                old.unlink(missing_ok=True)
+        _worker_dir = base / f"worker-{os.getpid()}"
+        _worker_dir.mkdir(exist_ok=True)
     return _worker_dir
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_on_worker(job: TrialJob) -> dict[str, Any]:

@@ -216,7 +216,7 @@ def test_ray_two_jobs_overlap_and_files_travel(ray_ex, tmp_path, monkeypatch):
     assert a.worker.startswith("ray:") and a.worker != b.worker
     for r in (a, b):
         cwd = r.result.log_tail.split("cwd: ", 1)[1].split("\n", 1)[0]
-        assert not cwd.startswith(str(tmp_path)) and "arx-ray-" in cwd
+        assert not cwd.startswith(str(tmp_path)) and "/arx-ray-" in cwd
     assert "val_bpb: 1" in (tmp_path / "logs" / "r1.log").read_text()
 
 
