@@ -95,6 +95,22 @@ def _proposer(ws, quiet: bool):
     return LLMProposer(client)
 
 
+def _executor(ws):
+    """None for one candidate at a time (trials run in the worktree); else local slots or Ray."""
+    from arx.core.config import load_toml, plain
+    from arx.core.executor import make_executor
+
+    config = ws.config
+    if config.parallel <= 1 and config.executor == "local":
+        return None
+    table = plain(load_toml(ws.path).get("executor", {}))
+    return make_executor(
+        config.executor, ws.root / ".arx" / "slots" / ws.name, config.parallel,
+        config.address, log_dir=ws.log_dir, pid_dir=ws.root / ".arx" / "pids" / ws.name,
+        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
+        runtime_env=table.get("runtime_env"))
+
+
 @cli.command()
 @click.option("--name", help="Run name; the branch is arx/NAME (default: date and a counter).")
 @click.option("--resume", metavar="NAME", help="Continue a stopped run from its trace.")
@@ -112,6 +128,11 @@ def _proposer(ws, quiet: bool):
 @click.option("--confirm", type=int, help="Extra seeds a would-be keep must also win on [0].")
 @click.option("--confirm-margin", type=float, help="Margin the mean must win by when confirming.")
 @click.option("--rebaseline", type=int, help="Re-measure the best every K iterations (time mode).")
+@click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "
+              "that beats the current best is kept [1].")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where parallel candidates train: local slots or Ray tasks [local].")
+@click.option("--address", help="Ray cluster address (with --executor ray): auto, ray://host:10001.")
 @click.option("--quiet", is_flag=True, help="Print only the final summary line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trial on stdout.")
 @click.pass_context
@@ -131,7 +152,12 @@ def run(ctx, name, resume, quiet, as_json, **flags):
         proposer = _proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         llm = getattr(proposer, "client", None)
-        Engine(ws, proposer, reporter, llm=llm).run()
+        executor = _executor(ws)
+        try:
+            Engine(ws, proposer, reporter, llm=llm, executor=executor).run()
+        finally:
+            if executor is not None:
+                executor.close()
         finished = True
     finally:
         ws.close(remove_worktree=finished)

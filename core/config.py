@@ -77,6 +77,10 @@ class RunConfig:
     hook_timeout: float = 10.0
     gate_timeout: float = 60.0
     history: int = 12
+    #: candidates trained at once per iteration, and where (local slots or a Ray cluster)
+    parallel: int = 1
+    executor: str = "local"
+    address: str | None = None
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -120,6 +124,9 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "confirm_margin": (float, 0.0),
     "rebaseline": (int, 0),
     "history": (int, 12),
+    "parallel": (int, 1),
+    "executor": (str, "local"),
+    "address": (str, None),
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
@@ -247,6 +254,12 @@ def check(config: RunConfig) -> None:
             "--steps needs a constant in the target to set",
             hint="add steps_constant = \"TRAIN_STEPS\" (your constant) to [target] in arx.toml",
         )
+    if config.parallel < 1:
+        raise ConfigError("--parallel must be >= 1")
+    if config.executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, not {config.executor!r}")
+    if config.address and config.executor != "ray":
+        raise ConfigError("--address is for --executor ray", hint="add --executor ray")
     if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
         raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
     if config.confirm and not config.target.seed_constant:

@@ -60,7 +60,7 @@ class Engine:
     """Runs (or resumes) one run in its workspace with a proposer."""
 
     def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
-                 llm: Any = None):
+                 llm: Any = None, executor: Any = None):
         self.ws = ws
         self.config = ws.config
         self.target = ws.config.target
@@ -80,9 +80,17 @@ class Engine:
         self.trial_seconds = 0.0
         self.stopped_reason: str | None = None
         self._setup_done = False
-        self._retry: dict[int, Mapping[str, Any]] = {}
+        self._retry: dict[int, list[Mapping[str, Any]]] = {}
         self._measured: dict[int, dict[str, Any]] = {}
         self.outer = OuterLoop(self, llm=llm)
+        #: runs the candidates of an iteration at once when config.parallel > 1
+        self.executor = executor
+        if self.config.parallel > 1 and executor is None:
+            from arx.core.executor import LocalExecutor
+
+            self.executor = LocalExecutor(ws.root / ".arx" / "slots" / ws.name,
+                                          slots=self.config.parallel, log_dir=ws.log_dir,
+                                          pid_dir=ws.root / ".arx" / "pids" / ws.name)
 
     # ---- set-up ----------------------------------------------------------------------------
     def _load_space(self) -> ParameterSpace:
@@ -110,6 +118,8 @@ class Engine:
     def _recover(self) -> None:
         """Resume: clean what a killed process left, then rebuild state from the trace."""
         kill_stale(self.ws.pid_path)
+        if self.executor is not None:
+            self.executor.kill_stale()
         self.trace.repair_tail()
         records = self.trace.records()
         committed = commits.last_committed_iteration(self.ws.tree)
@@ -121,8 +131,8 @@ class Engine:
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
         for start in self.trace.pending():
-            if start.get("kind") == "trial":  # re-run the same proposal, do not ask again
-                self._retry[int(start["iteration"])] = start
+            if start.get("kind") == "trial":  # re-run the same proposal(s), do not ask again
+                self._retry.setdefault(int(start["iteration"]), []).append(start)
             self.trace.record({
                 "run": self.ws.name, "iteration": start["iteration"], "kind": start.get("kind"),
                 "seq": start.get("seq", 0), "status": TrialState.INTERRUPTED,
@@ -230,8 +240,9 @@ class Engine:
             except MechanismFault as fault:
                 self.outer.runtime_fault(fault, i)
                 self.reload_runner()
-                if any(r.iteration == i and r.kind == "trial" for r in self.records):
-                    return None  # it failed in observe(), after the trial was recorded
+                if i not in self._measured and any(
+                        r.iteration == i and r.kind == "trial" for r in self.records):
+                    return None  # it failed in observe(), after the decision was recorded
         raise RunError(f"iteration {i}: the runner kept failing after reverting mechanisms")
 
     def reload_runner(self) -> None:
@@ -255,13 +266,15 @@ class Engine:
         ctx = self.context(i)
         pending = self._measured.get(i)
         if pending is not None:  # measured before a mechanism fault: decide again, do not re-run
+            if "batch" in pending:
+                return self._decide_batch(i, ctx, **pending)
             return self._decide(i, ctx, **pending)
         focus = self.runner.focus(ctx)
         request = ProposalRequest(
             iteration=i, prompt=self.runner.build_prompt(ctx), active=tuple(ctx["active"]),
             best_config=ctx["best_config"], space=self.space, history=tuple(ctx["history"]),
             guidance=self.guidance, direction=self.target.direction,
-            n=max(1, int(getattr(self.runner, "n_candidates", 1))),
+            n=max(1, int(getattr(self.runner, "n_candidates", 1)), self.config.parallel),
             focus=tuple(focus) if focus else None,
         )
         refusals: list[dict[str, str]] = []
@@ -270,11 +283,12 @@ class Engine:
         feedback = None
         proposal: Proposal | None = None
         changes: dict[str, Any] | None = None
+        batch: list[tuple[dict[str, Any], str, str]] = []
         retry = self._retry.pop(i, None)
         for _attempt in range(2):  # one re-ask with the reason, then the iteration is spent
             if retry is not None:
-                proposals = [Proposal(changes=retry.get("changes", {}), source="resume",
-                                      hypothesis=retry.get("hypothesis", ""))]
+                proposals = [Proposal(changes=r.get("changes", {}), source="resume",
+                                      hypothesis=r.get("hypothesis", "")) for r in retry]
                 retry = None
             else:
                 proposals = self._ask(request, feedback)
@@ -294,16 +308,23 @@ class Engine:
             try:
                 changes = self.space.validate(proposal.changes, self.best.config, self.frozen)
                 source = cst.apply_changes(self.best.source, changes)
-                break
             except (ProposalError, PatchError) as exc:
                 reason = getattr(exc, "reason", "patch")
                 refusals.append({"reason": reason, "message": exc.message})
                 feedback = f"Your proposal was refused ({reason}): {exc.message}"
                 changes = None
+            if self.executor is not None:
+                batch = self._valid_batch(candidates, chosen, refusals)
+                if batch:
+                    break
+            elif changes is not None:
+                break
         base = {"usage": usage, "transcripts": transcripts, "refusals": refusals,
                 "hypothesis": proposal.hypothesis if proposal else "",
                 "proposer": self.proposer.name, "focus": list(request.focus or []),
                 "candidates": request.n}
+        if self.executor is not None and batch:
+            return self._run_batch(i, ctx, batch, base)
         if changes is None:
             raw = {"proposal": dict(proposal.changes) if proposal else {},
                    "raw": proposal.raw if proposal else None}
@@ -343,11 +364,90 @@ class Engine:
                               before={k: self.best.config.get(k) for k in changes}, **base, **extra)
         self._measured.pop(i, None)
         if record.state is TrialState.KEEP:
+            self.target_path.write_text(source)  # (a batch trained elsewhere)
             self._commit_keep(record)
             self.best = Best(i, record.metric, config, source)
         else:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
+
+    # ---- several candidates per iteration (--parallel N) ----------------------------------
+    def _valid_batch(self, candidates, chosen, refusals) -> list[tuple[dict[str, Any], str, str]]:
+        """Up to ``parallel`` valid, distinct candidates, the runner's choice first."""
+        ordered = [chosen] + [c for c in candidates if c is not chosen]
+        batch: list[tuple[dict[str, Any], str, str]] = []
+        seen: list[dict[str, Any]] = []
+        for cand in ordered:
+            if len(batch) >= self.config.parallel:
+                break
+            try:
+                changes = self.space.validate(cand["changes"], self.best.config, self.frozen)
+                source = cst.apply_changes(self.best.source, changes)
+            except (ProposalError, PatchError) as exc:
+                if cand is not chosen:  # the chosen one's refusal is already recorded
+                    refusals.append({"reason": getattr(exc, "reason", "patch"),
+                                     "message": exc.message})
+                continue
+            if changes in seen:
+                continue
+            seen.append(changes)
+            batch.append((changes, source, cand.get("hypothesis", "")))
+        return batch
+
+    def _run_batch(self, i: int, ctx: Mapping[str, Any], batch, base: dict[str, Any]) -> None:
+        """Train the candidates at once through the executor; the driver alone writes git."""
+        from arx.core.executor import TrialJob
+
+        files = {rel: (self.ws.path / rel).read_text() for rel in self.ws.tree.tracked_files()
+                 if not rel.startswith("runs/") and (self.ws.path / rel).is_file()}
+        jobs = []
+        for k, (changes, source, hypothesis) in enumerate(batch):
+            self.trace.start(i, "trial", changes, hypothesis=hypothesis, seq=k)
+            jobs.append(TrialJob(
+                key=f"{i:04d}-trial-c{k}", files={**files, self.target.file: source},
+                command=self.target.command, timeout_s=self._timeout(),
+                metric=self.target.metric, metric_regex=self.target.metric_regex,
+                drop_env=_SECRET_ENV, setup=self.target.setup))
+        started = time.monotonic()
+        done = self.executor.run(jobs)
+        results = [jr.result for jr in done]
+        intervals = [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done]
+        self.trials_run += len(jobs)
+        self.trial_seconds += time.monotonic() - started
+        self._measured[i] = {"batch": list(batch), "results": results, "base": base,
+                             "intervals": intervals}
+        return self._decide_batch(i, ctx, batch, results, base, intervals)
+
+    def _decide_batch(self, i: int, ctx: Mapping[str, Any], batch, results, base,
+                      intervals) -> None:
+        """The best measured candidate faces the runner's accept rule; the others are discards."""
+        ok = [k for k, r in enumerate(results) if r.status is ExecStatus.OK]
+        sign = 1 if self.target.direction == "min" else -1
+        winner = min(ok, key=lambda k: sign * results[k].metric) if ok else None
+        common = {k: v for k, v in base.items() if k != "hypothesis"}
+        records = []
+        for k, ((changes, _source, hypothesis), result) in enumerate(zip(batch, results)):
+            if k == winner:
+                continue
+            state = TrialState.DISCARD if result.status is ExecStatus.OK else None
+            note = {"note": "not the best of its batch"} if state else {}
+            records.append(self._record(
+                i, "trial", result, changes, hypothesis, {**self.best.config, **changes}, state,
+                before={n: self.best.config.get(n) for n in changes}, seq=k, batch=len(batch),
+                interval=intervals[k], **common, **note))
+        if winner is None:
+            self._measured.pop(i, None)
+            self.target_path.write_text(self.best.source)
+        else:  # from here on a mechanism fault re-decides the winner only
+            changes, source, hypothesis = batch[winner]
+            win_base = {**base, "hypothesis": hypothesis, "seq": winner, "batch": len(batch),
+                        "interval": intervals[winner]}
+            self._measured[i] = {"changes": changes, "source": source,
+                                 "result": results[winner], "base": win_base}
+        for rec in records:
+            self._observe(ctx, rec)
+        if winner is not None:
+            self._decide(i, ctx, **self._measured[i])
 
     def _ask(self, request: ProposalRequest, feedback: str | None) -> list[Proposal]:
         try:
@@ -377,7 +477,8 @@ class Engine:
                     continue
                 self.target_path.write_text(cst.apply_changes(src, {seed_name: seed}))
                 self.trace.start(i, "confirm", {seed_name: seed}, seq=s * 2 + (of != i))
-                result = self._execute(i, f"confirm-{of}-s{seed}", timeout=self._timeout())
+                result = self._execute(i, "confirm", timeout=self._timeout(), seq=s * 2 + (of != i),
+                                       label=f"confirm-{of}-s{seed}")
                 rec = self._record(i, "confirm", result, {seed_name: seed}, "", {}, None,
                                    of=of, seed=seed, seq=s * 2 + (of != i))
                 self.records.append(rec)
@@ -420,9 +521,12 @@ class Engine:
             pid_path=self.ws.pid_path, drop_env=_SECRET_ENV,
         )
 
-    def _execute(self, i: int, kind: str, timeout: float) -> TrialResult:
+    def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,
+                 label: str | None = None) -> TrialResult:
+        """Run the target as it is now in the worktree: trial (i, kind, seq) of the trace.
+        (The one place trials run: replay and executors substitute it.)"""
         self._setup()
-        name = f"{i:04d}-{kind}"
+        name = f"{i:04d}-{label or kind}"
         result = run_trial(self._spec(self.target.command, timeout, name))
         self.trials_run += 1
         self.trial_seconds += result.wall_s
@@ -445,13 +549,17 @@ class Engine:
             "wall_s": round(result.wall_s, 3), "returncode": result.returncode,
             "reason": result.reason,
             "seed": config.get(self.target.seed_constant) if self.target.seed_constant else None,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "finished_at": self._now(i, kind, extra.get("seq", 0)),
             **{k: result.summary[k] for k in SUMMARY_KEYS if k in result.summary},
         }
         if state.is_failure:
             data["log_tail"] = result.log_tail
         data.update(extra)
         return self.trace.record(data)
+
+    def _now(self, i: int, kind: str, seq: int) -> str:
+        """Timestamp of a finished trial record (replay serves the recorded one)."""
+        return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def _commit_keep(self, record: TraceRecord, recovered: bool = False) -> None:
         subject, body, trailers = commits.keep_message(

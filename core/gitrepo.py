@@ -120,6 +120,10 @@ class GitRepo:
         status, _, _ = self._git("merge-base", "--is-ancestor", a, b, ok=(0, 1))
         return status == 0
 
+    def tracked_files(self) -> list[str]:
+        """Paths git tracks in this work tree (relative, posix)."""
+        return [p for p in self._git("ls-files", "-z", strip=False)[1].split("\0") if p]
+
     def dirty_paths(self, paths: Iterable[str] | None = None) -> list[str]:
         """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if None)."""
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]

@@ -122,7 +122,9 @@ class OptunaProposer(Proposer):
         counts = Counter(n for rec in request.history for n in (rec.get("changes") or {}))
         out = []
         for _ in range(request.n):
-            out.append(self._one(request, codecs, study, rng, tried, counts))
+            proposal = self._one(request, codecs, study, rng, tried, counts)
+            tried.add(_freeze({**request.best_config, **proposal.changes}))  # distinct batch
+            out.append(proposal)
         return out
 
     def _study(self, request: ProposalRequest, codecs: Mapping[str, _Codec], seed: int):
