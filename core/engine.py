@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arx.core import commits, cst
+from arx.core.batch import BatchMixin
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.outer import OuterLoop
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
@@ -22,7 +23,7 @@ from arx.core.runguard import GuardedRunner, MechanismFault
 from arx.core.runnerload import RUNNER_PATH, load_runner
 from arx.core.space import ParameterSpace
 from arx.core.trace import Trace, TraceRecord, TrialState, best_of
-from arx.core.trial import ExecStatus, TrialResult, TrialSpec, kill_stale, run_trial
+from arx.core.trial import SECRET_ENV, ExecStatus, TrialResult, TrialSpec, kill_stale, run_trial
 from arx.core.workspace import Workspace
 
 _EXEC_TO_STATE = {
@@ -56,7 +57,7 @@ class Best:
     confirm: dict[int, float] = field(default_factory=dict)
 
 
-class Engine:
+class Engine(BatchMixin):
     """Runs (or resumes) one run in its workspace with a proposer."""
 
     def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
@@ -78,7 +79,7 @@ class Engine:
         self.started = time.monotonic()
         self.trials_run = 0
         self.trial_seconds = 0.0
-        self.stopped_reason: str | None = None
+        self._baseline_wall: float | None = None
         self._setup_done = False
         self._retry: dict[int, list[Mapping[str, Any]]] = {}
         self._measured: dict[int, dict[str, Any]] = {}
@@ -371,84 +372,6 @@ class Engine:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
 
-    # ---- several candidates per iteration (--parallel N) ----------------------------------
-    def _valid_batch(self, candidates, chosen, refusals) -> list[tuple[dict[str, Any], str, str]]:
-        """Up to ``parallel`` valid, distinct candidates, the runner's choice first."""
-        ordered = [chosen] + [c for c in candidates if c is not chosen]
-        batch: list[tuple[dict[str, Any], str, str]] = []
-        seen: list[dict[str, Any]] = []
-        for cand in ordered:
-            if len(batch) >= self.config.parallel:
-                break
-            try:
-                changes = self.space.validate(cand["changes"], self.best.config, self.frozen)
-                source = cst.apply_changes(self.best.source, changes)
-            except (ProposalError, PatchError) as exc:
-                if cand is not chosen:  # the chosen one's refusal is already recorded
-                    refusals.append({"reason": getattr(exc, "reason", "patch"),
-                                     "message": exc.message})
-                continue
-            if changes in seen:
-                continue
-            seen.append(changes)
-            batch.append((changes, source, cand.get("hypothesis", "")))
-        return batch
-
-    def _run_batch(self, i: int, ctx: Mapping[str, Any], batch, base: dict[str, Any]) -> None:
-        """Train the candidates at once through the executor; the driver alone writes git."""
-        from arx.core.executor import TrialJob
-
-        files = {rel: (self.ws.path / rel).read_text() for rel in self.ws.tree.tracked_files()
-                 if not rel.startswith("runs/") and (self.ws.path / rel).is_file()}
-        jobs = []
-        for k, (changes, source, hypothesis) in enumerate(batch):
-            self.trace.start(i, "trial", changes, hypothesis=hypothesis, seq=k)
-            jobs.append(TrialJob(
-                key=f"{i:04d}-trial-c{k}", files={**files, self.target.file: source},
-                command=self.target.command, timeout_s=self._timeout(),
-                metric=self.target.metric, metric_regex=self.target.metric_regex,
-                drop_env=_SECRET_ENV, setup=self.target.setup))
-        started = time.monotonic()
-        done = self.executor.run(jobs)
-        results = [jr.result for jr in done]
-        intervals = [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done]
-        self.trials_run += len(jobs)
-        self.trial_seconds += time.monotonic() - started
-        self._measured[i] = {"batch": list(batch), "results": results, "base": base,
-                             "intervals": intervals}
-        return self._decide_batch(i, ctx, batch, results, base, intervals)
-
-    def _decide_batch(self, i: int, ctx: Mapping[str, Any], batch, results, base,
-                      intervals) -> None:
-        """The best measured candidate faces the runner's accept rule; the others are discards."""
-        ok = [k for k, r in enumerate(results) if r.status is ExecStatus.OK]
-        sign = 1 if self.target.direction == "min" else -1
-        winner = min(ok, key=lambda k: sign * results[k].metric) if ok else None
-        common = {k: v for k, v in base.items() if k != "hypothesis"}
-        records = []
-        for k, ((changes, _source, hypothesis), result) in enumerate(zip(batch, results)):
-            if k == winner:
-                continue
-            state = TrialState.DISCARD if result.status is ExecStatus.OK else None
-            note = {"note": "not the best of its batch"} if state else {}
-            records.append(self._record(
-                i, "trial", result, changes, hypothesis, {**self.best.config, **changes}, state,
-                before={n: self.best.config.get(n) for n in changes}, seq=k, batch=len(batch),
-                interval=intervals[k], **common, **note))
-        if winner is None:
-            self._measured.pop(i, None)
-            self.target_path.write_text(self.best.source)
-        else:  # from here on a mechanism fault re-decides the winner only
-            changes, source, hypothesis = batch[winner]
-            win_base = {**base, "hypothesis": hypothesis, "seq": winner, "batch": len(batch),
-                        "interval": intervals[winner]}
-            self._measured[i] = {"changes": changes, "source": source,
-                                 "result": results[winner], "base": win_base}
-        for rec in records:
-            self._observe(ctx, rec)
-        if winner is not None:
-            self._decide(i, ctx, **self._measured[i])
-
     def _ask(self, request: ProposalRequest, feedback: str | None) -> list[Proposal]:
         try:
             return self.proposer.propose(request, feedback=feedback)
@@ -507,8 +430,7 @@ class Engine:
 
     # ---- trials ----------------------------------------------------------------------------
     def _timeout(self) -> float:
-        return self.config.trial_timeout(getattr(self, "_baseline_wall", None)
-                                         or self._recorded_baseline_wall())
+        return self.config.trial_timeout(self._baseline_wall or self._recorded_baseline_wall())
 
     def _recorded_baseline_wall(self) -> float | None:
         base = next((r for r in self.records if r.state is TrialState.BASELINE), None)
@@ -518,7 +440,7 @@ class Engine:
         return TrialSpec(
             command=command, cwd=self.ws.path, timeout_s=timeout, metric=self.target.metric,
             metric_regex=self.target.metric_regex, log_path=self.ws.log_dir / f"{log}.log",
-            pid_path=self.ws.pid_path, drop_env=_SECRET_ENV,
+            pid_path=self.ws.pid_path, drop_env=SECRET_ENV,
         )
 
     def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,
@@ -573,8 +495,6 @@ class Engine:
         self.reporter.finish(self)
 
 
-#: never handed to the training command: it does not need them and may log its environment
-_SECRET_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
 
 
 def _values(source: str) -> dict[str, Any]:

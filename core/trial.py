@@ -44,6 +44,10 @@ _CHUNK = 1 << 16
 _SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:\s*(.*?)\s*$")
 
 
+#: never handed to a training command: it does not need them and may log its environment
+SECRET_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
+
+
 class ExecStatus(str, Enum):
     OK = "ok"
     CRASH = "crash"  # non-zero exit, killed by a signal, or could not start
