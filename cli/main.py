@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -12,8 +10,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from arx.cli.common import arx_errors, make_executor_for, make_proposer
 from arx.cli.progress import console
-from arx.core.errors import ArxError
+from arx.cli.report_cmd import ablate, report
 
 
 def _version() -> str:
@@ -21,19 +20,6 @@ def _version() -> str:
         return metadata.version("arx-autoresearch")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "0+unknown"
-
-
-def arx_errors(fn):
-    """Turn an ArxError into a click error with its hint; nothing else is caught."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ArxError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,45 +56,6 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
     click.echo(f"arx: initialised {result.root} ({result.n_constants} constants, "
                f"{result.n_tunable} tunable) and committed {', '.join(result.written)}")
     click.echo(f"next: cd {directory} && arx run --iterations 8 --budget 20")
-
-
-def _proposer(ws, quiet: bool):
-    """The offline proposer unless an LLM is configured; said in one line either way."""
-    from arx.core.config import load_toml, plain
-    from arx.core.llm import ChatClient, public_url, resolve_llm
-    from arx.core.llm_proposer import LLMProposer
-    from arx.core.offline import OptunaProposer
-
-    config = ws.config
-    table = plain(load_toml(ws.path).get("llm", {}))
-    settings = resolve_llm(config.llm, config.model, os.environ, overrides=table)
-    if settings is None:
-        if not quiet:
-            click.echo("arx: no LLM configured: offline proposer (Optuna TPE, seeded) "
-                       "[set --llm or ARX_API_KEY to use one]", err=True)
-        return OptunaProposer(seed=config.seed)
-    if not quiet:
-        click.echo(f"arx: LLM proposer {settings.provider} model {settings.model or '(server default)'} "
-                   f"at {public_url(settings.base_url)}", err=True)
-    ws.write_llm_settings(settings.record())
-    client = ChatClient(settings, ws.path / ws.llm_rel, rel_root=ws.path)
-    return LLMProposer(client)
-
-
-def _executor(ws):
-    """None for one candidate at a time (trials run in the worktree); else local slots or Ray."""
-    from arx.core.config import load_toml, plain
-    from arx.core.executor import make_executor
-
-    config = ws.config
-    if config.parallel <= 1 and config.executor == "local":
-        return None
-    table = plain(load_toml(ws.path).get("executor", {}))
-    return make_executor(
-        config.executor, ws.root / ".arx" / "slots" / ws.name, config.parallel,
-        config.address, log_dir=ws.log_dir, pid_dir=ws.root / ".arx" / "pids" / ws.name,
-        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
-        runtime_env=table.get("runtime_env"))
 
 
 @cli.command()
@@ -149,10 +96,10 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     finished = False
     try:
-        proposer = _proposer(ws, quiet or as_json)
+        proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         llm = getattr(proposer, "client", None)
-        executor = _executor(ws)
+        executor = make_executor_for(ws)
         try:
             Engine(ws, proposer, reporter, llm=llm, executor=executor).run()
         finally:
@@ -306,6 +253,10 @@ def mechanism_list(ctx, run_name, as_json):
         table.add_row(r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
                       str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
     console().print(table)
+
+
+cli.add_command(report)
+cli.add_command(ablate)
 
 
 def main() -> None:

@@ -84,6 +84,7 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     counts: dict[str, int] = {}
     for r in trials:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
+    done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
     base = next((r.get("metric") for r in records if r.get("status") == "baseline"), None)
     kept = [r.get("metric") for r in records if r.get("status") in ("baseline", "keep")]
     best = kept[-1] if kept else None
@@ -91,7 +92,7 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     ended = any(c.trailers.get("Arx-Level") == "end" for c in repo.log(branch, max_count=50))
     if is_locked(repo, name):
         state = "running"
-    elif ended and len(trials) >= iterations:
+    elif ended and done >= iterations:
         state = "finished"
     else:
         state = "interrupted"
@@ -99,7 +100,7 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
                  + int((r.get("usage") or {}).get("completion_tokens", 0)) for r in records)
     cost = sum(float((r.get("usage") or {}).get("cost_usd", 0.0)) for r in records)
     return RunStatus(
-        name=name, state=state, iterations_done=len(trials), iterations=iterations,
+        name=name, state=state, iterations_done=done, iterations=iterations,
         baseline=base, best=best,
         delta=(best - base) if best is not None and base is not None else None,
         counts=counts, direction=config.target.direction if config else "min",

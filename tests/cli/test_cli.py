@@ -12,7 +12,7 @@ from arx.cli.main import cli
 
 from support.repos import git_repo
 
-COMMANDS = ["init", "run", "status", "log"]
+COMMANDS = ["init", "run", "status", "log", "mechanism", "report", "ablate"]
 
 
 def invoke(*args, **kw):
