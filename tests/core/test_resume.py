@@ -122,3 +122,32 @@ def test_no_orphan_trial_survives_a_killed_arx(toy_repo):
     # the orphaned trial's process group was killed on resume
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
+
+
+def test_a_killed_parallel_batch_resumes_with_the_same_candidates(toy_repo):
+    proc = start_run(toy_repo, "--name", "pb", "--iterations", "3", "--parallel", "2",
+                     "--budget", "1.5")
+    trace = toy_repo / ".arx" / "worktrees" / "pb" / "runs" / "pb" / "trace.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill once the second batch is training
+        lines = trace.read_text().splitlines() if trace.exists() else []
+        if sum('"event": "start"' in x and '"iteration": 2' in x for x in lines) == 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = subprocess.run([*ARX, "-C", str(toy_repo), "run", "--resume", "pb", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    recs = records(toy_repo, "pb")
+    finished = [r for r in recs if r["kind"] == "trial" and r["status"] != "interrupted"]
+    assert sorted({r["iteration"] for r in finished}) == [1, 2, 3]
+    per_iteration = {i: sorted(r["seq"] for r in finished if r["iteration"] == i) for i in (1, 2, 3)}
+    assert all(seqs in ([0, 1], [0]) for seqs in per_iteration.values()), per_iteration
+    interrupted = [r for r in recs if r["status"] == "interrupted"]
+    assert interrupted, "the kill did not land inside a batch"
+    for r in interrupted:
+        rerun = [f["changes"] for f in finished if f["iteration"] == r["iteration"]]
+        assert r["changes"] in rerun
+    assert run_status(GitRepo(toy_repo), "pb").state == "finished"
