@@ -87,27 +87,21 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
 def run(ctx, name, resume, quiet, as_json, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
     from arx.cli.progress import JsonReporter, QuietReporter, RichReporter  # noqa: I001
-    from arx.core.engine import Engine
+    from arx.core.engine import run_to_end
     from arx.core.workspace import open_run
 
     if name and resume:
         raise click.UsageError("--name and --resume exclude each other")
     flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
-    finished = False
     try:
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
-        llm = getattr(proposer, "client", None)
         executor = make_executor_for(ws)
-        try:
-            Engine(ws, proposer, reporter, llm=llm, executor=executor).run()
-        finally:
-            if executor is not None:
-                executor.close()
-        finished = True
-    finally:
-        ws.close(remove_worktree=finished)
+    except BaseException:
+        ws.close(remove_worktree=False)
+        raise
+    run_to_end(ws, proposer, reporter, executor)
 
 
 @cli.command()

@@ -283,7 +283,6 @@ def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: 
         ws = open_run(root, flags, name=name)
     else:
         ws = open_run(root, {"iterations": flags["iterations"]}, resume=name)
-    finished = False
     try:
         if arm.proposer == "default" and proposer_for is not None:
             proposer = proposer_for(ws)
@@ -291,15 +290,12 @@ def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: 
             proposer = offline_proposer(arm, ws.config.seed)
         reporter = reporter_for() if reporter_for else None
         executor = executor_for(ws) if executor_for else None
-        try:
-            engine_cls(ws, proposer, reporter, llm=getattr(proposer, "client", None),
-                       executor=executor).run()
-        finally:
-            if executor is not None:
-                executor.close()
-        finished = True
-    finally:
-        ws.close(remove_worktree=finished)
+    except BaseException:
+        ws.close(remove_worktree=False)
+        raise
+    from arx.core.engine import run_to_end
+
+    run_to_end(ws, proposer, reporter, executor, engine_cls=engine_cls)
 
 
 def _target(repo: GitRepo, rows: Sequence[Row]) -> tuple[str, str]:

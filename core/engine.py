@@ -499,3 +499,23 @@ class Engine(BatchMixin):
 
 def _values(source: str) -> dict[str, Any]:
     return {c.name: c.value for c in cst.discover_constants(source)}
+
+
+def run_to_end(ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
+               executor: Any = None, engine_cls: type | None = None) -> Engine:
+    """Run (or resume) ``ws`` to its last iteration, then release it: the worktree is removed
+    only when the run finished, so an interrupted one resumes from where it stopped."""
+    finished = False
+    try:
+        try:
+            engine = (engine_cls or Engine)(ws, proposer, reporter,
+                                            llm=getattr(proposer, "client", None),
+                                            executor=executor)
+            engine.run()
+        finally:
+            if executor is not None:
+                executor.close()
+        finished = True
+        return engine
+    finally:
+        ws.close(remove_worktree=finished)

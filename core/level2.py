@@ -238,20 +238,7 @@ def add_by_hand(ws: Any, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outco
 
 
 def notes_on_branch(repo: GitRepo, name: str) -> list[dict[str, Any]]:
-    """The run's Level-2 outcomes as recorded in its trace on the branch (or live worktree)."""
-    import json
+    """The run's Level-2 outcomes as recorded in its trace."""
+    from arx.core.runs import trace_events
 
-    from arx.core.workspace import branch_of, worktree_path
-
-    live = worktree_path(repo.root, name) / f"runs/{name}/trace.jsonl"
-    text = live.read_text() if live.exists() else repo.show(branch_of(name),
-                                                             f"runs/{name}/trace.jsonl")
-    out = []
-    for line in (text or "").splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if obj.get("event") == "level2":
-            out.append(obj)
-    return out
+    return [e for e in trace_events(repo, name) if e.get("event") == "level2"]

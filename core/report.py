@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,8 @@ from arx.core.commits import describe_changes, fmt_metric
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
 from arx.core.gitrepo import CommitRecord, GitRepo
-from arx.core.runs import run_names, run_status
-from arx.core.trace import TRACE_VERSION
-from arx.core.workspace import branch_of, worktree_path
+from arx.core.runs import run_names, run_status, trace_events
+from arx.core.workspace import branch_of
 
 #: figure formats `arx report --out` writes (and HTML, which embeds a PNG)
 FORMATS = (".png", ".svg", ".pdf", ".html")
@@ -143,22 +141,6 @@ class Report:
 
 
 # ---- reading ------------------------------------------------------------------------------
-def trace_events(repo: GitRepo, name: str) -> list[dict[str, Any]]:
-    """Every event of a run's trace (the live worktree's while it runs), oldest first."""
-    live = worktree_path(repo.root, name) / f"runs/{name}/trace.jsonl"
-    text = live.read_text() if live.exists() else repo.show(branch_of(name),
-                                                             f"runs/{name}/trace.jsonl")
-    out = []
-    for line in (text or "").splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue  # blank, or a torn line of a live run
-        if isinstance(obj, dict) and obj.get("v") == TRACE_VERSION:
-            out.append(obj)
-    return out
-
-
 def load_run(repo: GitRepo, name: str) -> RunData:
     status = run_status(repo, name)
     stored = repo.show(branch_of(name), f"runs/{name}/config.json")

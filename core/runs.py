@@ -43,10 +43,9 @@ def run_names(repo: GitRepo) -> list[str]:
     return sorted(b[len(BRANCH_PREFIX):] for b in repo.branches(BRANCH_PREFIX + "*"))
 
 
-def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
-    """Finished-trial records of a run, from the branch tip (or ``rev``), oldest first.
-
-    A run in progress has trace lines not yet committed; they are read from its worktree."""
+def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Every event of a run's trace, oldest first: from the live worktree while the run is in
+    progress (lines not committed yet), else from the branch tip (or ``rev``)."""
     from arx.core.workspace import worktree_path
 
     live = worktree_path(repo.root, name) / f"runs/{name}/trace.jsonl"
@@ -63,9 +62,13 @@ def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[st
         if obj.get("v") != TRACE_VERSION:
             raise TraceError(f"run {name}: trace line {lineno} has version {obj.get('v')!r}",
                              hint="use the arx version that wrote this run")
-        if obj.get("event") == "trial":
-            out.append(obj)
+        out.append(obj)
     return out
+
+
+def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Finished-trial records of a run, oldest first (see ``trace_events``)."""
+    return [e for e in trace_events(repo, name, rev) if e.get("event") == "trial"]
 
 
 def is_locked(repo: GitRepo, name: str) -> bool:
