@@ -1,6 +1,7 @@
 """Fixtures shared by every test package."""
 
 import pytest
+
 from support.llm_server import llm_server  # noqa: F401 - the scripted OpenAI-compatible server
 
 

@@ -196,3 +196,18 @@ def test_a_second_process_on_the_same_run_is_refused(toy_repo):
             open_run(toy_repo, {}, resume="locked")
     finally:
         ws.close(remove_worktree=True)
+
+
+def test_rebaseline_remeasures_the_best_and_records_the_drift(toy_repo):
+    proposer = ScriptedProposer([{"LR": 0.01}, {"DEPTH": 5}, {"DEPTH": 9}, {"DEPTH": 8}])
+    engine = run_engine(toy_repo, proposer, iterations=4, rebaseline=2, budget=0.01,
+                        name="reb")
+    rebases = [r for r in engine.records if r.kind == "rebaseline"]
+    assert [r.iteration for r in rebases] == [3]  # before iteration 3 (every 2 iterations)
+    rec = rebases[0]
+    assert rec.state.value == "rebaseline" and rec.metric is not None
+    assert rec.get("best_before") == pytest.approx(rec.metric, abs=1e-9)  # toy is deterministic
+    # the re-measured config is the best at that time
+    best_at_3 = [r for r in engine.records if r.state.value in ("baseline", "keep")
+                 and r.iteration < 3][-1]
+    assert rec.get("config") == best_at_3.get("config")
