@@ -12,6 +12,7 @@ from rich.table import Table
 
 from arx.cli.common import arx_errors, make_executor_for, make_proposer
 from arx.cli.progress import console
+from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
 
 
@@ -45,14 +46,17 @@ def cli(ctx: click.Context, repo: Path) -> None:
               "(repeatable).")
 @click.option("--no-git-init", is_flag=True, help="Refuse instead of creating a git repository.")
 @click.option("--force", is_flag=True, help="Rewrite an existing arx.toml.")
+@click.option("--replay-ci", is_flag=True, help="Also write .github/workflows/arx-replay.yml: "
+              "CI replays every pushed arx/* branch.")
 @arx_errors
-def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force):
+def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force,
+         replay_ci):
     """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target."""
     from arx.core.init import init_repo
 
     result = init_repo(directory, target_file=target_file, command=command, metric=metric,
                        direction=direction, setup=setup, locked=locked,
-                       git_init=not no_git_init, force=force)
+                       git_init=not no_git_init, force=force, replay_ci=replay_ci)
     click.echo(f"arx: initialised {result.root} ({result.n_constants} constants, "
                f"{result.n_tunable} tunable) and committed {', '.join(result.written)}")
     click.echo(f"next: cd {directory} && arx run --iterations 8 --budget 20")
@@ -250,6 +254,7 @@ def mechanism_list(ctx, run_name, as_json):
 
 
 cli.add_command(report)
+cli.add_command(replay)
 cli.add_command(ablate)
 
 

@@ -57,6 +57,7 @@ def replay(ctx, branch, retrain, only_kept, tolerance, force, as_json, report_pa
             report_path.write_text(json.dumps(data, indent=2) + "\n")
         if as_json:
             click.echo(json.dumps(data, indent=2))
+            ctx.exit(UnusableInput.exit_code)
         raise UnusableInput(str(exc)) from None
     data = report.as_dict()
     if report_path is not None:

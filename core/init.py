@@ -127,6 +127,7 @@ def init_repo(
     locked: Sequence[str] = (),
     git_init: bool = True,
     force: bool = False,
+    replay_ci: bool = False,
 ) -> InitResult:
     """Create or adopt ``root`` as an arx-managed repository; one commit, or nothing at all."""
     root = Path(root).resolve()
@@ -179,6 +180,10 @@ def init_repo(
     if GITIGNORE_LINE not in gitignore.split():
         gitignore = (gitignore.rstrip("\n") + "\n" if gitignore.strip() else "") + GITIGNORE_LINE + "\n"
     files[".gitignore"] = gitignore
+    if replay_ci:  # CI that replays every pushed run branch (arx replay)
+        from arx.core.replay import REPLAY_WORKFLOW_PATH, replay_workflow_text
+
+        files[REPLAY_WORKFLOW_PATH] = replay_workflow_text()
 
     # an adopted script that git does not know yet joins the init commit (nothing to lose)
     unknown_to_git = repo is None or repo.head_sha() is None or repo.show("HEAD", target_file) is None

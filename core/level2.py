@@ -49,7 +49,7 @@ class Outcome:
 
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
-            iteration: int | None, extra_files: Sequence[str] = (),
+            iteration: int | None,
             gate_timeout_s: float = 60.0) -> Outcome:
     """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written."""
     path = tree.root / RUNNER_PATH
@@ -77,7 +77,9 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
     body = (mech.description + "\n\n" if mech.description else "") + "Patches: " + ", ".join(
         p.describe() for p in mech.patches) + f"\nGate: {result.summary()}"
     subject = f"L2 mechanism {mech.name} ({mech.domain or 'unspecified domain'})"
-    files = [RUNNER_PATH, SMOKE_PATH, *extra_files]
+    # only the runner: a revert of this commit must not take the run's trace or transcripts
+    # with it (they go with the next commit)
+    files = [RUNNER_PATH, SMOKE_PATH]
     sha = tree.commit(files, subject, body, trailers)
     revert = None
     if not result.ok:
@@ -224,7 +226,7 @@ def add_by_hand(ws: Any, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outco
 
     trace = Trace(ws.path / ws.trace_rel)
     outcome = install(ws.tree, mech, run=ws.name, source="manual", cycle=None, iteration=None,
-                      extra_files=ws.run_files(), gate_timeout_s=gate_timeout_s)
+                      gate_timeout_s=gate_timeout_s)
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note("level2", {
         "run": ws.name, "cycle": None, "iteration": last, "mechanism": mech.name,

@@ -12,7 +12,7 @@ from arx.cli.main import cli
 
 from support.repos import git_repo
 
-COMMANDS = ["init", "run", "status", "log", "mechanism", "report", "ablate"]
+COMMANDS = ["init", "run", "status", "log", "mechanism", "report", "ablate", "replay"]
 
 
 def invoke(*args, **kw):
@@ -167,3 +167,13 @@ def test_mechanism_add_and_list(toy_repo, tmp_path):
     out = invoke("-C", str(toy_repo), "run", "--resume", "m", "--iterations", "4", "--json")
     trials = [json.loads(x) for x in out.output.splitlines() if '"event": "trial"' in x]
     assert trials and all(t["focus"] == ["LR"] for t in trials)
+
+
+def test_init_can_write_the_replay_workflow(tmp_path):
+    result = invoke("init", str(tmp_path / "d"), "--replay-ci")
+    assert result.exit_code == 0, result.output
+    repo = git.Repo(tmp_path / "d")
+    workflow = ".github/workflows/arx-replay.yml"
+    assert workflow in repo.git.ls_files().split()
+    assert "arx replay" in (tmp_path / "d" / workflow).read_text()
+    assert not repo.is_dirty(untracked_files=True)
