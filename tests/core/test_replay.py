@@ -28,7 +28,7 @@ from arx.core.replay_retrain import judge
 from arx.core.workspace import open_run
 
 from support.llm_server import LLMServer
-from support.repos import edit_toml, make_toy_repo
+from support.repos import edit_toml, identify, make_toy_repo
 
 
 def finished_run(root, name, flags, proposer=None, llm=None):
@@ -362,7 +362,7 @@ def test_a_steps_mode_run_of_the_gpt_target_retrains_bit_identically(tmp_path, m
     tiny = {"DEPTH": 2, "ASPECT_RATIO": 16, "HEAD_DIM": 16, "WINDOW_PATTERN": "SL",
             "TOTAL_BATCH_SIZE": 2**10, "DEVICE_BATCH_SIZE": 8, "MAX_SEQ_LEN": 64}
     (root / "train.py").write_text(apply_changes((root / "train.py").read_text(), tiny))
-    git.Repo(root).git.commit("-am", "test: a tiny model")
+    identify(git.Repo(root)).git.commit("-am", "test: a tiny model")
     edit_toml(root, target={"setup": f"{sys.executable} prepare.py --corpus text --text {texts}",
                             "command": f"{sys.executable} train.py"})
     finished_run(root, "gpt", {"iterations": 1, "steps": 2, "seed": 4})

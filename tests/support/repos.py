@@ -16,7 +16,11 @@ TOY = Path(__file__).with_name("toy_train.py")
 
 def git_repo(path: Path) -> git.Repo:
     path.mkdir(parents=True, exist_ok=True)
-    repo = git.Repo.init(path, initial_branch="main")
+    return identify(git.Repo.init(path, initial_branch="main"))
+
+
+def identify(repo: git.Repo) -> git.Repo:
+    """Give a test repository a committer: CI machines have no global git identity."""
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "Test User")
         cw.set_value("user", "email", "test@example.com")

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 
+from support.repos import identify
+
 
 @pytest.mark.slow
 def test_arx_runs_the_default_target_in_steps_mode(tmp_path, data_dir, monkeypatch):
@@ -22,7 +24,7 @@ def test_arx_runs_the_default_target_in_steps_mode(tmp_path, data_dir, monkeypat
     toml = demo / "arx.toml"
     # the data is prepared already (tiny corpus); the default setup would prepare another one
     toml.write_text(toml.read_text().replace('setup = "python prepare.py"\n', ""))
-    git.Repo(demo).git.commit("-am", "test: data prepared by the fixture")
+    identify(git.Repo(demo)).git.commit("-am", "test: data prepared by the fixture")
     result = runner.invoke(cli, ["-C", str(demo), "run", "--name", "gpt", "--iterations", "2",
                                  "--steps", "3", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
