@@ -226,6 +226,12 @@ class GitRepo:
         self._git(*args, env=self._identity_env())
         return self.head_sha()
 
+    def abort_revert(self) -> bool:
+        """Abandon a ``git revert`` a killed arx left half done; True if there was one."""
+        self._clear_stale_index_lock()
+        status, _, _ = self._git("revert", "--abort", ok=None)
+        return status == 0
+
     def restore(self, paths: Iterable[str]) -> None:
         """Put tracked ``paths`` back to HEAD in the index and work tree.
 

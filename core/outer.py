@@ -9,6 +9,7 @@ from arx.core import level2, level15
 from arx.core.errors import RunError
 from arx.core.level15 import STATE_PATH, SearchState
 from arx.core.runguard import MechanismFault
+from arx.core.runnerload import RUNNER_PATH
 
 if TYPE_CHECKING:  # pragma: no cover
     from arx.core.engine import Engine
@@ -30,9 +31,26 @@ class OuterLoop:
         return self.engine.config.group.upper()
 
     def recover(self) -> None:
-        """A state file written but not committed (arx killed mid-cycle) is undone: the cycle
-        runs again."""
+        """Undo what a kill mid-cycle left: a state file or runner written but not committed
+        (the cycle runs again), a half-done revert, a gate-failed mechanism not yet reverted."""
         tree = self.engine.ws.tree
+        tree.abort_revert()
+        tree.restore([RUNNER_PATH])
+        head = tree.log("HEAD", max_count=1)[0]
+        gate = head.trailers.get("Arx-Gate", "")
+        if head.trailers.get("Arx-Level") == "2" and gate.startswith("fail") \
+                and not head.subject.startswith("Revert"):
+            mech = head.trailers.get("Arx-Mechanism", "?")
+            tree.revert(head.sha, f"Revert L2 mechanism {mech}: gate failed ({gate[6:]})"[:200],
+                        body="Reverted on resume: arx was stopped between the commit and its "
+                        "revert.", trailers={"Arx-Level": "2", "Arx-Mechanism": mech,
+                                             "Arx-Gate": gate})
+            self.engine.trace.note("level2", {
+                "run": self.engine.ws.name, "cycle": _int(head.trailers.get("Arx-Cycle")),
+                "iteration": _int(head.trailers.get("Arx-Iteration")), "mechanism": mech,
+                "source": head.trailers.get("Arx-Source"), "verdict": "fail",
+                "reason": gate[6:], "reverted": True, "commit": head.sha,
+                "note": "reverted on resume"})
         if tree.dirty_paths([STATE_PATH]):
             if tree.show("HEAD", STATE_PATH) is None:
                 self.state_path.unlink()
@@ -177,3 +195,7 @@ class OuterLoop:
         eng.ws.tree.commit([STATE_PATH, *eng.ws.run_files()], subject, body, trailers)
         self.apply_state()
         eng.reporter.line(subject)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None

@@ -204,3 +204,30 @@ def test_a_hook_that_raises_at_run_time_is_reverted_and_nothing_is_rerun(toy_rep
     subjects = [c.subject for c in GitRepo(toy_repo).log("arx/flaky")]
     assert any(s == "Revert L2 mechanism Flaky: observe failed at run time" for s in subjects)
     assert "class Flaky" not in repo.git.show("arx/flaky:runner/runner.py")
+
+
+def test_resume_reverts_a_gate_failed_mechanism_left_unreverted_by_a_kill(toy_repo):
+    """arx killed between a failed gate's commit and its revert: resume completes the revert."""
+    from arx.core.mechanism import Mechanism, apply_patches
+
+    ws = open_run(toy_repo, {"iterations": 1}, name="half")
+    Engine(ws, OptunaProposer()).run()
+    bad = Mechanism.from_json(BAD["undefined"][0])
+    runner = ws.path / "runner" / "runner.py"
+    runner.write_text(apply_patches(runner.read_text(), bad.patches))
+    ws.tree.commit(["runner/runner.py"], "L2 mechanism Bad (testing)", trailers={
+        "Arx-Run": "half", "Arx-Level": "2", "Arx-Mechanism": "Bad",
+        "Arx-Gate": "fail: ruff: F821 Undefined name `undefined_name`", "Arx-Cycle": "1"})
+    ws.close(remove_worktree=False)  # as a kill would leave it
+
+    ws = open_run(toy_repo, {"iterations": 2}, resume="half")
+    engine = Engine(ws, OptunaProposer())
+    try:
+        engine.run()
+        notes = engine.trace.notes("level2")
+    finally:
+        ws.close(remove_worktree=True)
+    subjects = [c.subject for c in GitRepo(toy_repo).log("arx/half")]
+    assert any(s.startswith("Revert L2 mechanism Bad: gate failed") for s in subjects)
+    assert "class Bad" not in git.Repo(toy_repo).git.show("arx/half:runner/runner.py")
+    assert notes[-1]["note"] == "reverted on resume" and notes[-1]["reverted"] is True
