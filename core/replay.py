@@ -176,7 +176,7 @@ def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_bytes(rec.config_bytes)
     if rec.settings_bytes is not None:
-        (tree.root / rec.settings_rel).write_bytes(rec.settings_bytes)
+        (tree.root / rec.llm_settings_rel).write_bytes(rec.settings_bytes)
     done = max((int(r.get("iteration", 0)) for r in rec.records()
                 if r.get("kind", "trial") == "trial"), default=0)
     config = replace(rec.config, iterations=max(rec.config.iterations, done))

@@ -19,6 +19,7 @@ from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
 from arx.core.gitrepo import CommitRecord, GitRepo
 from arx.core.trace import TRACE_VERSION
+from arx.core.workspace import RunFiles
 
 REPLAY_PREFIX = "arx-replay/"
 #: trace statuses of trials that never ran a command (nothing to serve or retrain)
@@ -97,7 +98,7 @@ def norm(value: Any) -> Any:
 
 
 @dataclass
-class Recording:
+class Recording(RunFiles):
     """A finished run as its branch records it."""
 
     name: str
@@ -115,18 +116,6 @@ class Recording:
     transcripts: list[tuple[str, bytes, dict[str, Any]]]
     proposer: str
     trials: dict[tuple[int, str, int], Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> str:
-        return f"runs/{self.name}"
-
-    @property
-    def trace_rel(self) -> str:
-        return f"{self.run_dir}/trace.jsonl"
-
-    @property
-    def settings_rel(self) -> str:
-        return f"{self.run_dir}/llm-settings.json"
 
     @property
     def uses_llm(self) -> bool:

@@ -43,21 +43,10 @@ def default_name(repo: GitRepo, today: _dt.date | None = None) -> str:
     return f"{stamp}-{n}"
 
 
-@dataclass
-class Workspace:
-    """A run's places. ``tree`` is the worktree's GitRepo; all run commits happen there."""
+class RunFiles:
+    """Where a run's files live on its branch, relative to the tree (needs ``self.name``)."""
 
-    root: Path
-    repo: GitRepo
-    tree: GitRepo
     name: str
-    config: RunConfig
-    lock: RunLock
-    resumed: bool
-
-    @property
-    def path(self) -> Path:
-        return self.tree.root
 
     @property
     def run_dir(self) -> str:
@@ -79,6 +68,23 @@ class Workspace:
     @property
     def llm_settings_rel(self) -> str:
         return f"{self.run_dir}/llm-settings.json"
+
+
+@dataclass
+class Workspace(RunFiles):
+    """A run's places. ``tree`` is the worktree's GitRepo; all run commits happen there."""
+
+    root: Path
+    repo: GitRepo
+    tree: GitRepo
+    name: str
+    config: RunConfig
+    lock: RunLock
+    resumed: bool
+
+    @property
+    def path(self) -> Path:
+        return self.tree.root
 
     def write_llm_settings(self, record: Mapping[str, Any]) -> None:
         """The endpoint and model used (never a key), beside the run's config."""
