@@ -20,11 +20,10 @@ from typing import Any
 import optuna
 
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
+from arx.core.trace import FAILED, MEASURED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-_MEASURED = ("baseline", "keep", "discard", "confirm", "rebaseline")
-_FAILED = ("crash", "fail", "nan", "no_metric", "timeout")
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -68,18 +67,9 @@ class _Codec:
             return None
 
     def random_other(self, current: Any, rng: random.Random) -> Any | None:
-        """A random value of the distribution other than ``current`` (None if there is none)."""
-        d = self.dist
+        """A random value of the spec other than ``current`` (None if there is none)."""
         for _ in range(20):
-            if isinstance(d, optuna.distributions.CategoricalDistribution):
-                raw = rng.choice(d.choices)
-            elif isinstance(d, optuna.distributions.IntDistribution):
-                raw = rng.randint(d.low, d.high)
-            elif d.log:
-                raw = math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
-            else:
-                raw = rng.uniform(d.low, d.high)
-            value = self.decode(raw)
+            value = sample_value(self.spec, rng)
             if _norm(value) != _norm(current):
                 return value
         return None
@@ -94,6 +84,31 @@ class _Codec:
             return int(raw)
         value = round_sig(float(raw))
         return min(max(value, float(spec.low)), float(spec.high))
+
+
+def sample_value(spec: Any, rng: random.Random) -> Any:
+    """One uniformly random value allowed by ``spec`` (a ``ParamSpec``)."""
+    if spec.choices is not None:
+        return rng.choice(list(spec.choices))
+    if spec.kind == "bool":
+        return rng.random() < 0.5
+    if spec.low is None or spec.high is None:
+        return spec.default
+    low, high = spec.low, spec.high
+    if spec.kind == "int" and spec.pow2:
+        lo = math.ceil(math.log2(max(low, 1)))
+        hi = math.floor(math.log2(max(high, 1)))
+        return 2 ** rng.randint(lo, max(lo, hi))
+    if spec.kind == "int":
+        if spec.log and low >= 1:
+            value = math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))
+            return int(min(max(value, low), high))
+        return rng.randint(int(low), int(high))
+    if spec.log and low > 0:
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        value = rng.uniform(float(low), float(high))
+    return min(max(round_sig(value), float(low)), float(high))
 
 
 def _norm(value: Any) -> Any:
@@ -142,9 +157,9 @@ class OptunaProposer(Proposer):
                     if raw is not None:
                         params[name], dists[name] = raw, codec.dist
             status, metric = rec.get("status"), rec.get("metric")
-            if status in _MEASURED and isinstance(metric, (int, float)) and math.isfinite(metric):
+            if status in MEASURED and isinstance(metric, (int, float)) and math.isfinite(metric):
                 state, value = optuna.trial.TrialState.COMPLETE, float(metric)
-            elif status in _FAILED:
+            elif status in FAILED:
                 state, value = optuna.trial.TrialState.FAIL, None
             else:
                 continue

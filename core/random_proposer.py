@@ -12,38 +12,12 @@ feedback), so a resumed or replayed run proposes exactly what the original did.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
-from arx.core.offline import round_sig
+from arx.core.offline import sample_value
 from arx.core.proposer import Proposal, ProposalRequest, Proposer
-
-
-def sample_value(spec: Any, rng: random.Random) -> Any:
-    """One uniformly random value allowed by ``spec`` (a ``ParamSpec``)."""
-    if spec.choices is not None:
-        return rng.choice(list(spec.choices))
-    if spec.kind == "bool":
-        return rng.random() < 0.5
-    if spec.low is None or spec.high is None:
-        return spec.default
-    low, high = spec.low, spec.high
-    if spec.kind == "int" and spec.pow2:
-        lo = math.ceil(math.log2(max(low, 1)))
-        hi = math.floor(math.log2(max(high, 1)))
-        return 2 ** rng.randint(lo, max(lo, hi))
-    if spec.kind == "int":
-        if spec.log and low >= 1:
-            value = math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))
-            return int(min(max(value, low), high))
-        return rng.randint(int(low), int(high))
-    if spec.log and low > 0:
-        value = math.exp(rng.uniform(math.log(low), math.log(high)))
-    else:
-        value = rng.uniform(float(low), float(high))
-    return min(max(round_sig(value), float(low)), float(high))
 
 
 class RandomProposer(Proposer):

@@ -28,10 +28,10 @@ from typing import Any
 from arx.core import cst
 from arx.core.config import RunConfig
 from arx.core.replay_source import Recording, ReplayError, norm
+from arx.core.trace import MEASURED
 from arx.core.trial import SECRET_ENV, TrialSpec, run_trial
 
 DEFAULT_TOLERANCE = 0.02
-_MEASURED = ("baseline", "keep", "discard", "confirm", "rebaseline")
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
     report = RetrainReport(mode, tolerance)
     started = time.monotonic()
     records = recording.records()
-    statuses = ("baseline", "keep") if only_kept else _MEASURED
+    statuses = ("baseline", "keep") if only_kept else MEASURED
     todo = [r for r in records if r.get("status") in statuses]
     todo.sort(key=lambda r: r.get("status") != "baseline")  # the baseline first (the data check)
     base_wall = next((r.get("wall_s") for r in records if r.get("status") == "baseline"), None)

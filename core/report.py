@@ -34,6 +34,7 @@ from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
 from arx.core.gitrepo import CommitRecord, GitRepo
 from arx.core.runs import run_names, run_status, trace_events
+from arx.core.trace import FAILED
 from arx.core.workspace import branch_of
 
 #: figure formats `arx report --out` writes (and HTML, which embeds a PNG)
@@ -49,7 +50,6 @@ MARKER_STYLES = {
     "revert": {"color": "#d62728", "linestyle": ":"},
     "refuse": {"color": "#ff7f0e", "linestyle": "-."},
 }
-_FAILED = ("crash", "fail", "nan", "no_metric", "timeout")
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
         pts = [(i, m) for i, m, s in measured if s == status]
         if pts:
             ax.scatter(*zip(*pts), color=OUTCOME_COLOURS[status], label=status, **kw)
-    for label, statuses, mk in (("crash/failure", _FAILED, "X"),
+    for label, statuses, mk in (("crash/failure", FAILED, "X"),
                                 ("invalid proposal", ("invalid_proposal",), "v")):
         its = [int(r["iteration"]) for r in run.trials if r.get("status") in statuses]
         if its:
@@ -367,7 +367,7 @@ def param_panel(ax: Any, run: RunData) -> None:
     groups: dict[str, list[tuple[int, int]]] = {}
     for rec in run.trials:
         status = rec.get("status")
-        outcome = "failure" if status in _FAILED else status
+        outcome = "failure" if status in FAILED else status
         for n in _trial_names(rec):
             groups.setdefault(outcome, []).append((int(rec["iteration"]), row[n]))
     for outcome in ("discard", "keep", "failure", "invalid_proposal"):
@@ -412,7 +412,7 @@ def summary_blocks(runs: Sequence[RunData], image: str | None = None) -> list[Bl
     for run in runs:
         counts: dict[str, int] = {}
         for r in run.trials:
-            key = "fail" if r.get("status") in _FAILED else r.get("status")
+            key = "fail" if r.get("status") in FAILED else r.get("status")
             counts[key] = counts.get(key, 0) + 1
         use = run.usage()
         rows.append([

@@ -47,6 +47,11 @@ class TrialState(str, Enum):
         return self in (self.CRASH, self.FAIL, self.NAN, self.NO_METRIC, self.TIMEOUT)
 
 
+#: status values (as written in the trace) whose metric is usable / that are failed trials
+MEASURED = frozenset(s.value for s in TrialState if s.is_measured)
+FAILED = frozenset(s.value for s in TrialState if s.is_failure)
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: tuples -> lists, non-finite floats -> strings."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -170,14 +170,13 @@ def open_run(
 
                 config = replace(config, **overrides)
         else:
-            load_toml(root)  # a clear error when arx.toml is missing or broken
+            doc = load_toml(root)  # a clear error when arx.toml is missing or broken
             dirty = repo.dirty_paths([CONFIG_FILE])
             if dirty:
                 raise RepoError(
                     "arx.toml has uncommitted changes; a run branches from HEAD and would not see them",
                     hint="commit arx.toml first",
                 )
-            doc = load_toml(root)
             target_dirty = repo.dirty_paths([doc["target"]["file"]])
             if target_dirty:
                 raise RepoError(

@@ -20,6 +20,7 @@ from arx.core.offline import OptunaProposer
 from arx.core.workspace import open_run
 
 from support.repos import edit_toml
+from support.scripted_model import responder
 
 CLEAN = {
     "name": "FocusLR", "domain": "design of experiments", "description": "always explore LR",
@@ -59,33 +60,6 @@ BAD = {
     "writes": (mech("class Bad:\n    def observe(self, ctx, record):\n"
                     "        open('/tmp/arx-escape', 'w').write('x')\n"), "fail", "open"),
 }
-
-
-def responder(generate, l1_changes=({"LR": 0.005}, {"DEPTH": 4}, {"BATCH_SIZE": 128},
-                                    {"WEIGHT_DECAY": 0.05}, {"DEPTH": 3}, {"LR": 0.004},
-                                    {"BATCH_SIZE": 64}, {"USE_BIAS": False})):
-    """A scripted model: answers each kind of arx request from its prompt."""
-    state = {"l1": 0, "generate": 0}
-
-    def answer(body):
-        text = body["messages"][-1]["content"]
-        if "EXPLORE" in text:
-            return "1. FocusLR (design of experiments): focus on LR; risk: tunnel vision."
-        if "CRITIQUE" in text:
-            return "FocusLR is cheap and the trace shows LR matters.\nSelected: FocusLR"
-        if "SPECIFY" in text:
-            return "FocusLR: new_helper_class + modify_init; focus(ctx) -> ['LR']."
-        if "GENERATE" in text or "gate refused" in text:
-            state["generate"] += 1
-            item = generate[min(state["generate"], len(generate)) - 1]
-            return item if isinstance(item, str) else json.dumps(item)
-        if "Search trace summary" in text:
-            return '{"freeze": [], "unfreeze": [], "guidance": "Keep going."}'
-        change = l1_changes[state["l1"] % len(l1_changes)]
-        state["l1"] += 1
-        return json.dumps({"changes": change, "hypothesis": f"try {change}"})
-
-    return answer
 
 
 def llm_run(root, server, name, iterations, **flags):

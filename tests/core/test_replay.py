@@ -29,6 +29,7 @@ from arx.core.workspace import open_run
 
 from support.llm_server import LLMServer
 from support.repos import edit_toml, identify, make_toy_repo
+from support.scripted_model import responder
 
 
 def finished_run(root, name, flags, proposer=None, llm=None):
@@ -85,30 +86,11 @@ UNDEFINED = {"name": "Bad", "domain": "testing", "patches": [
 
 
 def scripted_model():
-    """Plays the model from each prompt: Level 1 proposals, Level 1.5, Level 2's four rounds
-    (a mechanism the gate refuses, then its repair)."""
-    state = {"l1": 0, "generate": 0}
-    changes = ({"LR": 0.005}, {"DEPTH": 4}, {"BATCH_SIZE": 128}, {"WEIGHT_DECAY": 0.05},
-               {"LR": 0.004}, {"USE_BIAS": False})
-
-    def answer(body):
-        text = body["messages"][-1]["content"]
-        if "EXPLORE" in text:
-            return "1. FocusLR (design of experiments): focus on LR."
-        if "CRITIQUE" in text:
-            return "FocusLR is cheap.\nSelected: FocusLR"
-        if "SPECIFY" in text:
-            return "FocusLR: new_helper_class + modify_init."
-        if "GENERATE" in text or "gate refused" in text:
-            state["generate"] += 1
-            return json.dumps(UNDEFINED if state["generate"] == 1 else FOCUS_LR)
-        if "Search trace summary" in text:
-            return '{"freeze": [], "unfreeze": [], "guidance": "Keep going."}'
-        change = changes[state["l1"] % len(changes)]
-        state["l1"] += 1
-        return json.dumps({"changes": change, "hypothesis": f"try {change}"})
-
-    return answer
+    """Level 1 proposals, Level 1.5, and Level 2's four rounds: a mechanism the gate refuses,
+    then its repair."""
+    return responder([UNDEFINED, FOCUS_LR], l1_changes=(
+        {"LR": 0.005}, {"DEPTH": 4}, {"BATCH_SIZE": 128}, {"WEIGHT_DECAY": 0.05},
+        {"LR": 0.004}, {"USE_BIAS": False}))
 
 
 @pytest.fixture(scope="module")
