@@ -13,8 +13,8 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-from arx.core.gate import run_gate
-from arx.core.mechanism import apply_patches, catalog
+from arx.core.levels.gate import run_gate
+from arx.core.levels.mechanism import apply_patches, catalog
 
 
 def main() -> None:

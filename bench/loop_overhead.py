@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from arx.core.engine import Engine
-from arx.core.gitrepo import GitRepo
-from arx.core.init import init_repo
-from arx.core.offline import OptunaProposer
-from arx.core.workspace import open_run
+from arx.core.loop.engine import Engine
+from arx.core.proposers.offline import OptunaProposer
+from arx.core.repo.git import GitRepo
+from arx.core.repo.scaffold import init_repo
+from arx.core.repo.workspace import open_run
 
 TARGET = "X = 1.0  # the metric\nY = 4  # unused\nZ = 0.5  # unused\n"
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arx.core.executor import Executor, LocalExecutor, TrialJob
+from arx.core.execution.executor import Executor, LocalExecutor, TrialJob
 
 TARGET = 'import time\nSLEEP = {sleep}\ntime.sleep(SLEEP)\nprint("---\\nval_bpb: 1.0")\n'
 
@@ -53,7 +53,7 @@ def main() -> None:
         if args.ray:
             import ray
 
-            from arx.core.executor_ray import RayExecutor
+            from arx.core.execution.ray import RayExecutor
 
             ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
             try:

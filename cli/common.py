@@ -26,9 +26,9 @@ def arx_errors(fn):
 def make_proposer(ws, quiet: bool):
     """The offline proposer unless an LLM is configured; said in one line either way."""
     from arx.core.config import load_toml, plain
-    from arx.core.llm import ChatClient, public_url, resolve_llm
-    from arx.core.llm_proposer import LLMProposer
-    from arx.core.offline import OptunaProposer
+    from arx.core.llm.client import ChatClient, public_url, resolve_llm
+    from arx.core.proposers.llm import LLMProposer
+    from arx.core.proposers.offline import OptunaProposer
 
     config = ws.config
     table = plain(load_toml(ws.path).get("llm", {}))
@@ -49,7 +49,7 @@ def make_proposer(ws, quiet: bool):
 def make_executor_for(ws):
     """None for one candidate at a time (trials run in the worktree); else local slots or Ray."""
     from arx.core.config import load_toml, plain
-    from arx.core.executor import make_executor
+    from arx.core.execution.executor import make_executor
 
     config = ws.config
     if config.parallel <= 1 and config.executor == "local":

@@ -52,7 +52,7 @@ def cli(ctx: click.Context, repo: Path) -> None:
 def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force,
          replay_ci):
     """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target."""
-    from arx.core.init import init_repo
+    from arx.core.repo.scaffold import init_repo
 
     result = init_repo(directory, target_file=target_file, command=command, metric=metric,
                        direction=direction, setup=setup, locked=locked,
@@ -91,8 +91,8 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
 def run(ctx, name, resume, quiet, as_json, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
     from arx.cli.progress import JsonReporter, QuietReporter, RichReporter  # noqa: I001
-    from arx.core.engine import run_to_end
-    from arx.core.workspace import open_run
+    from arx.core.loop.engine import run_to_end
+    from arx.core.repo.workspace import open_run
 
     if name and resume:
         raise click.UsageError("--name and --resume exclude each other")
@@ -115,8 +115,8 @@ def run(ctx, name, resume, quiet, as_json, **flags):
 @arx_errors
 def status(ctx, name, as_json):
     """Runs with their state, progress, baseline, best and delta."""
-    from arx.core.gitrepo import GitRepo
-    from arx.core.runs import run_names, run_status
+    from arx.core.repo.git import GitRepo
+    from arx.core.repo.runs import run_names, run_status
 
     repo = GitRepo(ctx.obj["repo"])
     names = [name] if name else run_names(repo)
@@ -149,8 +149,8 @@ def status(ctx, name, as_json):
 @arx_errors
 def log(ctx, name, as_json, level):
     """A run's history from its commit trailers (default: the newest run)."""
-    from arx.core.gitrepo import GitRepo
-    from arx.core.runs import history, run_names
+    from arx.core.repo.git import GitRepo
+    from arx.core.repo.runs import history, run_names
 
     repo = GitRepo(ctx.obj["repo"])
     if not name:
@@ -194,9 +194,9 @@ def mechanism_add(ctx, patch_file, run_name):
     PATCH_FILE holds {"kind": "new_helper_class" | "new_method" | "replace_method" |
     "modify_init", "name": ..., "target": ..., "code": ...}, or a mechanism
     {"name", "domain", "description", "patches": [...]}. Exits 1 when it is refused."""
-    from arx.core.level2 import add_by_hand
-    from arx.core.mechanism import Mechanism
-    from arx.core.workspace import open_run
+    from arx.core.levels.level2 import add_by_hand
+    from arx.core.levels.mechanism import Mechanism
+    from arx.core.repo.workspace import open_run
 
     mech = Mechanism.from_json(patch_file.read_text())
     ws = open_run(ctx.obj["repo"], {}, resume=run_name)
@@ -220,9 +220,9 @@ def mechanism_add(ctx, patch_file, run_name):
 @arx_errors
 def mechanism_list(ctx, run_name, as_json):
     """Mechanisms tried on each run, with gate results, and whether they are active."""
-    from arx.core.gitrepo import GitRepo
-    from arx.core.level2 import notes_on_branch
-    from arx.core.runs import run_names
+    from arx.core.levels.level2 import notes_on_branch
+    from arx.core.repo.git import GitRepo
+    from arx.core.repo.runs import run_names
 
     repo = GitRepo(ctx.obj["repo"])
     rows = []

@@ -9,9 +9,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from arx.core.commits import describe_changes, fmt_metric
-from arx.core.engine import Engine, Reporter
-from arx.core.trace import TraceRecord, TrialState
+from arx.core.loop.engine import Engine, Reporter
+from arx.core.loop.trace import TraceRecord, TrialState
+from arx.core.repo.commits import describe_changes, fmt_metric
 
 _STYLE = {
     TrialState.KEEP: "bold green", TrialState.BASELINE: "cyan", TrialState.DISCARD: "dim",

@@ -1,4 +1,4 @@
-"""`arx replay BRANCH`: wiring only (the work is arx.core.replay).
+"""`arx replay BRANCH`: wiring only (the work is arx.core.replay.run).
 
 Exit codes: 0 the run reproduced, 1 it diverged (the report says where), 2 the input is unusable
 (no such branch, a corrupt trace or one of another trace version, an unfinished run, other data
@@ -42,7 +42,7 @@ def replay(ctx, branch, retrain, only_kept, tolerance, force, as_json, report_pa
     branch's trace and LLM answers from its transcripts, and every decision and commit tree of
     the replay (branch arx-replay/NAME, kept for inspection) is compared with the original's.
     Exit 0: reproduced; 1: diverged; 2: the branch cannot be replayed."""
-    from arx.core.replay import replay as run_replay
+    from arx.core.replay.run import replay as run_replay
 
     if (only_kept or tolerance is not None) and not retrain:
         raise click.UsageError("--only-kept and --tolerance go with --retrain")

@@ -1,4 +1,4 @@
-"""`arx report` and `arx ablate`: wiring only (the work is in arx.core.report and .ablate)."""
+"""`arx report` and `arx ablate`: wiring only (the work is in arx.core.analysis.report and .ablate)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def report(ctx, runs, out):
     """Figures and a summary of RUNS (default: every run): metric per iteration, Level 1.5 and
     Level 2 markers, what each trial changed, kept changes with hypotheses, tokens and cost."""
     _matplotlib()
-    from arx.core.report import write_report
+    from arx.core.analysis.report import write_report
 
     result = write_report(ctx.obj["repo"], runs, out)
     written = [p for p in (result.image_path, result.summary_path) if p]
@@ -68,7 +68,7 @@ def ablate(ctx, groups, repeats, iterations, baselines, prefix, out, quiet, **fl
     repeat's delta (best - baseline), mean ± std per group, and the ratio to group A."""
     _matplotlib()
     from arx.cli.common import make_executor_for, make_proposer
-    from arx.core.ablate import run_ablation, split_list, to_markdown
+    from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
 
     result = run_ablation(
         ctx.obj["repo"], groups=split_list(groups), repeats=repeats, iterations=iterations,

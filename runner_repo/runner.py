@@ -13,7 +13,7 @@ The engine calls, in order, each iteration:
     confirm_seeds(ctx, metric, best)  extra seeds a would-be keep must win on (0 = none)
     accept(ctx, metrics, best_metrics) -> bool
     observe(ctx, record)              see every finished trial (a trace record dict)
-``ctx`` is a plain dict (see ``arx.core.engine.Engine.context``); candidates are
+``ctx`` is a plain dict (see ``arx.core.loop.engine.Engine.context``); candidates are
 ``{"changes": {NAME: value}, "hypothesis": str}`` dicts; ``self.n_candidates`` of them are asked
 for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
 ``extend_prompt(ctx, lines) -> lines``, ``focus(ctx) -> names``, ``filter_candidates(ctx, cands)

@@ -15,15 +15,15 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 from arx.cli.replay_cmd import replay
-from arx.core.engine import Engine
 from arx.core.errors import ConfigError
-from arx.core.offline import OptunaProposer
-from arx.core.replay import (
+from arx.core.loop.engine import Engine
+from arx.core.proposers.offline import OptunaProposer
+from arx.core.replay.run import (
     REPLAY_WORKFLOW_PATH,
     replay_workflow_text,
     write_replay_workflow,
 )
-from arx.core.workspace import open_run
+from arx.core.repo.workspace import open_run
 
 from support.repos import make_toy_repo
 

@@ -20,7 +20,7 @@ def space(train_dir):
 
 @pytest.fixture(scope="module")
 def constants(train_dir):
-    cst = pytest.importorskip("arx.core.cst")
+    cst = pytest.importorskip("arx.core.codemods.cst")
     return cst.discover_constants((train_dir / "train.py").read_text())
 
 
@@ -34,7 +34,7 @@ def test_every_constant_is_locked_or_ranged_and_budget_and_seed_are_locked(space
 
 
 def test_the_space_loads_in_arx_and_holds_the_defaults(space, constants):
-    space_mod = pytest.importorskip("arx.core.space")
+    space_mod = pytest.importorskip("arx.core.loop.space")
     ps = space_mod.ParameterSpace.from_toml(space, constants)
     for c in constants:
         assert ps.specs[c.name].contains(c.value), f"default {c.name} = {c.value!r} out of range"

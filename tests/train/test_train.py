@@ -38,7 +38,7 @@ def test_constants_block_is_one_literal_assignment_per_line(train_dir):
 
 
 def test_arx_discovers_exactly_the_constants_block(train_dir):
-    cst = pytest.importorskip("arx.core.cst")
+    cst = pytest.importorskip("arx.core.codemods.cst")
     found = [c.name for c in cst.discover_constants((train_dir / "train.py").read_text())]
     assert found == CONSTANTS
 

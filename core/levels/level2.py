@@ -1,0 +1,246 @@
+"""Level 2: write a new search mechanism into the runner, gated, committed, revertible.
+
+``research`` runs the paper's four-round LLM session (Explore, Critique, Specify, Generate) and
+returns a ``Mechanism`` (structured patches); offline, ``next_from_catalog`` draws the built-in
+mechanisms in turn. ``install`` is the one path every mechanism takes, generated, built-in or
+hand-written (`arx mechanism add`): patch with libcst (a refusal writes nothing), run the gate in
+a scratch directory, commit the patched runner with its smoke test, and ``git revert`` it with the
+gate's reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
+raised or hung during a run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arx.core.errors import ArxError, PatchError
+from arx.core.levels.gate import run_gate
+from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
+from arx.core.levels.runnerload import RUNNER_PATH
+from arx.core.llm.jsonextract import extract_json_object
+from arx.core.repo.git import GitRepo
+
+SMOKE_PATH = "runner/test_smoke.py"
+ROUNDS = ("explore", "critique", "specify", "generate")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one mechanism. ``verdict``: pass, fail (gate; reverted) or refused
+    (the patch could not be applied; nothing written)."""
+
+    mechanism: str
+    domain: str
+    source: str
+    verdict: str
+    reason: str
+    commit: str | None = None
+    revert: str | None = None
+    gate: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.verdict == "pass"
+
+
+def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
+            iteration: int | None,
+            gate_timeout_s: float = 60.0) -> Outcome:
+    """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written."""
+    path = tree.root / RUNNER_PATH
+    current = path.read_text()
+    try:
+        patched = apply_patches(current, mech.patches)
+    except PatchError as exc:
+        return Outcome(mech.name, mech.domain, source, "refused", f"patch refused: {exc.message}")
+    has_class = any(p.kind == "new_helper_class" for p in mech.patches)
+    with tempfile.TemporaryDirectory(prefix="arx-gate-") as tmp:
+        result = run_gate(patched, Path(tmp), mechanism=mech.name if has_class else None,
+                          methods=new_method_names(mech.patches), timeout_s=gate_timeout_s)
+        smoke = Path(tmp) / SMOKE_PATH
+        path.write_text(patched)
+        if smoke.exists():
+            shutil.copy(smoke, tree.root / SMOKE_PATH)
+    verdict = "pass" if result.ok else "fail"
+    verdict_trailer = "pass" if result.ok else f"fail: {result.reason}"[:300]
+    trailers = {"Arx-Run": run, "Arx-Level": "2", "Arx-Mechanism": mech.name,
+                "Arx-Gate": verdict_trailer, "Arx-Source": source}
+    if cycle is not None:
+        trailers["Arx-Cycle"] = str(cycle)
+    if iteration is not None:
+        trailers["Arx-Iteration"] = str(iteration)
+    body = (mech.description + "\n\n" if mech.description else "") + "Patches: " + ", ".join(
+        p.describe() for p in mech.patches) + f"\nGate: {result.summary()}"
+    subject = f"L2 mechanism {mech.name} ({mech.domain or 'unspecified domain'})"
+    # only the runner: a revert of this commit must not take the run's trace or transcripts
+    # with it (they go with the next commit)
+    files = [RUNNER_PATH, SMOKE_PATH]
+    sha = tree.commit(files, subject, body, trailers)
+    revert = None
+    if not result.ok:
+        revert = tree.revert(
+            sha, f"Revert L2 mechanism {mech.name}: gate failed ({result.reason})"[:200],
+            body=result.describe(),
+            trailers={"Arx-Level": "2", "Arx-Mechanism": mech.name,
+                      "Arx-Gate": verdict_trailer})
+    return Outcome(mech.name, mech.domain, source, verdict,
+                   "" if result.ok else result.reason, sha, revert, result.to_json())
+
+
+def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: str) -> str:
+    """Undo an active mechanism whose hook failed during the run; returns the revert commit."""
+    return tree.revert(
+        sha, f"Revert L2 mechanism {mechanism}: {hook} failed at run time",
+        body=error[-3000:],
+        trailers={"Arx-Level": "2", "Arx-Mechanism": mechanism,
+                  "Arx-Gate": f"runtime: {error.strip().splitlines()[-1][:200] if error.strip() else hook}"})
+
+
+def next_from_catalog(tried: Sequence[str]) -> Mechanism | None:
+    """The first built-in mechanism not tried yet on this run (None when all were)."""
+    for mech in catalog():
+        if mech.name not in tried:
+            return mech
+    return None
+
+
+# ---- the four-round LLM session ------------------------------------------------------------
+
+SYSTEM = (
+    "You are a research engineer improving the search loop of an autoresearch system: an inner "
+    "loop proposes changes to a training script's constants, trains, and keeps improvements. "
+    "The loop's policy is the Python module runner.py shown to you; you design mechanisms that "
+    "change how it explores."
+)
+
+CONTRACT = """Mechanisms are plain classes with any of these optional hooks, appended to
+Runner.mechanisms in Runner.__init__:
+  extend_prompt(self, ctx, lines) -> lines      (LLM prompt lines)
+  focus(self, ctx) -> list of parameter names   (which parameters to explore next)
+  filter_candidates(self, ctx, candidates) -> candidates  (dicts {"changes", "hypothesis"};
+                                                 never return an empty list)
+  observe(self, ctx, record)                     (every finished trial: record["changes"],
+                                                 record["status"], record["metric"], record["delta"])
+ctx is a dict with keys: iteration, iterations, active (names), frozen, params (list of dicts with
+name, value, describe), best_config, best_metric, baseline_metric, direction ("min"/"max"),
+history (list of trial records), guidance. Runner.n_candidates is how many candidates are asked.
+Allowed imports: math, random, statistics, collections, itertools, functools, dataclasses, json,
+re, typing, heapq, bisect, copy, enum. No file, OS, network or dynamic-code access."""
+
+GENERATE_FORMAT = """Return ONLY one JSON object, no prose:
+{"name": "CamelCaseName", "domain": "field it comes from", "description": "one sentence",
+ "patches": [
+   {"kind": "new_helper_class", "name": "CamelCaseName", "target": null,
+    "code": "class CamelCaseName:\\n    ..."},
+   {"kind": "modify_init", "name": "CamelCaseName", "target": null,
+    "code": "self.mechanisms.append(CamelCaseName())"}
+ ]}
+Patch kinds: new_helper_class (one class named like the mechanism), new_method (one def added to
+Runner), replace_method (one def replacing the Runner method named in target), modify_init
+(statements appended to Runner.__init__). Every patch's "name" is the mechanism's name."""
+
+
+@dataclass(frozen=True)
+class Session:
+    mechanism: Mechanism | None
+    transcripts: tuple[str, ...]
+    error: str = ""
+    selected: str = ""
+    #: the conversation so far, continued by a repair round
+    messages: tuple = ()
+
+
+def research(complete: Callable[[list, str], Any], runner_source: str, trace_summary: str,
+             cycle: int, tried: Sequence[str], repair: str | None = None,
+             history: list | None = None) -> Session:
+    """The four rounds, one LLM call each; ``complete(messages, purpose)`` returns a ChatResult.
+
+    With ``repair`` (the gate's reasons for the last attempt) only a Generate round is asked,
+    continuing ``history``."""
+    transcripts: list[str] = []
+    messages = list(history or [{"role": "system", "content": SYSTEM}])
+
+    def ask(text: str, purpose: str) -> str:
+        messages.append({"role": "user", "content": text})
+        result = complete(list(messages), f"l2-cycle{cycle}-{purpose}")
+        if result.transcript:
+            transcripts.append(result.transcript)
+        messages.append({"role": "assistant", "content": result.text})
+        return result.text
+
+    if repair is None:
+        ask(f"The current runner.py:\n```python\n{runner_source}\n```\n\n{CONTRACT}\n\n"
+            f"The search so far:\n{trace_summary}\n\nMechanisms already tried on this run: "
+            f"{', '.join(tried) or 'none'}.\n\nEXPLORE: propose 3-4 candidate mechanisms from any "
+            "field (combinatorial optimization, multi-armed bandits, Bayesian optimization, "
+            "design of experiments, ...). For each: the hook it targets, what failure of the "
+            "current search it addresses, and its risk.", "explore")
+        critique = ask("CRITIQUE: for each candidate give its failure modes, the trap it could "
+                       "fall into, the evidence for or against it in the trace, and a score = "
+                       "impact * feasibility / complexity. End with one line 'Selected: <name>'.",
+                       "critique")
+        ask("SPECIFY the selected mechanism: class name (CamelCase), domain, patch kinds, "
+            "target hooks, signatures, the state it keeps, and how it is integrated in "
+            "Runner.__init__.", "specify")
+        text = ask("GENERATE the code.\n" + GENERATE_FORMAT, "generate")
+        selected = _selected(critique)
+    else:
+        text = ask("The validation gate refused that code:\n" + repair + "\n\nFix it. " +
+                   GENERATE_FORMAT, "repair")
+        selected = ""
+    try:
+        mech = Mechanism.from_json(extract_json_object(text))
+    except (ValueError, ArxError) as exc:
+        reason = exc.message if isinstance(exc, ArxError) else str(exc)
+        return Session(None, tuple(transcripts), f"generate answer unusable: {reason}", selected,
+                       tuple(messages))
+    return Session(mech, tuple(transcripts), "", selected, tuple(messages))
+
+
+def _selected(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip().lower().startswith("selected:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int = 20) -> str:
+    trials = [r for r in records if r.get("kind", "trial") == "trial"]
+    keeps = sum(1 for r in trials if r.get("status") == "keep")
+    lines = [f"{len(trials)} trials, {keeps} kept."]
+    for r in trials[-limit:]:
+        metric_text = f"{r['metric']:.6g}" if isinstance(r.get("metric"), (int, float)) else "-"
+        lines.append(f"#{r['iteration']} {r.get('changes')} -> {metric} {metric_text} "
+                     f"[{r.get('status')}]")
+    return "\n".join(lines)
+
+
+def add_by_hand(ws: Any, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
+    """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch."""
+    from arx.core.loop.trace import Trace
+
+    trace = Trace(ws.path / ws.trace_rel)
+    outcome = install(ws.tree, mech, run=ws.name, source="manual", cycle=None, iteration=None,
+                      gate_timeout_s=gate_timeout_s)
+    last = max((int(r.iteration) for r in trace.records()), default=0)
+    trace.note("level2", {
+        "run": ws.name, "cycle": None, "iteration": last, "mechanism": mech.name,
+        "domain": mech.domain, "source": "manual", "verdict": outcome.verdict,
+        "reason": outcome.reason, "reverted": outcome.verdict == "fail",
+        "commit": outcome.commit, "revert": outcome.revert, "gate": dict(outcome.gate)})
+    ws.tree.commit(ws.run_files(), f"trace: mechanism {mech.name} added by hand ({outcome.verdict})",
+                   trailers={"Arx-Run": ws.name, "Arx-Level": "2", "Arx-Mechanism": mech.name,
+                             "Arx-Source": "manual"})
+    return outcome
+
+
+def notes_on_branch(repo: GitRepo, name: str) -> list[dict[str, Any]]:
+    """The run's Level-2 outcomes as recorded in its trace."""
+    from arx.core.repo.runs import trace_events
+
+    return [e for e in trace_events(repo, name) if e.get("event") == "level2"]

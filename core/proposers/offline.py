@@ -1,0 +1,216 @@
+"""The offline proposer: Optuna's TPE over the active parameters, one or two at a time.
+
+Used when no LLM is configured. Each iteration it picks one or two active parameters (favouring
+the least tried), asks a TPE sampler fitted on every measured trial so far for values, and
+changes only those, starting from the current best config: a local, model-guided search that
+behaves like the LLM loop (small moves from the best) rather than a global random restart.
+
+It is stateless between calls: the study is rebuilt from ``request.history`` with a sampler seeded
+from (run seed, iteration), so a resumed or replayed run proposes exactly what the original did.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from arx.core.loop.trace import FAILED, MEASURED
+from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+
+def round_sig(x: float, digits: int = 3) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+class _Codec:
+    """Maps one ParamSpec to an Optuna distribution and back (tuples and powers of two)."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        if spec.choices is not None:
+            self.dist = optuna.distributions.CategoricalDistribution(list(range(len(spec.choices))))
+        elif spec.kind == "int" and spec.pow2:
+            lo, hi = int(math.log2(spec.low)), int(math.log2(spec.high))
+            self.dist = optuna.distributions.IntDistribution(lo, hi)
+        elif spec.kind == "int":
+            log = bool(spec.log) and spec.low >= 1
+            self.dist = optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=log)
+        else:
+            log = bool(spec.log) and spec.low > 0
+            self.dist = optuna.distributions.FloatDistribution(
+                float(spec.low), float(spec.high), log=log
+            )
+
+    def encode(self, value: Any) -> Any | None:
+        """Internal representation, or None when the value lies outside the distribution."""
+        spec = self.spec
+        try:
+            if spec.choices is not None:
+                return list(spec.choices).index(_norm(value))
+            if spec.kind == "int" and spec.pow2:
+                exp = math.log2(value)
+                value = int(exp) if exp.is_integer() else None
+            if value is None or not self.dist.low <= value <= self.dist.high:
+                return None
+            return value
+        except (ValueError, TypeError, OverflowError):
+            return None
+
+    def random_other(self, current: Any, rng: random.Random) -> Any | None:
+        """A random value of the spec other than ``current`` (None if there is none)."""
+        for _ in range(20):
+            value = sample_value(self.spec, rng)
+            if _norm(value) != _norm(current):
+                return value
+        return None
+
+    def decode(self, raw: Any) -> Any:
+        spec = self.spec
+        if spec.choices is not None:
+            return spec.choices[int(raw)]
+        if spec.kind == "int" and spec.pow2:
+            return 2 ** int(raw)
+        if spec.kind == "int":
+            return int(raw)
+        value = round_sig(float(raw))
+        return min(max(value, float(spec.low)), float(spec.high))
+
+
+def sample_value(spec: Any, rng: random.Random) -> Any:
+    """One uniformly random value allowed by ``spec`` (a ``ParamSpec``)."""
+    if spec.choices is not None:
+        return rng.choice(list(spec.choices))
+    if spec.kind == "bool":
+        return rng.random() < 0.5
+    if spec.low is None or spec.high is None:
+        return spec.default
+    low, high = spec.low, spec.high
+    if spec.kind == "int" and spec.pow2:
+        lo = math.ceil(math.log2(max(low, 1)))
+        hi = math.floor(math.log2(max(high, 1)))
+        return 2 ** rng.randint(lo, max(lo, hi))
+    if spec.kind == "int":
+        if spec.log and low >= 1:
+            value = math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))
+            return int(min(max(value, low), high))
+        return rng.randint(int(low), int(high))
+    if spec.log and low > 0:
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        value = rng.uniform(float(low), float(high))
+    return min(max(round_sig(value), float(low)), float(high))
+
+
+def _norm(value: Any) -> Any:
+    return tuple(_norm(v) for v in value) if isinstance(value, list) else value
+
+
+class OptunaProposer(Proposer):
+    """Seeded TPE proposals of one or two parameter changes around the current best."""
+
+    name = "optuna"
+
+    def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2):
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self.max_params = max_params
+
+    def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
+        space = request.space
+        active = [space.specs[n] for n in request.active if n in space.specs]
+        if not active:
+            return [Proposal(changes={}, hypothesis="no active parameters to change", source=self.name)]
+        codecs = {spec.name: _Codec(spec) for spec in active}
+        rng = random.Random(f"{self.seed}:{request.iteration}:{feedback or ''}")
+        study = self._study(request, codecs, rng.randrange(2**31))
+        tried = {_freeze(rec.get("config") or {}) for rec in request.history}
+        counts = Counter(n for rec in request.history for n in (rec.get("changes") or {}))
+        out = []
+        for _ in range(request.n):
+            proposal = self._one(request, codecs, study, rng, tried, counts)
+            tried.add(_freeze({**request.best_config, **proposal.changes}))  # distinct batch
+            out.append(proposal)
+        return out
+
+    def _study(self, request: ProposalRequest, codecs: Mapping[str, _Codec], seed: int):
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=self.n_startup_trials, multivariate=False
+        )
+        direction = "minimize" if request.direction == "min" else "maximize"
+        study = optuna.create_study(direction=direction, sampler=sampler)
+        for rec in request.history:
+            config = rec.get("config") or {}
+            params, dists = {}, {}
+            for name, codec in codecs.items():
+                if name in config:
+                    raw = codec.encode(config[name])
+                    if raw is not None:
+                        params[name], dists[name] = raw, codec.dist
+            status, metric = rec.get("status"), rec.get("metric")
+            if status in MEASURED and isinstance(metric, (int, float)) and math.isfinite(metric):
+                state, value = optuna.trial.TrialState.COMPLETE, float(metric)
+            elif status in FAILED:
+                state, value = optuna.trial.TrialState.FAIL, None
+            else:
+                continue
+            study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=dists, value=value, state=state)
+            )
+        return study
+
+    def _one(self, request, codecs, study, rng, tried, counts) -> Proposal:
+        names = sorted(codecs)
+        if request.focus:  # the runner's mechanisms asked for these dimensions
+            names = [n for n in names if n in request.focus] or names
+        best = dict(request.best_config)
+        changes: dict[str, Any] = {}
+        for _attempt in range(25):
+            k = 1 if len(names) == 1 or rng.random() < 0.65 else min(self.max_params, len(names))
+            # favour the parameters tried least so far (the bias the paper's Level 2 had to fix)
+            weights = [1.0 / (1 + counts[n]) for n in names]
+            chosen = _weighted_sample(names, weights, k, rng)
+            trial = study.ask({n: codecs[n].dist for n in sorted(codecs)})
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # placeholder, never "measured"
+            changes = {}
+            for name in chosen:
+                value = codecs[name].decode(trial.params[name])
+                if _norm(value) != _norm(best.get(name)):
+                    changes[name] = value
+            if changes and _freeze({**best, **changes}) not in tried:
+                break
+        if not changes:  # TPE keeps landing on the best value: make a random move instead
+            name = rng.choice(names)
+            value = codecs[name].random_other(best.get(name), rng)
+            if value is not None:
+                changes = {name: value}
+        model = (
+            f"TPE model of {len(request.history)} trials"
+            if len(request.history) >= self.n_startup_trials
+            else "random start-up sample"
+        )
+        moves = ", ".join(f"{n} {best.get(n)!r} -> {v!r}" for n, v in changes.items())
+        hypothesis = f"{model} rates {moves or 'no change'} as promising around the current best."
+        return Proposal(changes=changes, hypothesis=hypothesis, source=self.name)
+
+
+def _weighted_sample(names, weights, k, rng):
+    pool, w, out = list(names), list(weights), []
+    for _ in range(k):
+        pick = rng.choices(range(len(pool)), weights=w)[0]
+        out.append(pool.pop(pick))
+        w.pop(pick)
+    return out
+
+
+def _freeze(config: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(_norm(v))) for k, v in config.items()))

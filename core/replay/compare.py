@@ -1,0 +1,209 @@
+"""Comparing a replay with the original, step by step, and saying where they first differ.
+
+Each side is laid out as one **timeline**: the decision events of its trace (``trial`` records,
+``level15`` and ``level2`` notes; ``start`` events only position things) with every commit
+placed after the trace lines it carries. The two timelines are walked in step; the first step
+that differs is the divergence. What is compared (``COMPARED`` says the same in words):
+
+- trace records, field by field, on the decision fields below. Not compared: timings and
+  machine facts (``wall_s``, ``finished_at``, ``interval``, ``training_seconds``,
+  ``total_seconds``, ``peak_*``, ``num_params_M``, ``data_fingerprint``, ``log_tail``), a
+  Level-2 note's ``gate`` (step timings) and ``error`` (a traceback with paths), and any field
+  not listed. Commit hashes (``commit``, ``revert``) are compared by position on the branch.
+- every commit: its subject, its trailers (``Arx-Reverts`` by position), and its tree, every
+  path except ``runs/<name>/trace.jsonl`` (compared as above) and ``runs/<name>/llm-settings.json``
+  (copied from the baseline). Commit bodies are not compared (gate timings, reverted hashes).
+- the original's own integrity: the trace each commit carries must be the start of the trace at
+  the branch tip (the trace is append-only), else the trace was rewritten after that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arx.core.replay.engine import first_difference, trial_label, trim
+from arx.core.replay.source import Divergence, ReplayGit, norm
+from arx.core.repo.git import CommitRecord
+
+TRIAL_FIELDS = ("iteration", "kind", "seq", "status", "changes", "before", "config", "metric",
+                "best_before", "delta", "hypothesis", "proposer", "focus", "candidates",
+                "refusals", "reason", "returncode", "num_steps", "of", "seed",
+                "confirm_metrics", "best_confirm_metrics", "proposal", "raw", "batch", "note",
+                "transcripts", "usage")
+LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidance", "source",
+                  "note", "transcripts")
+LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
+                 "reverted", "commit", "revert", "hook", "transcripts")
+_FIELDS = {"trial": TRIAL_FIELDS, "level15": LEVEL15_FIELDS, "level2": LEVEL2_FIELDS}
+#: defaults the engine leaves out of a record (absent and default compare equal)
+_DEFAULTS = {"seq": 0}
+
+COMPARED = (
+    "trace records field by field on the decision fields (trial: " + ", ".join(TRIAL_FIELDS)
+    + "; level15: " + ", ".join(LEVEL15_FIELDS) + "; level2: " + ", ".join(LEVEL2_FIELDS)
+    + ", with the reason's first line and commit hashes by position); every commit's subject, "
+    "trailers (Arx-Reverts by position) and tree, all paths except runs/<name>/trace.jsonl and "
+    "runs/<name>/llm-settings.json; every LLM request's purpose and messages, and the parsed "
+    "answer; the trace at each original commit is a prefix of the tip's. Not compared: timings "
+    "(wall_s, finished_at, interval, gate step times, training_seconds, total_seconds), machine "
+    "facts (peak memory, data_fingerprint, log_tail), commit bodies and commit hashes")
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    event: Mapping[str, Any] | None = None
+    commit: CommitRecord | None = None
+    position: int = 0  # the commit's index on its side
+    trace_count: int | None = None  # lines of the trace this commit carries
+
+
+def event_label(e: Mapping[str, Any]) -> str:
+    kind = e.get("event")
+    if kind == "trial":
+        return trial_label(int(e.get("iteration", -1)), e.get("kind", "trial"),
+                           int(e.get("seq", 0) or 0))
+    if kind == "level15":
+        return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
+    return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"
+
+
+def timeline(events: Sequence[Mapping[str, Any]], commits: Sequence[CommitRecord],
+             counts: Sequence[int | None]) -> list[Step]:
+    """Decision events with each commit placed after the trace lines it carries."""
+    steps: list[Step] = []
+    j = 0
+    for k, (commit, count) in enumerate(zip(commits, counts)):
+        upto = j if count is None else min(count, len(events))
+        while j < upto:
+            if events[j].get("event") in _FIELDS:
+                steps.append(Step(event_label(events[j]), event=events[j]))
+            j += 1
+        label = f"commit {k + 1}/{len(commits)} {commit.sha[:8]} {commit.subject[:72]!r}"
+        steps.append(Step(label, commit=commit, position=k, trace_count=count))
+    for e in events[j:]:
+        if e.get("event") in _FIELDS:
+            steps.append(Step(event_label(e), event=e))
+    return steps
+
+
+class Side:
+    """One side of the comparison: its commits, its trace and its timeline."""
+
+    def __init__(self, git: ReplayGit, commits: Sequence[CommitRecord],
+                 events: Sequence[Mapping[str, Any]], trace_rel: str):
+        self.commits = list(commits)
+        self.index = {c.sha: k for k, c in enumerate(self.commits)}
+        self.traces = [git.blob(c.sha, trace_rel) for c in self.commits]
+        counts = [None if t is None else len(t.splitlines()) for t in self.traces]
+        self.steps = timeline(events, self.commits, counts)
+
+    def where(self, sha: Any) -> Any:
+        """A commit hash as its position on this side ("#k"), else unchanged."""
+        return f"commit #{self.index[sha] + 1}" if isinstance(sha, str) and sha in self.index \
+            else sha
+
+
+def project(e: Mapping[str, Any], side: Side) -> dict[str, Any]:
+    out = {}
+    for name in _FIELDS[e.get("event")]:
+        value = e.get(name, _DEFAULTS.get(name))
+        if e.get("event") == "level2" and name in ("commit", "revert"):
+            value = side.where(value)
+        elif e.get("event") == "level2" and name == "reason" and isinstance(value, str):
+            value = value.strip().split("\n", 1)[0]
+        out[name] = norm(value)
+    return out
+
+
+def compare(git: ReplayGit, name: str, original: Side, replay: Side, tip_trace: bytes,
+            raised: Divergence | None) -> tuple[Divergence | None, int]:
+    """The first divergence (None: identical) and the number of steps found equal."""
+    excluded = {f"runs/{name}/trace.jsonl", f"runs/{name}/llm-settings.json"}
+    for n, o in enumerate(original.steps):
+        if n >= len(replay.steps):
+            return _at(raised or _missing(git, o), n + 1), n
+        r = replay.steps[n]
+        found = _compare_step(git, o, r, original, replay, excluded, tip_trace)
+        if found is not None:
+            return _at(found, n + 1), n
+    if raised is not None:
+        return _at(raised, len(original.steps) + 1), len(original.steps)
+    if len(replay.steps) > len(original.steps):
+        extra = replay.steps[len(original.steps)]
+        return _at(Divergence(extra.label, "the replay made a step the original does not have",
+                              replay=extra.label), len(original.steps) + 1), len(original.steps)
+    return None, len(original.steps)
+
+
+def _missing(git: ReplayGit, o: Step) -> Divergence:
+    if o.commit is None:
+        return Divergence(o.label, "the original has this step; the replay ended before it",
+                          "step", original=o.label)
+    paths = git.changed_paths(o.commit.sha + "^", o.commit.sha)
+    return Divergence(o.label, "the original has this commit; the replay made no such commit"
+                      + (f" (it changes {', '.join(paths[:4])})" if paths else ""), "commit",
+                      original=o.commit.subject)
+
+
+def _at(d: Divergence, n: int) -> Divergence:
+    return Divergence(d.step, d.what, d.field, d.original, d.replay, d.sides, n)
+
+
+def _compare_step(git: ReplayGit, o: Step, r: Step, oside: Side, rside: Side,
+                  excluded: set[str], tip_trace: bytes) -> Divergence | None:
+    if (o.commit is None) != (r.commit is None) or (
+            o.event is not None and o.event.get("event") != r.event.get("event")):
+        return Divergence(o.label, "the replay has another step here", "step",
+                          original=o.label, replay=r.label)
+    if o.event is not None:
+        a, b = project(o.event, oside), project(r.event, rside)
+        for key in a:
+            if a[key] != b[key]:
+                return Divergence(o.label, f"{key} differs", key, a[key], b[key])
+        return None
+    return _compare_commit(git, o, r, oside, rside, excluded, tip_trace)
+
+
+def _compare_commit(git: ReplayGit, o: Step, r: Step, oside: Side, rside: Side,
+                    excluded: set[str], tip_trace: bytes) -> Divergence | None:
+    oc, rc = o.commit, r.commit
+    committed = oside.traces[o.position]
+    if committed is not None and not tip_trace.startswith(committed):
+        at = first_difference(committed.decode(errors="replace"),
+                              tip_trace.decode(errors="replace"))
+        line = committed[:at].count(b"\n") + 1
+        a, b = _line(committed, line), _line(tip_trace, line)
+        return Divergence(o.label, f"the trace this commit carries is not the start of the "
+                          f"branch tip's: line {line} was changed after it was committed",
+                          "trace", trim(a, first_difference(a, b)), trim(b, first_difference(a, b)),
+                          sides=("at this commit", "at the branch tip"))
+    if oc.subject != rc.subject:
+        return Divergence(o.label, "the commit subject differs", "subject", oc.subject, rc.subject)
+    ot, rt = _trailers(oc, oside), _trailers(rc, rside)
+    for key in sorted(set(ot) | set(rt)):
+        if ot.get(key) != rt.get(key):
+            return Divergence(o.label, f"trailer {key} differs", key, ot.get(key), rt.get(key))
+    paths = [p for p in git.changed_paths(oc.sha, rc.sha) if p not in excluded]
+    if paths:
+        a = (git.blob(oc.sha, paths[0]) or b"").decode(errors="replace")
+        b = (git.blob(rc.sha, paths[0]) or b"").decode(errors="replace")
+        at = first_difference(a, b)
+        line = a[:at].count("\n") + 1
+        more = f" (and {len(paths) - 1} more: {', '.join(paths[1:4])})" if len(paths) > 1 else ""
+        return Divergence(o.label, f"the commit's tree differs: {paths[0]} line {line}{more}",
+                          f"tree:{paths[0]}", trim(_line(a, line)), trim(_line(b, line)))
+    return None
+
+
+def _trailers(c: CommitRecord, side: Side) -> dict[str, str]:
+    return {k: (side.where(v) if k == "Arx-Reverts" else v) for k, v in c.trailers.items()}
+
+
+def _line(text: bytes | str, n: int) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = text.split("\n")
+    return lines[n - 1] if 0 < n <= len(lines) else "(no such line)"

@@ -1,0 +1,259 @@
+"""The replayed loop: the real engine, with trial results and LLM answers served from the record.
+
+``ReplayEngine`` is ``Engine`` with three seams substituted: ``_execute`` serves the recorded
+``TrialResult`` of trial (iteration, kind, seq) after checking that the replay asks for exactly
+the trial the original ran (same changes, same constants in the file it would train);
+``_setup`` does nothing (nothing trains); ``_now`` serves the recorded ``finished_at``.
+Everything else runs for real: the runner and its mechanisms, the proposer (the seeded Optuna
+proposer re-runs; an LLM proposer reads ``ReplayChatClient``), Level 1.5, the Level-2 patch,
+gate, commit and revert, and every git commit.
+
+``ReplayChatClient`` keeps the ``ChatClient`` contract and answers from the transcripts in
+request order: a request whose purpose or messages differ from the recorded one is a divergence,
+as is an answer that no longer parses to what the transcript recorded. Each served transcript is
+copied byte for byte into the replay's worktree, so the commits can be compared tree for tree.
+``ReplayExecutor`` serves the candidates of a ``--parallel`` iteration the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from arx.core.codemods import cst
+from arx.core.execution.executor import Executor, JobResult, TrialJob
+from arx.core.execution.trial import ExecStatus, TrialResult
+from arx.core.llm.client import ChatResult
+from arx.core.loop.engine import Engine, Reporter
+from arx.core.loop.trace import Trace
+from arx.core.replay.source import Divergence, DivergenceFound, Recording, norm
+
+_STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,
+           "no_metric": ExecStatus.NO_METRIC, "timeout": ExecStatus.TIMEOUT,
+           "interrupted": ExecStatus.INTERRUPTED}
+#: summary fields a trace record copies from the target's output (Engine.SUMMARY_KEYS)
+_SUMMARY = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
+            "peak_mem_mb", "peak_vram_mb", "num_params_M")
+TRIM = 160
+
+
+def served_result(rec: Mapping[str, Any]) -> TrialResult:
+    """The ``TrialResult`` a recorded trial record stands for."""
+    status = _STATUS.get(str(rec.get("status")), ExecStatus.OK)
+    metric = rec.get("metric") if status is ExecStatus.OK else None
+    return TrialResult(
+        status=status, metric=float(metric) if isinstance(metric, (int, float)) else None,
+        returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
+        summary={k: rec[k] for k in _SUMMARY if k in rec}, log_tail=rec.get("log_tail") or "",
+        reason=rec.get("reason") or "")
+
+
+def trial_label(i: int, kind: str, seq: int = 0) -> str:
+    extra = f", candidate {seq}" if kind == "trial" and seq else f", seq {seq}" if seq else ""
+    return f"iteration {i} ({kind}{extra})"
+
+
+def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
+    """``text`` cut to about ``width`` characters around position ``at``."""
+    text = text if isinstance(text, str) else repr(text)
+    if len(text) <= width:
+        return text
+    start = max(0, min(at - width // 3, len(text) - width))
+    return ("..." if start else "") + text[start:start + width] + (
+        "..." if start + width < len(text) else "")
+
+
+def first_difference(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+class _StartsTrace(Trace):
+    """The trace, remembering the changes of each ``start`` event (what is about to train)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.starts: dict[tuple[int, str, int], Any] = {}
+
+    def start(self, iteration: int, kind: str, changes: Mapping[str, Any], **extra: Any) -> None:
+        self.starts[(int(iteration), kind, int(extra.get("seq", 0) or 0))] = dict(changes)
+        super().start(iteration, kind, changes, **extra)
+
+
+class ReplayEngine(Engine):
+    """An ``Engine`` whose trials are served from ``recording`` instead of trained."""
+
+    def __init__(self, ws: Any, proposer: Any, recording: Recording,
+                 reporter: Reporter | None = None, llm: Any = None, executor: Any = None):
+        super().__init__(ws, proposer, reporter, llm=llm, executor=executor)
+        self.recording = recording
+        self.trace = _StartsTrace(self.trace.path)
+        self.served: set[tuple[int, str, int]] = set()
+
+    def _setup(self) -> None:
+        self._setup_done = True
+
+    def _now(self, i: int, kind: str, seq: int) -> str:
+        rec = self.recording.trial(i, kind, seq)
+        return rec.get("finished_at", "") if rec is not None else super()._now(i, kind, seq)
+
+    def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,
+                 label: str | None = None) -> TrialResult:
+        rec = self.requested(i, kind, seq, self.target_path.read_text())
+        self.trials_run += 1
+        return served_result(rec)
+
+    def requested(self, i: int, kind: str, seq: int, source: str) -> Mapping[str, Any]:
+        """The recorded trial the replay asks for, after checking it is the same trial."""
+        key = (int(i), kind, int(seq))
+        step = trial_label(*key)
+        changes = self.trace.starts.get(key, {})
+        rec = self.recording.trial(*key)
+        if rec is None:
+            raise DivergenceFound(Divergence(
+                step, "the replay trains a trial the original never ran", "changes",
+                original=None, replay=norm(changes)))
+        if key in self.served:
+            raise DivergenceFound(Divergence(step, "the replay trains this trial a second time"))
+        if norm(changes) != norm(rec.get("changes") or {}):
+            raise DivergenceFound(Divergence(
+                step, "the replay trains other changes than the original", "changes",
+                original=norm(rec.get("changes") or {}), replay=norm(changes)))
+        config = rec.get("config") or {}
+        if config:
+            values = {c.name: c.value for c in cst.discover_constants(source)}
+            for name in sorted(config):
+                if norm(values.get(name)) != norm(config[name]):
+                    raise DivergenceFound(Divergence(
+                        step, f"the file the replay would train sets {name} differently",
+                        f"config.{name}", original=config[name], replay=norm(values.get(name))))
+        self.served.add(key)
+        return rec
+
+
+class ReplayExecutor(Executor):
+    """Serves the recorded results of the candidates of a ``--parallel`` iteration."""
+
+    def __init__(self, slots: int, target_file: str):
+        self.slots = slots
+        self.target_file = target_file
+        self.engine: ReplayEngine | None = None
+
+    def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
+        out = []
+        for job in jobs:
+            number, kind, cand = job.key.split("-", 2)
+            seq = int(cand.lstrip("c") or 0)
+            rec = self.engine.requested(int(number), kind, seq, job.files.get(self.target_file, ""))
+            started, finished, worker = (list(rec.get("interval") or []) + [0.0, 0.0, "replay"])[:3]
+            out.append(JobResult(job.key, served_result(rec), started, finished, worker))
+        return out
+
+
+class ReplayChatClient:
+    """The ``ChatClient`` contract, answered from a run's recorded transcripts, in order."""
+
+    def __init__(self, recording: Recording, worktree: Path):
+        self.worktree = Path(worktree)
+        self.transcripts = list(recording.transcripts)
+        self.by_path = {path: data for path, _raw, data in self.transcripts}
+        self.position = 0
+        self.served: list[str] = []
+        self.settings = None
+        self.totals: dict[str, float] = {"calls": 0}
+
+    def _copy(self, path: str, raw: bytes) -> None:
+        dest = self.worktree / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(raw)
+
+    @property
+    def unserved(self) -> list[str]:
+        return [p for p, _r, _d in self.transcripts[self.position:]]
+
+    def complete(self, messages: list[dict], purpose: str, json_mode: bool | None = None,
+                 parsed_hook: Callable[[str], Any] | None = None) -> ChatResult:
+        sent = norm([dict(m) for m in messages])
+        while self.position < len(self.transcripts):  # a failed attempt the original re-sent
+            path, raw, data = self.transcripts[self.position]
+            if "response" in data or data.get("messages") != sent:
+                break
+            self._copy(path, raw)
+            self.position += 1
+        step = f"LLM request {self.position + 1} ({purpose})"
+        if self.position >= len(self.transcripts):
+            raise DivergenceFound(Divergence(
+                step, "the replay makes an LLM request the original did not make", "messages",
+                original=None, replay=trim(sent[-1].get("content", "") if sent else "")))
+        path, raw, data = self.transcripts[self.position]
+        step = f"LLM request {path.rsplit('/', 1)[-1]}"
+        if data.get("purpose") != purpose:
+            raise DivergenceFound(Divergence(step, "the replay asks a different question here",
+                                             "purpose", data.get("purpose"), purpose))
+        recorded = data.get("messages") or []
+        if recorded != sent:
+            raise DivergenceFound(_message_divergence(step, recorded, sent))
+        if "response" not in data:
+            raise DivergenceFound(Divergence(step, "the recorded request has no answer",
+                                             "response", data.get("error"), None))
+        self._copy(path, raw)
+        self.position += 1
+        self.served.append(path)
+        self.totals["calls"] += 1
+        text = str(data["response"])
+        if parsed_hook is not None:
+            try:
+                parsed: Any = parsed_hook(text)
+            except (ValueError, TypeError, KeyError) as exc:
+                self._check_parsed(path, {"error": str(exc)})
+                raise
+            self._check_parsed(path, parsed)
+        return ChatResult(text=text, usage=dict(data.get("usage") or {}),
+                          latency_s=float(data.get("latency_s") or 0.0), transcript=path,
+                          attempts=len(data.get("attempts") or []) or 1,
+                          model=str(data.get("model") or ""),
+                          finish_reason=data.get("finish_reason"))
+
+    def record_parsed(self, transcript: str | None, parsed: Any) -> None:
+        if transcript:
+            value = {"error": str(parsed)} if isinstance(parsed, BaseException) else parsed
+            self._check_parsed(transcript, value)
+
+    def _check_parsed(self, path: str, parsed: Any) -> None:
+        data = self.by_path.get(path, {})
+        if "parsed" in data and norm(parsed) != data["parsed"]:
+            raise DivergenceFound(Divergence(
+                f"LLM request {path.rsplit('/', 1)[-1]}",
+                "the recorded answer no longer reads as the transcript says it did (the "
+                "transcript's response or parsed result was edited, or the parser changed)",
+                "parsed", original=trim(_dumps(data["parsed"])), replay=trim(_dumps(parsed))))
+
+
+def _message_divergence(step: str, recorded: list, sent: list) -> Divergence:
+    for k in range(max(len(recorded), len(sent))):
+        a = recorded[k] if k < len(recorded) else None
+        b = sent[k] if k < len(sent) else None
+        if a == b:
+            continue
+        if a is None or b is None:
+            return Divergence(step, f"the request has {len(sent)} messages, the recorded one "
+                              f"{len(recorded)}", f"messages[{k}]",
+                              trim(_content(a)), trim(_content(b)))
+        ta, tb = _content(a), _content(b)
+        at = first_difference(ta, tb)
+        return Divergence(step, f"message {k} ({a.get('role')}) differs from the recorded request "
+                          f"at character {at}", f"messages[{k}]", trim(ta, at), trim(tb, at))
+    return Divergence(step, "the request differs from the recorded one", "messages")
+
+
+def _content(message: Any) -> str:
+    if message is None:
+        return "(none)"
+    return str(message.get("content", "")) if isinstance(message, Mapping) else str(message)
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(norm(value), ensure_ascii=False, sort_keys=True)

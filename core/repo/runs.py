@@ -1,0 +1,127 @@
+"""Read-only views of runs for `arx status` and `arx log`, straight from the branches.
+
+A run's state is derived, never stored: ``running`` while a process holds its lock,
+``finished`` when the branch ends with an ``end`` commit covering every iteration,
+``interrupted`` otherwise (resume it with ``arx run --resume NAME``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arx.core.config import RunConfig
+from arx.core.errors import RepoError, TraceError
+from arx.core.loop.trace import TRACE_VERSION, TrialState
+from arx.core.repo.git import CommitRecord, GitRepo, RunLock
+from arx.core.repo.workspace import BRANCH_PREFIX, branch_of
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    name: str
+    state: str
+    iterations_done: int
+    iterations: int
+    baseline: float | None
+    best: float | None
+    delta: float | None
+    counts: Mapping[str, int]
+    direction: str
+    metric: str
+    tokens: int
+    cost_usd: float
+    mechanisms: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+
+
+def run_names(repo: GitRepo) -> list[str]:
+    return sorted(b[len(BRANCH_PREFIX):] for b in repo.branches(BRANCH_PREFIX + "*"))
+
+
+def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Every event of a run's trace, oldest first: from the live worktree while the run is in
+    progress (lines not committed yet), else from the branch tip (or ``rev``)."""
+    from arx.core.repo.workspace import worktree_path
+
+    live = worktree_path(repo.root, name) / f"runs/{name}/trace.jsonl"
+    text = live.read_text() if rev is None and live.exists() else repo.show(
+        rev or branch_of(name), f"runs/{name}/trace.jsonl")
+    out = []
+    for lineno, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue  # a torn line of a live run
+        if obj.get("v") != TRACE_VERSION:
+            raise TraceError(f"run {name}: trace line {lineno} has version {obj.get('v')!r}",
+                             hint="use the arx version that wrote this run")
+        out.append(obj)
+    return out
+
+
+def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Finished-trial records of a run, oldest first (see ``trace_events``)."""
+    return [e for e in trace_events(repo, name, rev) if e.get("event") == "trial"]
+
+
+def is_locked(repo: GitRepo, name: str) -> bool:
+    return RunLock(repo.root, name).is_held()
+
+
+def run_status(repo: GitRepo, name: str) -> RunStatus:
+    branch = branch_of(name)
+    if not repo.branch_exists(branch):
+        raise RepoError(f"no run named {name!r}", hint="`arx status` lists the runs")
+    stored = repo.show(branch, f"runs/{name}/config.json")
+    config = RunConfig.from_json(stored) if stored else None
+    records = read_trace(repo, name)
+    trials = [r for r in records if r.get("kind") == "trial"
+              and r.get("status") != TrialState.INTERRUPTED.value]
+    counts: dict[str, int] = {}
+    for r in trials:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
+    base = next((r.get("metric") for r in records if r.get("status") == "baseline"), None)
+    kept = [r.get("metric") for r in records if r.get("status") in ("baseline", "keep")]
+    best = kept[-1] if kept else None
+    iterations = config.iterations if config else 0
+    ended = any(c.trailers.get("Arx-Level") == "end" for c in repo.log(branch, max_count=50))
+    if is_locked(repo, name):
+        state = "running"
+    elif ended and done >= iterations:
+        state = "finished"
+    else:
+        state = "interrupted"
+    tokens = sum(int((r.get("usage") or {}).get("prompt_tokens", 0))
+                 + int((r.get("usage") or {}).get("completion_tokens", 0)) for r in records)
+    cost = sum(float((r.get("usage") or {}).get("cost_usd", 0.0)) for r in records)
+    return RunStatus(
+        name=name, state=state, iterations_done=done, iterations=iterations,
+        baseline=base, best=best,
+        delta=(best - base) if best is not None and base is not None else None,
+        counts=counts, direction=config.target.direction if config else "min",
+        metric=config.target.metric if config else "metric", tokens=tokens, cost_usd=cost,
+        mechanisms=active_mechanisms(repo, name),
+    )
+
+
+def active_mechanisms(repo: GitRepo, name: str) -> tuple[str, ...]:
+    """Level-2 mechanisms on the branch that were not reverted (none before Level 2 exists)."""
+    active: dict[str, bool] = {}
+    for rec in reversed(repo.log(branch_of(name))):
+        mech = rec.trailers.get("Arx-Mechanism")
+        if mech:
+            active[mech] = not rec.subject.startswith("Revert")
+    return tuple(m for m, on in active.items() if on)
+
+
+def history(repo: GitRepo, name: str) -> list[CommitRecord]:
+    """The run's own commits (those with its Arx-Run trailer), oldest first."""
+    return [c for c in reversed(repo.log(branch_of(name))) if c.trailers.get("Arx-Run") == name]

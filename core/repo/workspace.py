@@ -1,0 +1,194 @@
+"""Where a run lives: its branch, its worktree, its lock, its files.
+
+``open_run`` turns a repository root and a run name into a ``Workspace`` (new run or resume),
+refusing anything unsafe before touching git: a missing or dirty arx.toml, an existing branch
+for a new run, a missing branch for a resume, a second process on the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
+from arx.core.errors import ConfigError, RepoError
+from arx.core.repo.git import GitRepo, RunLock
+
+BRANCH_PREFIX = "arx/"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def branch_of(name: str) -> str:
+    return BRANCH_PREFIX + name
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name) or ".." in name or name.endswith(".lock"):
+        raise ConfigError(
+            f"run name {name!r} is not usable as a branch name",
+            hint="use letters, digits, '.', '_' and '-' (up to 64 characters)",
+        )
+    return name
+
+
+def default_name(repo: GitRepo, today: _dt.date | None = None) -> str:
+    stamp = (today or _dt.date.today()).strftime("%Y%m%d")
+    n = 1
+    while repo.branch_exists(branch_of(f"{stamp}-{n}")):
+        n += 1
+    return f"{stamp}-{n}"
+
+
+class RunFiles:
+    """Where a run's files live on its branch, relative to the tree (needs ``self.name``)."""
+
+    name: str
+
+    @property
+    def run_dir(self) -> str:
+        return f"runs/{self.name}"
+
+    @property
+    def trace_rel(self) -> str:
+        return f"{self.run_dir}/trace.jsonl"
+
+    @property
+    def config_rel(self) -> str:
+        return f"{self.run_dir}/config.json"
+
+    @property
+    def llm_rel(self) -> str:
+        """LLM transcripts: ``NNNN-<purpose>.json``, one per request."""
+        return f"{self.run_dir}/llm"
+
+    @property
+    def llm_settings_rel(self) -> str:
+        return f"{self.run_dir}/llm-settings.json"
+
+
+@dataclass
+class Workspace(RunFiles):
+    """A run's places. ``tree`` is the worktree's GitRepo; all run commits happen there."""
+
+    root: Path
+    repo: GitRepo
+    tree: GitRepo
+    name: str
+    config: RunConfig
+    lock: RunLock
+    resumed: bool
+
+    @property
+    def path(self) -> Path:
+        return self.tree.root
+
+    def write_llm_settings(self, record: Mapping[str, Any]) -> None:
+        """The endpoint and model used (never a key), beside the run's config."""
+        import json
+
+        path = self.path / self.llm_settings_rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
+
+    def run_files(self) -> list[str]:
+        """Run files every commit carries: the trace, and transcripts and settings if any."""
+        files = [self.trace_rel]
+        for rel in (self.llm_rel, self.llm_settings_rel):
+            if (self.path / rel).exists():
+                files.append(rel)
+        return files
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / ".arx" / "logs" / self.name
+
+    @property
+    def pid_path(self) -> Path:
+        return self.root / ".arx" / "pids" / f"{self.name}.pid"
+
+    def close(self, remove_worktree: bool) -> None:
+        try:
+            if remove_worktree:
+                self.repo.remove_worktree(self.path)
+        finally:
+            self.lock.release()
+
+
+def worktree_path(root: Path, name: str) -> Path:
+    return Path(root) / ".arx" / "worktrees" / name
+
+
+def open_run(
+    root: Path,
+    flags: Mapping[str, Any],
+    name: str | None = None,
+    resume: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Workspace:
+    """Start a new run (``name``) or resume one (``resume``), holding its lock."""
+    import os
+
+    env = os.environ if env is None else env
+    repo = GitRepo(root)
+    root = repo.root
+    if repo.head_sha() is None:
+        raise RepoError(f"{root} has no commits", hint="run `arx init` first")
+    if resume:
+        name = check_name(resume)
+        if not repo.branch_exists(branch_of(name)):
+            raise RepoError(
+                f"no run named {name!r} (branch {branch_of(name)} does not exist)",
+                hint="`arx status` lists the runs",
+            )
+    else:
+        name = check_name(name) if name else default_name(repo)
+        if repo.branch_exists(branch_of(name)):
+            raise RepoError(
+                f"run {name!r} already exists (branch {branch_of(name)})",
+                hint=f"continue it with `arx run --resume {name}` or choose another --name",
+            )
+    lock = RunLock(root, name)
+    lock.acquire()
+    try:
+        path = worktree_path(root, name)
+        if resume:
+            tree = repo.add_worktree(path, branch_of(name))
+            stored = tree.root / f"runs/{name}/config.json"
+            if not stored.exists():
+                raise RepoError(
+                    f"run {name!r} has no stored config (runs/{name}/config.json)",
+                    hint="the branch was not made by `arx run`",
+                )
+            config = RunConfig.from_json(stored.read_text())
+            overrides = {k: v for k, v in flags.items() if v is not None and k == "iterations"}
+            if overrides:
+                from dataclasses import replace
+
+                config = replace(config, **overrides)
+        else:
+            doc = load_toml(root)  # a clear error when arx.toml is missing or broken
+            dirty = repo.dirty_paths([CONFIG_FILE])
+            if dirty:
+                raise RepoError(
+                    "arx.toml has uncommitted changes; a run branches from HEAD and would not see them",
+                    hint="commit arx.toml first",
+                )
+            target_dirty = repo.dirty_paths([doc["target"]["file"]])
+            if target_dirty:
+                raise RepoError(
+                    f"{target_dirty[0]} has uncommitted changes; a run branches from HEAD",
+                    hint="commit or stash them first",
+                )
+            config = resolve(name, doc, flags, env)
+            tree = repo.add_worktree(path, branch_of(name), "HEAD")
+            run_dir = tree.root / "runs" / name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(config.to_json())
+        return Workspace(root, repo, tree, name, config, lock, bool(resume))
+    except BaseException:
+        lock.release()
+        raise
