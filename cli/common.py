@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: error translation, proposer and executor choice."""
+"""Helpers shared by the command modules: error translation and the choice of proposer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import os
 
 import click
 
+from arx.core.config import load_toml, plain
 from arx.core.errors import ArxError
+from arx.core.llm.client import ChatClient, public_url, resolve_llm
+from arx.core.proposers.llm import LLMProposer
+from arx.core.proposers.offline import OptunaProposer
 
 
 def arx_errors(fn):
@@ -25,11 +29,6 @@ def arx_errors(fn):
 
 def make_proposer(ws, quiet: bool):
     """The offline proposer unless an LLM is configured; said in one line either way."""
-    from arx.core.config import load_toml, plain
-    from arx.core.llm.client import ChatClient, public_url, resolve_llm
-    from arx.core.proposers.llm import LLMProposer
-    from arx.core.proposers.offline import OptunaProposer
-
     config = ws.config
     table = plain(load_toml(ws.path).get("llm", {}))
     settings = resolve_llm(config.llm, config.model, os.environ, overrides=table)
@@ -44,19 +43,3 @@ def make_proposer(ws, quiet: bool):
     ws.write_llm_settings(settings.record())
     client = ChatClient(settings, ws.path / ws.llm_rel, rel_root=ws.path)
     return LLMProposer(client)
-
-
-def make_executor_for(ws):
-    """None for one candidate at a time (trials run in the worktree); else local slots or Ray."""
-    from arx.core.config import load_toml, plain
-    from arx.core.execution.executor import make_executor
-
-    config = ws.config
-    if config.parallel <= 1 and config.executor == "local":
-        return None
-    table = plain(load_toml(ws.path).get("executor", {}))
-    return make_executor(
-        config.executor, ws.root / ".arx" / "slots" / ws.name, config.parallel,
-        config.address, log_dir=ws.log_dir, pid_dir=ws.root / ".arx" / "pids" / ws.name,
-        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
-        runtime_env=table.get("runtime_env"))

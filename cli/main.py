@@ -10,10 +10,18 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from arx.cli.common import arx_errors, make_executor_for, make_proposer
-from arx.cli.progress import console
+from arx.cli.common import arx_errors, make_proposer
+from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
+from arx.core.levels.level2 import add_by_hand, notes_on_branch
+from arx.core.levels.mechanism import Mechanism
+from arx.core.loop.engine import default_executor, run_to_end
+from arx.core.repo.commits import Trailer
+from arx.core.repo.git import GitRepo
+from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
+from arx.core.repo.scaffold import init_repo
+from arx.core.repo.workspace import open_run
 
 
 def _version() -> str:
@@ -52,7 +60,6 @@ def cli(ctx: click.Context, repo: Path) -> None:
 def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force,
          replay_ci):
     """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target."""
-    from arx.core.repo.scaffold import init_repo
 
     result = init_repo(directory, target_file=target_file, command=command, metric=metric,
                        direction=direction, setup=setup, locked=locked,
@@ -90,9 +97,6 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
 @arx_errors
 def run(ctx, name, resume, quiet, as_json, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
-    from arx.cli.progress import JsonReporter, QuietReporter, RichReporter  # noqa: I001
-    from arx.core.loop.engine import run_to_end
-    from arx.core.repo.workspace import open_run
 
     if name and resume:
         raise click.UsageError("--name and --resume exclude each other")
@@ -101,7 +105,7 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     try:
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
-        executor = make_executor_for(ws)
+        executor = default_executor(ws)
     except BaseException:
         ws.close(remove_worktree=False)
         raise
@@ -115,8 +119,6 @@ def run(ctx, name, resume, quiet, as_json, **flags):
 @arx_errors
 def status(ctx, name, as_json):
     """Runs with their state, progress, baseline, best and delta."""
-    from arx.core.repo.git import GitRepo
-    from arx.core.repo.runs import run_names, run_status
 
     repo = GitRepo(ctx.obj["repo"])
     names = [name] if name else run_names(repo)
@@ -149,8 +151,6 @@ def status(ctx, name, as_json):
 @arx_errors
 def log(ctx, name, as_json, level):
     """A run's history from its commit trailers (default: the newest run)."""
-    from arx.core.repo.git import GitRepo
-    from arx.core.repo.runs import history, run_names
 
     repo = GitRepo(ctx.obj["repo"])
     if not name:
@@ -159,7 +159,7 @@ def log(ctx, name, as_json, level):
             raise click.ClickException("no runs yet: `arx run` starts one")
         name = max(names, key=lambda n: repo.log(f"arx/{n}", max_count=1)[0].authored_at)
     commits = [c for c in history(repo, name)
-               if level is None or c.trailers.get("Arx-Level") == level]
+               if level is None or c.trailers.get(Trailer.LEVEL) == level]
     if as_json:
         click.echo(json.dumps([{"sha": c.sha, "subject": c.subject, **c.trailers}
                                for c in commits], indent=2))
@@ -169,8 +169,8 @@ def log(ctx, name, as_json, level):
         table.add_column(col)
     for c in commits:
         t = c.trailers
-        table.add_row(c.sha[:8], t.get("Arx-Level", ""), t.get("Arx-Iteration", ""),
-                      c.subject[:70], t.get("Arx-Metric", ""), t.get("Arx-Delta", ""))
+        table.add_row(c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
+                      c.subject[:70], t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
     console().print(table)
 
 
@@ -194,9 +194,6 @@ def mechanism_add(ctx, patch_file, run_name):
     PATCH_FILE holds {"kind": "new_helper_class" | "new_method" | "replace_method" |
     "modify_init", "name": ..., "target": ..., "code": ...}, or a mechanism
     {"name", "domain", "description", "patches": [...]}. Exits 1 when it is refused."""
-    from arx.core.levels.level2 import add_by_hand
-    from arx.core.levels.mechanism import Mechanism
-    from arx.core.repo.workspace import open_run
 
     mech = Mechanism.from_json(patch_file.read_text())
     ws = open_run(ctx.obj["repo"], {}, resume=run_name)
@@ -204,7 +201,7 @@ def mechanism_add(ctx, patch_file, run_name):
         outcome = add_by_hand(ws, mech, gate_timeout_s=ws.config.gate_timeout)
     finally:
         ws.close(remove_worktree=True)
-    if outcome.verdict == "pass":
+    if outcome.active:
         click.echo(f"arx: mechanism {mech.name} passed the gate and is active on arx/{run_name} "
                    f"({outcome.commit[:8]}); `arx run --resume {run_name}` uses it")
         return
@@ -220,24 +217,15 @@ def mechanism_add(ctx, patch_file, run_name):
 @arx_errors
 def mechanism_list(ctx, run_name, as_json):
     """Mechanisms tried on each run, with gate results, and whether they are active."""
-    from arx.core.levels.level2 import notes_on_branch
-    from arx.core.repo.git import GitRepo
-    from arx.core.repo.runs import run_names
 
     repo = GitRepo(ctx.obj["repo"])
     rows = []
     for name in [run_name] if run_name else run_names(repo):
-        state: dict[str, str] = {}
+        now = {m.name: m.state.value for m in run_mechanisms(repo, name)}
         for note in notes_on_branch(repo, name):
-            verdict = note.get("verdict")
-            state[note["mechanism"]] = "active" if verdict == "pass" else "reverted" \
-                if note.get("reverted") else verdict
             rows.append({"run": name, **{k: note.get(k) for k in (
                 "mechanism", "domain", "source", "cycle", "iteration", "verdict", "reason",
-                "commit", "revert")}})
-        for row in rows:
-            if row["run"] == name:
-                row["state"] = state[row["mechanism"]]
+                "commit", "revert")}, "state": now[str(note.get("mechanism") or "?")]})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

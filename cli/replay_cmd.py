@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from arx.core.errors import ArxError
+from arx.core.replay.run import replay as run_replay
 
 
 class UnusableInput(click.ClickException):
@@ -42,7 +43,6 @@ def replay(ctx, branch, retrain, only_kept, tolerance, force, as_json, report_pa
     branch's trace and LLM answers from its transcripts, and every decision and commit tree of
     the replay (branch arx-replay/NAME, kept for inspection) is compared with the original's.
     Exit 0: reproduced; 1: diverged; 2: the branch cannot be replayed."""
-    from arx.core.replay.run import replay as run_replay
 
     if (only_kept or tolerance is not None) and not retrain:
         raise click.UsageError("--only-kept and --tolerance go with --retrain")

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from arx.cli.common import arx_errors
+from arx.cli.common import arx_errors, make_proposer
+from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
+from arx.core.analysis.report import write_report
+from arx.core.loop.engine import default_executor
 
 
 def _matplotlib() -> None:
@@ -30,7 +33,6 @@ def report(ctx, runs, out):
     """Figures and a summary of RUNS (default: every run): metric per iteration, Level 1.5 and
     Level 2 markers, what each trial changed, kept changes with hypotheses, tokens and cost."""
     _matplotlib()
-    from arx.core.analysis.report import write_report
 
     result = write_report(ctx.obj["repo"], runs, out)
     written = [p for p in (result.image_path, result.summary_path) if p]
@@ -67,13 +69,11 @@ def ablate(ctx, groups, repeats, iterations, baselines, prefix, out, quiet, **fl
     """Run each group REPEATS times from the same base and print the paper's Table 2: each
     repeat's delta (best - baseline), mean ± std per group, and the ratio to group A."""
     _matplotlib()
-    from arx.cli.common import make_executor_for, make_proposer
-    from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
 
     result = run_ablation(
         ctx.obj["repo"], groups=split_list(groups), repeats=repeats, iterations=iterations,
         baselines=split_list(baselines), prefix=prefix, out=out, flags=flags,
-        proposer_for=lambda ws: make_proposer(ws, quiet=True), executor_for=make_executor_for,
+        proposer_for=lambda ws: make_proposer(ws, quiet=True), executor_for=default_executor,
         echo=None if quiet else (lambda text: click.echo(text, err=True)),
     )
     click.echo(to_markdown(result), nl=False)

@@ -26,10 +26,12 @@ from typing import Any
 
 from arx.core.config import load_toml, resolve
 from arx.core.errors import ConfigError
+from arx.core.loop.engine import run_to_end
 from arx.core.proposers.base import Proposer
 from arx.core.repo.git import GitRepo
+from arx.core.repo.paths import branch_of
 from arx.core.repo.runs import read_trace, run_status
-from arx.core.repo.workspace import Workspace, branch_of, check_name, open_run
+from arx.core.repo.workspace import Workspace, check_name, open_run
 
 GROUPS = ("A", "B", "C", "D")
 BASELINES = ("optuna", "random")
@@ -184,8 +186,6 @@ def run_ablation(
     makes the executor of a run with ``parallel`` > 1 (None: one candidate at a time), and
     ``reporter_for()`` its progress reporter. ``out`` is the path stem of the outputs (default
     ``<prefix>-ablation`` in the current directory)."""
-    from arx.core.loop.engine import Engine
-
     if repeats < 1 or iterations < 1:
         raise ConfigError("--repeats and --iterations must be at least 1")
     check_name(f"{prefix}-optuna-r{repeats}")
@@ -205,8 +205,7 @@ def run_ablation(
         if arm.proposer != "default":  # the no-LLM rows: recorded as offline, whatever is set
             run_flags.update(llm="offline", model=None)
         run = functools.partial(_run_one, repo.root, arm=arm, proposer_for=proposer_for,
-                                reporter_for=reporter_for, executor_for=executor_for,
-                                engine_cls=Engine)
+                                reporter_for=reporter_for, executor_for=executor_for)
         rows.append(_run_arm(repo, arm, prefix, repeats, run_flags, run, note))
     metric, direction = _target(repo, rows)
     result = Ablation(prefix, iterations, repeats, metric, direction, rows, log=log)
@@ -278,7 +277,7 @@ def _next_action(repo: GitRepo, name: str, iterations: int) -> str:
 def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: Arm,
              proposer_for: Callable[[Workspace], Proposer] | None,
              reporter_for: Callable[[], Any] | None,
-             executor_for: Callable[[Workspace], Any] | None, engine_cls: Any) -> None:
+             executor_for: Callable[[Workspace], Any] | None) -> None:
     if action == "started":
         ws = open_run(root, flags, name=name)
     else:
@@ -293,9 +292,7 @@ def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: 
     except BaseException:
         ws.close(remove_worktree=False)
         raise
-    from arx.core.loop.engine import run_to_end
-
-    run_to_end(ws, proposer, reporter, executor, engine_cls=engine_cls)
+    run_to_end(ws, proposer, reporter, executor)
 
 
 def _target(repo: GitRepo, rows: Sequence[Row]) -> tuple[str, str]:

@@ -31,11 +31,11 @@ from matplotlib.transforms import blended_transform_factory
 
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
-from arx.core.loop.trace import FAILED
 from arx.core.repo.commits import describe_changes, fmt_metric
 from arx.core.repo.git import CommitRecord, GitRepo
+from arx.core.repo.paths import branch_of
 from arx.core.repo.runs import run_names, run_status, trace_events
-from arx.core.repo.workspace import branch_of
+from arx.core.states import FAILED
 
 #: figure formats `arx report --out` writes (and HTML, which embeds a PNG)
 FORMATS = (".png", ".svg", ".pdf", ".html")

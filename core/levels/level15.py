@@ -21,8 +21,6 @@ from typing import Any
 
 from arx.core.llm.jsonextract import extract_json_object
 
-STATE_PATH = "runner/search_state.json"
-
 
 @dataclass(frozen=True)
 class SearchState:
@@ -159,23 +157,3 @@ def from_llm(text: str, records: Sequence[Mapping[str, Any]], state: SearchState
         freeze = freeze[:keep_n]
     return Decision(cycle=state.cycle + 1, freeze=tuple(freeze), unfreeze=tuple(unfreeze),
                     guidance=guidance or fallback.guidance, source="llm", note=dropped.lstrip("; "))
-
-
-def message(decision: Decision) -> tuple[str, str, dict[str, str]]:
-    """Commit subject, body and trailers for one Level 1.5 cycle."""
-    parts = []
-    if decision.freeze:
-        parts.append("freeze " + ", ".join(decision.freeze))
-    if decision.unfreeze:
-        parts.append("unfreeze " + ", ".join(decision.unfreeze))
-    parts.append("guidance " + (f"'{decision.guidance[:60]}...'" if len(decision.guidance) > 60
-                                else f"'{decision.guidance}'"))
-    subject = f"L1.5 cycle {decision.cycle}: " + ", ".join(parts)
-    body = f"Guidance: {decision.guidance}\nDecided by: {decision.source}"
-    if decision.note:
-        body += f" ({decision.note})"
-    trailers = {"Arx-Level": "1.5", "Arx-Cycle": str(decision.cycle),
-                "Arx-Freeze": ",".join(decision.freeze) or "-",
-                "Arx-Unfreeze": ",".join(decision.unfreeze) or "-",
-                "Arx-Guidance": decision.guidance.replace("\n", " ")[:300]}
-    return subject, body, trailers

@@ -21,23 +21,28 @@ from typing import Any
 from arx.core.errors import ArxError, PatchError
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
-from arx.core.levels.runnerload import RUNNER_PATH
+from arx.core.levels.mechanism_state import level2_note
 from arx.core.llm.jsonextract import extract_json_object
+from arx.core.loop.trace import Trace
+from arx.core.repo import commits
 from arx.core.repo.git import GitRepo
+from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
+from arx.core.repo.runs import trace_events
+from arx.core.repo.workspace import Workspace
+from arx.core.states import Source, Verdict
 
-SMOKE_PATH = "runner/test_smoke.py"
 ROUNDS = ("explore", "critique", "specify", "generate")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one mechanism. ``verdict``: pass, fail (gate; reverted) or refused
-    (the patch could not be applied; nothing written)."""
+    """What happened to one mechanism: passed the gate (active), failed it (committed, then
+    reverted), or refused (the patch could not be applied; nothing written)."""
 
     mechanism: str
     domain: str
     source: str
-    verdict: str
+    verdict: Verdict
     reason: str
     commit: str | None = None
     revert: str | None = None
@@ -45,7 +50,7 @@ class Outcome:
 
     @property
     def active(self) -> bool:
-        return self.verdict == "pass"
+        return self.verdict is Verdict.PASS
 
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
@@ -57,7 +62,8 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
     try:
         patched = apply_patches(current, mech.patches)
     except PatchError as exc:
-        return Outcome(mech.name, mech.domain, source, "refused", f"patch refused: {exc.message}")
+        return Outcome(mech.name, mech.domain, source, Verdict.REFUSED,
+                       f"patch refused: {exc.message}")
     has_class = any(p.kind == "new_helper_class" for p in mech.patches)
     with tempfile.TemporaryDirectory(prefix="arx-gate-") as tmp:
         result = run_gate(patched, Path(tmp), mechanism=mech.name if has_class else None,
@@ -66,39 +72,25 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
         path.write_text(patched)
         if smoke.exists():
             shutil.copy(smoke, tree.root / SMOKE_PATH)
-    verdict = "pass" if result.ok else "fail"
-    verdict_trailer = "pass" if result.ok else f"fail: {result.reason}"[:300]
-    trailers = {"Arx-Run": run, "Arx-Level": "2", "Arx-Mechanism": mech.name,
-                "Arx-Gate": verdict_trailer, "Arx-Source": source}
-    if cycle is not None:
-        trailers["Arx-Cycle"] = str(cycle)
-    if iteration is not None:
-        trailers["Arx-Iteration"] = str(iteration)
-    body = (mech.description + "\n\n" if mech.description else "") + "Patches: " + ", ".join(
-        p.describe() for p in mech.patches) + f"\nGate: {result.summary()}"
-    subject = f"L2 mechanism {mech.name} ({mech.domain or 'unspecified domain'})"
+    gate = commits.gate_trailer(result.ok, result.reason)
+    message = commits.mechanism_message(
+        run, mech.name, mech.domain, mech.description,
+        ", ".join(p.describe() for p in mech.patches), result.summary(), gate, source, cycle,
+        iteration)
     # only the runner: a revert of this commit must not take the run's trace or transcripts
     # with it (they go with the next commit)
-    files = [RUNNER_PATH, SMOKE_PATH]
-    sha = tree.commit(files, subject, body, trailers)
+    sha = tree.commit([RUNNER_PATH, SMOKE_PATH], *message)
     revert = None
     if not result.ok:
-        revert = tree.revert(
-            sha, f"Revert L2 mechanism {mech.name}: gate failed ({result.reason})"[:200],
-            body=result.describe(),
-            trailers={"Arx-Level": "2", "Arx-Mechanism": mech.name,
-                      "Arx-Gate": verdict_trailer})
-    return Outcome(mech.name, mech.domain, source, verdict,
+        revert = tree.revert(sha, *commits.gate_revert_message(mech.name, result.reason, gate,
+                                                               result.describe()))
+    return Outcome(mech.name, mech.domain, source, Verdict.PASS if result.ok else Verdict.FAIL,
                    "" if result.ok else result.reason, sha, revert, result.to_json())
 
 
 def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: str) -> str:
     """Undo an active mechanism whose hook failed during the run; returns the revert commit."""
-    return tree.revert(
-        sha, f"Revert L2 mechanism {mechanism}: {hook} failed at run time",
-        body=error[-3000:],
-        trailers={"Arx-Level": "2", "Arx-Mechanism": mechanism,
-                  "Arx-Gate": f"runtime: {error.strip().splitlines()[-1][:200] if error.strip() else hook}"})
+    return tree.revert(sha, *commits.runtime_revert_message(mechanism, hook, error))
 
 
 def next_from_catalog(tried: Sequence[str]) -> Mechanism | None:
@@ -220,27 +212,20 @@ def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int 
     return "\n".join(lines)
 
 
-def add_by_hand(ws: Any, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
+def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
     """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch."""
-    from arx.core.loop.trace import Trace
-
     trace = Trace(ws.path / ws.trace_rel)
-    outcome = install(ws.tree, mech, run=ws.name, source="manual", cycle=None, iteration=None,
-                      gate_timeout_s=gate_timeout_s)
+    outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
+                      iteration=None, gate_timeout_s=gate_timeout_s)
     last = max((int(r.iteration) for r in trace.records()), default=0)
-    trace.note("level2", {
-        "run": ws.name, "cycle": None, "iteration": last, "mechanism": mech.name,
-        "domain": mech.domain, "source": "manual", "verdict": outcome.verdict,
-        "reason": outcome.reason, "reverted": outcome.verdict == "fail",
-        "commit": outcome.commit, "revert": outcome.revert, "gate": dict(outcome.gate)})
-    ws.tree.commit(ws.run_files(), f"trace: mechanism {mech.name} added by hand ({outcome.verdict})",
-                   trailers={"Arx-Run": ws.name, "Arx-Level": "2", "Arx-Mechanism": mech.name,
-                             "Arx-Source": "manual"})
+    trace.note("level2", level2_note(
+        ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,
+        outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate)))
+    ws.tree.commit(ws.run_files(), *commits.manual_trace_message(ws.name, mech.name,
+                                                                 outcome.verdict.value))
     return outcome
 
 
 def notes_on_branch(repo: GitRepo, name: str) -> list[dict[str, Any]]:
     """The run's Level-2 outcomes as recorded in its trace."""
-    from arx.core.repo.runs import trace_events
-
     return [e for e in trace_events(repo, name) if e.get("event") == "level2"]

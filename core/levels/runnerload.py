@@ -17,7 +17,6 @@ from typing import Any
 
 from arx.core.errors import RunnerLoadError
 
-RUNNER_PATH = "runner/runner.py"
 HOOKS = ("build_prompt", "focus", "filter_candidates", "select", "confirm_seeds", "accept",
          "observe")
 _counter = itertools.count()

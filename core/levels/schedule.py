@@ -1,150 +1,157 @@
-"""The outer loops, run between Level-1 iterations: Level 1.5 every K iterations (groups B, C)
-and Level 2 every M Level-1.5 cycles (group C). Each decision is a commit on the run branch."""
+"""The outer loops' schedule: Level 1.5 every K iterations (groups B, C, D) and Level 2 every M
+Level-1.5 cycles (groups C, D), run between Level-1 iterations. Each decision is a commit on the
+run branch.
+
+``OuterLoop`` is handed the run's places (``Workspace``), its trace and settings, an optional LLM
+and a line sink; it reads a ``SearchView`` of the inner loop and returns what changed (an
+``OuterResult``: the new ``SearchState``, and whether the runner was patched or reverted). It
+never reads or writes the engine: the engine applies the result.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from arx.core.config import RunConfig
 from arx.core.errors import RunError
 from arx.core.levels import level2, level15
-from arx.core.levels.level15 import STATE_PATH, SearchState
+from arx.core.levels.level15 import SearchState
+from arx.core.levels.mechanism_state import MechanismRecord, active_mechanisms, level2_note
 from arx.core.levels.runguard import MechanismFault
-from arx.core.levels.runnerload import RUNNER_PATH
+from arx.core.loop.trace import Trace
+from arx.core.repo import commits
+from arx.core.repo.paths import RUNNER_PATH, STATE_PATH
+from arx.core.repo.workspace import Workspace
+from arx.core.states import Group, Source, Verdict
 
-if TYPE_CHECKING:  # pragma: no cover
-    from arx.core.loop.engine import Engine
+
+@dataclass(frozen=True)
+class SearchView:
+    """What the outer levels read of the inner loop."""
+
+    records: Sequence[Mapping[str, Any]]  # finished trial records (trace dicts), oldest first
+    active: tuple[str, ...]  # tunable parameters, frozen ones included
+    best_iteration: int
+
+
+@dataclass(frozen=True)
+class OuterResult:
+    state: SearchState
+    runner_changed: bool = False
 
 
 class OuterLoop:
-    """Decides when the outer levels run and applies their results to the engine."""
+    """Decides when the outer levels run, runs them, and commits their decisions."""
 
-    def __init__(self, engine: Engine, llm: Any = None, k15: int = 3, min_active: int = 2):
-        self.engine = engine
+    def __init__(self, ws: Workspace, trace: Trace, config: RunConfig, llm: Any = None,
+                 say: Callable[[str], None] = lambda _line: None, k15: int = 3,
+                 min_active: int = 2):
+        self.ws = ws
+        self.trace = trace
+        self.config = config
+        self.group = Group.of(config.group)
         self.llm = llm
+        self.say = say
         self.k15 = k15
         self.min_active = min_active
-        self.state_path = engine.ws.path / STATE_PATH
+        self.state_path = ws.path / STATE_PATH
         self.state = SearchState.load(self.state_path)
 
-    @property
-    def group(self) -> str:
-        return self.engine.config.group.upper()
-
-    def recover(self) -> None:
+    def recover(self) -> SearchState:
         """Undo what a kill mid-cycle left: a state file or runner written but not committed
         (the cycle runs again), a half-done revert, a gate-failed mechanism not yet reverted."""
-        tree = self.engine.ws.tree
+        tree = self.ws.tree
         tree.abort_revert()
         tree.restore([RUNNER_PATH])
         head = tree.log("HEAD", max_count=1)[0]
-        gate = head.trailers.get("Arx-Gate", "")
-        if head.trailers.get("Arx-Level") == "2" and gate.startswith("fail") \
-                and not head.subject.startswith("Revert"):
-            mech = head.trailers.get("Arx-Mechanism", "?")
-            tree.revert(head.sha, f"Revert L2 mechanism {mech}: gate failed ({gate[6:]})"[:200],
-                        body="Reverted on resume: arx was stopped between the commit and its "
-                        "revert.", trailers={"Arx-Level": "2", "Arx-Mechanism": mech,
-                                             "Arx-Gate": gate})
-            self.engine.trace.note("level2", {
-                "run": self.engine.ws.name, "cycle": _int(head.trailers.get("Arx-Cycle")),
-                "iteration": _int(head.trailers.get("Arx-Iteration")), "mechanism": mech,
-                "source": head.trailers.get("Arx-Source"), "verdict": "fail",
-                "reason": gate[6:], "reverted": True, "commit": head.sha,
-                "note": "reverted on resume"})
+        failed = commits.unreverted_gate_failure(head)
+        if failed is not None:
+            mech, gate = failed
+            tree.revert(head.sha, *commits.resumed_gate_revert_message(mech, gate))
+            self.trace.note("level2", level2_note(
+                self.ws.name, commits.trailer_int(head, commits.Trailer.CYCLE),
+                commits.trailer_int(head, commits.Trailer.ITERATION), mech, None,
+                head.trailers.get(commits.Trailer.SOURCE), Verdict.FAIL, gate[6:],
+                commit=head.sha, note="reverted on resume"))
         if tree.dirty_paths([STATE_PATH]):
             if tree.show("HEAD", STATE_PATH) is None:
                 self.state_path.unlink()
             else:
                 tree.restore([STATE_PATH])
         self.state = SearchState.load(self.state_path)
+        return self.state
 
-    def apply_state(self) -> None:
-        self.engine.frozen = tuple(sorted(self.state.frozen))
-        self.engine.guidance = self.state.guidance
-
-    def before_iteration(self, i: int) -> None:
+    def before_iteration(self, i: int, view: SearchView) -> OuterResult:
         """Run every outer cycle due before iteration ``i`` that has not run yet."""
-        if self.group == "A" or i <= 1:
-            return
-        k = self.engine.config.k
-        due = (i - 1) // k
-        while self.state.cycle < due:
-            self.level15(iteration=(self.state.cycle + 1) * k)
-            if self.group in ("C", "D") and self.state.cycle % self.engine.config.m == 0:
-                self.level2(cycle=self.state.cycle, iteration=self.state.cycle * k)
+        changed = False
+        if self.group.has_level15 and i > 1:
+            k = self.config.k
+            due = (i - 1) // k
+            while self.state.cycle < due:
+                self.level15((self.state.cycle + 1) * k, view)
+                if self.group.has_level2 and self.state.cycle % self.config.m == 0:
+                    changed |= self.level2(self.state.cycle, self.state.cycle * k, view)
+        return OuterResult(self.state, changed)
 
     # ---- Level 2 -----------------------------------------------------------------------------
-    def mechanisms(self) -> list[dict[str, Any]]:
-        """Level-2 outcomes recorded on this run (trace notes), oldest first."""
-        return [dict(n) for n in self.engine.trace.notes("level2")]
+    def active(self) -> list[MechanismRecord]:
+        """Mechanisms active on this run, oldest activation first."""
+        return active_mechanisms(self.trace.notes("level2"))
 
-    def active(self) -> list[dict[str, Any]]:
-        """Mechanisms activated and not reverted since, oldest first."""
-        active: dict[str, dict[str, Any]] = {}
-        for note in self.mechanisms():
-            if note.get("verdict") == "pass":
-                active[note["mechanism"]] = note
-            elif note.get("reverted"):
-                active.pop(note["mechanism"], None)
-        return list(active.values())
-
-    def level2(self, cycle: int, iteration: int) -> None:
-        eng = self.engine
-        tried = [n["mechanism"] for n in self.mechanisms()]
-        if any(n.get("cycle") == cycle for n in self.mechanisms()):
-            return  # already done before a resume
-        use_llm = self.llm is not None and self.group == "C"
+    def level2(self, cycle: int, iteration: int, view: SearchView) -> bool:
+        """One Level-2 cycle; returns whether the runner changed."""
+        notes = self.trace.notes("level2")
+        if any(n.get("cycle") == cycle for n in notes):
+            return False  # already done before a resume
+        tried = [n["mechanism"] for n in notes]
+        use_llm = self.llm is not None and self.group.level2_uses_llm
         transcripts: list[str] = []
         if use_llm:
-            records = [dict(r.data) for r in eng.records]
             session = level2.research(
-                self.llm.complete, (eng.ws.path / "runner/runner.py").read_text(),
-                level2.trace_summary(records, eng.target.metric), cycle, tried)
+                self.llm.complete, (self.ws.path / RUNNER_PATH).read_text(),
+                level2.trace_summary(view.records, self.config.target.metric), cycle, tried)
             transcripts += session.transcripts
-            mech, source = session.mechanism, "llm"
+            mech, source = session.mechanism, Source.LLM
             if mech is None:
-                self._note_l2(cycle, iteration, "?", "", source, "refused", session.error,
-                              transcripts=transcripts)
-                return
+                self.trace.note("level2", level2_note(
+                    self.ws.name, cycle, iteration, "?", "", source.value, Verdict.REFUSED,
+                    session.error, transcripts=transcripts))
+                return False
         else:
-            mech, source = level2.next_from_catalog(tried), "catalog"
+            mech, source = level2.next_from_catalog(tried), Source.CATALOG
             if mech is None:
-                eng.reporter.line(f"L2 cycle {cycle}: the built-in catalog is exhausted")
-                return
+                self.say(f"L2 cycle {cycle}: the built-in catalog is exhausted")
+                return False
         outcome = self._install(mech, source, cycle, iteration)
-        if outcome.verdict != "pass" and use_llm and eng.config.repair > 0:
-            for _ in range(eng.config.repair):
+        if outcome.verdict is not Verdict.PASS and use_llm and self.config.repair > 0:
+            for _ in range(self.config.repair):
                 repair = level2.research(self.llm.complete, "", "", cycle, tried,
                                          repair=outcome.reason, history=list(session.messages))
                 transcripts += repair.transcripts
                 if repair.mechanism is None:
                     break
                 session = repair
-                outcome = self._install(repair.mechanism, "llm-repair", cycle, iteration)
-                if outcome.verdict == "pass":
+                outcome = self._install(repair.mechanism, Source.LLM_REPAIR, cycle, iteration)
+                if outcome.verdict is Verdict.PASS:
                     break
-        self._note_l2(cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
-                      outcome.verdict, outcome.reason, commit=outcome.commit,
-                      revert=outcome.revert, gate=outcome.gate, transcripts=transcripts)
-        if outcome.active:
-            eng.reload_runner()
+        self.trace.note("level2", level2_note(
+            self.ws.name, cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
+            outcome.verdict, outcome.reason, commit=outcome.commit, revert=outcome.revert,
+            gate=outcome.gate, transcripts=transcripts))
+        return outcome.active
 
-    def _install(self, mech, source: str, cycle: int | None, iteration: int | None):
-        eng = self.engine
-        outcome = level2.install(eng.ws.tree, mech, run=eng.ws.name, source=source, cycle=cycle,
-                                 iteration=iteration, gate_timeout_s=eng.config.gate_timeout)
-        verdict = {"pass": "activated", "fail": "reverted by the gate", "refused": "refused"}
-        eng.reporter.line(f"L2 mechanism {mech.name} ({source}): {verdict[outcome.verdict]}"
-                          + (f": {outcome.reason}" if outcome.reason else ""))
+    def _install(self, mech: Any, source: Source, cycle: int | None,
+                 iteration: int | None) -> level2.Outcome:
+        outcome = level2.install(self.ws.tree, mech, run=self.ws.name, source=source.value,
+                                 cycle=cycle, iteration=iteration,
+                                 gate_timeout_s=self.config.gate_timeout)
+        verdict = {Verdict.PASS: "activated", Verdict.FAIL: "reverted by the gate",
+                   Verdict.REFUSED: "refused"}
+        self.say(f"L2 mechanism {mech.name} ({source.value}): {verdict[outcome.verdict]}"
+                 + (f": {outcome.reason}" if outcome.reason else ""))
         return outcome
-
-    def _note_l2(self, cycle, iteration, mechanism, domain, source, verdict, reason,
-                 **extra: Any) -> None:
-        note = {"run": self.engine.ws.name, "cycle": cycle, "iteration": iteration,
-                "mechanism": mechanism, "domain": domain, "source": source, "verdict": verdict,
-                "reason": reason, "reverted": verdict == "fail"}
-        self.engine.trace.note("level2", {**note, **extra})
-
 
     def runtime_fault(self, fault: MechanismFault, iteration: int) -> None:
         """Revert the mechanism behind a hook failure (named in the traceback, else the newest
@@ -153,28 +160,25 @@ class OuterLoop:
         if not active:
             raise RunError(f"the runner's {fault.hook} hook failed:\n{fault.error}",
                            hint="fix runner/runner.py on the run branch, then resume")
-        named = [n for n in active if n["mechanism"] in fault.error]
+        named = [m for m in active if m.name in fault.error]
         target = (named or active)[-1]
-        eng = self.engine
-        sha = level2.revert_runtime(eng.ws.tree, target["commit"], target["mechanism"],
-                                    fault.hook, fault.error)
-        self._note_l2(target.get("cycle"), iteration, target["mechanism"], target.get("domain"),
-                      target.get("source"), "runtime_revert", str(fault),
-                      commit=target["commit"], revert=sha, hook=fault.hook,
-                      error=fault.error[-2000:], reverted=True)
-        eng.reporter.line(f"L2 mechanism {target['mechanism']} reverted: {fault.hook} failed at "
-                          f"run time ({fault})")
+        sha = level2.revert_runtime(self.ws.tree, target.commit, target.name, fault.hook,
+                                    fault.error)
+        self.trace.note("level2", level2_note(
+            self.ws.name, target.cycle, iteration, target.name, target.domain, target.source,
+            Verdict.RUNTIME_REVERT, str(fault), commit=target.commit, revert=sha,
+            hook=fault.hook, error=fault.error[-2000:], reverted=True))
+        self.say(f"L2 mechanism {target.name} reverted: {fault.hook} failed at run time ({fault})")
 
-    def level15(self, iteration: int) -> None:
-        eng = self.engine
-        records = [dict(r.data) for r in eng.records if r.iteration <= iteration]
-        active = [s.name for s in eng.space.tunable()]
-        best_it = eng.best.iteration
-        args = (records, self.state, active, best_it, eng.target.direction)
+    # ---- Level 1.5 ---------------------------------------------------------------------------
+    def level15(self, iteration: int, view: SearchView) -> None:
+        records = [r for r in view.records if int(r["iteration"]) <= iteration]
+        args = (records, self.state, list(view.active), view.best_iteration,
+                self.config.target.direction)
         transcripts: list[str] = []
         if self.llm is not None:
-            msgs = level15.llm_messages(records, self.state, active, eng.target.direction,
-                                        eng.target.metric)
+            msgs = level15.llm_messages(records, self.state, list(view.active),
+                                        self.config.target.direction, self.config.target.metric)
             result = self.llm.complete(msgs, purpose=f"l15-cycle{self.state.cycle + 1}")
             transcripts = [result.transcript] if result.transcript else []
             decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active)
@@ -182,20 +186,16 @@ class OuterLoop:
                 self.llm.record_parsed(result.transcript, decision.__dict__)
         else:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active)
-        self.state = decision.apply(self.state, iteration, best_it)
+        self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
-        eng.trace.note("level15", {
-            "run": eng.ws.name, "iteration": iteration, "cycle": decision.cycle,
+        self.trace.note("level15", {
+            "run": self.ws.name, "iteration": iteration, "cycle": decision.cycle,
             "freeze": list(decision.freeze), "unfreeze": list(decision.unfreeze),
             "frozen": sorted(self.state.frozen), "guidance": decision.guidance,
             "source": decision.source, "note": decision.note, "transcripts": transcripts,
         })
-        subject, body, trailers = level15.message(decision)
-        trailers = {"Arx-Run": eng.ws.name, **trailers, "Arx-Iteration": str(iteration)}
-        eng.ws.tree.commit([STATE_PATH, *eng.ws.run_files()], subject, body, trailers)
-        self.apply_state()
-        eng.reporter.line(subject)
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+        subject, body, trailers = commits.level15_message(
+            self.ws.name, iteration, decision.cycle, decision.freeze, decision.unfreeze,
+            decision.guidance, decision.source, decision.note)
+        self.ws.tree.commit([STATE_PATH, *self.ws.run_files()], subject, body, trailers)
+        self.say(subject)

@@ -4,6 +4,11 @@ The engine is trusted code and is never rewritten; every policy decision (prompt
 filtering, confirmation, acceptance) is delegated to the managed runner loaded from the run
 branch. State lives in the trace and in git, never only in memory: each iteration can be killed
 at any point and ``resume`` continues from what was written.
+
+The engine is composed from narrow parts it is handed: a ``TrialRunner`` that measures trials
+and a ``Clock`` that stamps them (replay hands recorded ones), an ``Executor`` for ``--parallel``
+batches, the ``OuterLoop`` that returns a new search state, and a ``Reporter`` that gets
+snapshots. None of them reads or writes the engine.
 """
 
 from __future__ import annotations
@@ -11,28 +16,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from arx.core.codemods import cst
+from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
-from arx.core.execution.trial import (
-    SECRET_ENV,
-    ExecStatus,
-    TrialResult,
-    TrialSpec,
-    kill_stale,
-    run_trial,
-)
+from arx.core.execution.executor import Executor, TrialJob, make_executor
+from arx.core.execution.trial import SECRET_ENV, ExecStatus, TrialResult
+from arx.core.levels.level15 import SearchState
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
-from arx.core.levels.runnerload import RUNNER_PATH, load_runner
-from arx.core.levels.schedule import OuterLoop
-from arx.core.loop.batch import BatchMixin
+from arx.core.levels.runnerload import load_runner
+from arx.core.levels.schedule import OuterLoop, SearchView
+from arx.core.loop import batch as batches
+from arx.core.loop.context import hook_context, runner_config
+from arx.core.loop.progress import Reporter, RunProgress
 from arx.core.loop.space import ParameterSpace
-from arx.core.loop.trace import Trace, TraceRecord, TrialState, best_of
+from arx.core.loop.trace import Trace, TraceRecord, best_of
+from arx.core.loop.trials import Clock, LiveTrials, TrialKey, TrialRequest, TrialRunner
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.repo import commits
+from arx.core.repo.paths import RUNNER_PATH
 from arx.core.repo.workspace import Workspace
+from arx.core.states import TrialKind, TrialState
 
 _EXEC_TO_STATE = {
     ExecStatus.CRASH: TrialState.CRASH,
@@ -45,31 +51,41 @@ _EXEC_TO_STATE = {
 #: summary keys copied from the target's output into each trace record
 SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
                 "peak_mem_mb", "peak_vram_mb", "num_params_M")
+#: how many times one iteration may revert a faulting mechanism and try again
+_MAX_FAULTS = 20
 
 
-class Reporter:
-    """Progress sink. The CLI provides rich, JSON and quiet implementations."""
-
-    def start(self, engine: Engine) -> None: ...
-    def line(self, text: str) -> None: ...
-    def trial(self, engine: Engine, record: TraceRecord) -> None: ...
-    def finish(self, engine: Engine) -> None: ...
-
-
-@dataclass
+@dataclass(frozen=True)
 class Best:
+    """The current best configuration: where it came from, its metric, its source text."""
+
     iteration: int
     metric: float
-    config: dict[str, Any]
+    config: Mapping[str, Any]
     source: str
-    confirm: dict[int, float] = field(default_factory=dict)
+    confirm: Mapping[int, float] = field(default_factory=dict)  # seed -> metric of extra seeds
 
 
-class Engine(BatchMixin):
+def default_executor(ws: Workspace) -> Executor | None:
+    """The executor a run's settings ask for (``--parallel``, ``--executor``, ``[executor]``);
+    None for one candidate at a time on this machine (trials run in the worktree)."""
+    config = ws.config
+    if config.parallel <= 1 and config.executor == "local":
+        return None
+    table = plain(load_toml(ws.path).get("executor", {}))
+    return make_executor(
+        config.executor, ws.local.slots_dir, config.parallel, config.address,
+        log_dir=ws.log_dir, pid_dir=ws.local.slot_pid_dir,
+        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
+        runtime_env=table.get("runtime_env"))
+
+
+class Engine:
     """Runs (or resumes) one run in its workspace with a proposer."""
 
     def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
-                 llm: Any = None, executor: Any = None):
+                 llm: Any = None, executor: Executor | None = None,
+                 trials: TrialRunner | None = None, clock: Clock | None = None):
         self.ws = ws
         self.config = ws.config
         self.target = ws.config.target
@@ -77,37 +93,43 @@ class Engine(BatchMixin):
         self.reporter = reporter or Reporter()
         self.trace = Trace(ws.path / ws.trace_rel)
         self.target_path = ws.path / self.target.file
-        self.space = self._load_space()
+        self.space = ParameterSpace.from_toml(
+            plain(load_toml(ws.path).get("params", {})),
+            cst.discover_constants(self.target_path.read_text()))
+        self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
+                                           SECRET_ENV)
+        self.clock = clock or Clock()
+        self.executor = executor
+        self.outer = OuterLoop(ws, self.trace, self.config, llm=llm, say=self.reporter.line)
         self.records: list[TraceRecord] = []
         self.best: Best | None = None
         self.baseline_metric: float | None = None
-        self.frozen: tuple[str, ...] = ()
-        self.guidance = ""
+        self.search = SearchState()
         self.runner: Any = None
         self.started = time.monotonic()
         self.trials_run = 0
         self.trial_seconds = 0.0
         self._baseline_wall: float | None = None
-        self._setup_done = False
         self._retry: dict[int, list[Mapping[str, Any]]] = {}
         self._measured: dict[int, dict[str, Any]] = {}
-        self.outer = OuterLoop(self, llm=llm)
-        #: runs the candidates of an iteration at once when config.parallel > 1
-        self.executor = executor
-        if self.config.parallel > 1 and executor is None:
-            from arx.core.execution.executor import LocalExecutor
 
-            self.executor = LocalExecutor(ws.root / ".arx" / "slots" / ws.name,
-                                          slots=self.config.parallel, log_dir=ws.log_dir,
-                                          pid_dir=ws.root / ".arx" / "pids" / ws.name)
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        return tuple(sorted(self.search.frozen))
 
-    # ---- set-up ----------------------------------------------------------------------------
-    def _load_space(self) -> ParameterSpace:
-        from arx.core.config import load_toml, plain
-
-        doc = load_toml(self.ws.path)
-        constants = cst.discover_constants(self.target_path.read_text())
-        return ParameterSpace.from_toml(plain(doc.get("params", {})), constants)
+    def progress(self) -> RunProgress:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            if r.kind == TrialKind.TRIAL:
+                counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        best = self.best
+        return RunProgress(
+            run=self.ws.name, resumed=self.ws.resumed, iterations=self.config.iterations,
+            group=self.config.group, proposer=self.proposer.name,
+            baseline_metric=self.baseline_metric, best_metric=best.metric if best else None,
+            best_iteration=best.iteration if best else None, counts=counts,
+            elapsed_s=time.monotonic() - self.started, trials_run=self.trials_run,
+            trial_seconds=self.trial_seconds)
 
     def _managed_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -119,28 +141,24 @@ class Engine(BatchMixin):
             values[self.target.steps_constant] = self.config.steps
         return values
 
-    def runner_config(self) -> dict[str, Any]:
-        c = self.config
-        return {"direction": self.target.direction, "seed": c.seed, "confirm": c.confirm,
-                "confirm_margin": c.confirm_margin, "history": c.history, "group": c.group}
-
+    # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:
         """Resume: clean what a killed process left, then rebuild state from the trace."""
-        kill_stale(self.ws.pid_path)
+        self.trials.kill_stale()
         if self.executor is not None:
             self.executor.kill_stale()
         self.trace.repair_tail()
         records = self.trace.records()
-        committed = commits.last_committed_iteration(self.ws.tree)
+        committed = commits.last_committed_iteration(self.ws.tree.log("HEAD", max_count=200))
         pending_keep = [r for r in records if r.state is TrialState.KEEP and r.iteration > committed]
         self.ws.tree.restore([self.target.file])
-        self.outer.recover()
+        self.search = self.outer.recover()
         for rec in pending_keep:  # killed between the trace line and its commit
             source = cst.apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
         for start in self.trace.pending():
-            if start.get("kind") == "trial":  # re-run the same proposal(s), do not ask again
+            if start.get("kind") == TrialKind.TRIAL:  # re-run the same proposal(s), do not ask
                 self._retry.setdefault(int(start["iteration"]), []).append(start)
             self.trace.record({
                 "run": self.ws.name, "iteration": start["iteration"], "kind": start.get("kind"),
@@ -156,55 +174,55 @@ class Engine(BatchMixin):
             return
         base = next(r for r in self.records if r.state is TrialState.BASELINE)
         self.baseline_metric = base.metric
-        self.best = Best(best.iteration, best.metric, dict(best.get("config")),
-                         self.target_path.read_text())
+        metric, confirm = best.metric, {}
         for rec in self.records:
-            if rec.kind == "confirm" and rec.get("of") == best.iteration and rec.metric is not None:
-                self.best.confirm[int(rec.get("seed"))] = rec.metric
-            if rec.kind == "rebaseline" and rec.metric is not None:
-                self.best.metric = rec.metric
+            if rec.kind == TrialKind.CONFIRM and rec.get("of") == best.iteration \
+                    and rec.metric is not None:
+                confirm[int(rec.get("seed"))] = rec.metric
+            if rec.kind == TrialKind.REBASELINE and rec.metric is not None:
+                metric = rec.metric
+        self.best = Best(best.iteration, metric, dict(best.get("config")),
+                         self.target_path.read_text(), confirm)
 
-    # ---- the run ---------------------------------------------------------------------------
+    # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
-        self.reporter.start(self)
+        self.reporter.start(self.progress())
         if self.ws.resumed:
             self._recover()
+        else:
+            self.search = self.outer.state
         self._rebuild_state()
-        self.outer.apply_state()
         if self.best is None:
             self._baseline()
         self.reload_runner()
-        start = 1 + max((r.iteration for r in self.records if r.kind == "trial"
+        start = 1 + max((r.iteration for r in self.records if r.kind == TrialKind.TRIAL
                          and r.state is not TrialState.INTERRUPTED), default=0)
         for i in range(start, self.config.iterations + 1):
             if self.config.rebaseline and i > 1 and (i - 1) % self.config.rebaseline == 0:
                 if not self.config.steps and not self._has_rebaseline(i):
                     self._rebaseline(i)
-            self.outer.before_iteration(i)
+            outcome = self.outer.before_iteration(i, self._view())
+            self.search = outcome.state
+            if outcome.runner_changed:
+                self.reload_runner()
             self.iteration(i)
         self._finish()
 
-    def _setup(self) -> None:
-        if self._setup_done or not self.target.setup:
-            return
-        spec = self._spec(self.target.setup, timeout=3600, log="setup")
-        result = run_trial(spec)
-        if result.returncode != 0:
-            raise RunError(
-                f"setup command `{self.target.setup}` failed ({result.reason}):\n{result.log_tail}",
-                hint="fix the setup step ([target] setup in arx.toml) and resume the run",
-            )
-        self._setup_done = True
+    def _view(self) -> SearchView:
+        return SearchView(records=[dict(r.data) for r in self.records],
+                          active=tuple(s.name for s in self.space.tunable()),
+                          best_iteration=self.best.iteration)
 
     def _baseline(self) -> None:
-        self._setup()
+        self.trials.prepare()
         managed = self._managed_values()
         source = cst.apply_changes(self.target_path.read_text(), managed)
         self.target_path.write_text(source)
-        config = {n: v for n, v in _values(source).items() if n in self.space.specs}
-        self.trace.start(0, "baseline", {})
-        result = self._execute(0, "baseline", timeout=self.config.trial_timeout())
-        record = self._record(0, "baseline", result, {}, "", config,
+        config = {c.name: c.value for c in cst.discover_constants(source)
+                  if c.name in self.space.specs}
+        result = self._measure(TrialKey(0, TrialKind.BASELINE), {}, source,
+                               self.config.trial_timeout())
+        record = self._record(TrialKey(0, TrialKind.BASELINE), result, {}, "", config,
                               TrialState.BASELINE if result.status is ExecStatus.OK else None)
         if record.state is not TrialState.BASELINE:
             raise RunError(
@@ -218,51 +236,37 @@ class Engine(BatchMixin):
         paths = [self.target.file, self.ws.config_rel, *self.ws.run_files()]
         self.ws.tree.commit(paths, *commits.baseline_message(self.ws.name, self.target.metric,
                                                              record, managed))
-        self.reporter.trial(self, record)
+        self.reporter.trial(self.progress(), record)
 
     def context(self, iteration: int) -> dict[str, Any]:
         """The plain-data view of the run that runner hooks receive."""
-        best = self.best
-        frozen = set(self.frozen)
-        active = [s.name for s in self.space.tunable(frozen)]
-        params = [{"name": s.name, "kind": s.kind, "value": best.config.get(s.name) if best else None,
-                   "describe": s.describe(), "locked": s.locked, "frozen": s.name in frozen}
-                  for s in self.space.specs.values()]
-        return {
-            "iteration": iteration, "iterations": self.config.iterations, "run": self.ws.name,
-            "target_file": self.target.file, "target_source": best.source if best else "",
-            "metric": self.target.metric, "direction": self.target.direction,
-            "baseline_metric": self.baseline_metric, "best_metric": best.metric if best else None,
-            "best_iteration": best.iteration if best else None,
-            "best_config": dict(best.config) if best else {}, "params": params,
-            "active": active, "frozen": sorted(frozen), "guidance": self.guidance,
-            "history": [dict(r.data) for r in self.records if r.kind in ("baseline", "trial")
-                        and r.state is not TrialState.INTERRUPTED],
-        }
+        return hook_context(iteration, self.config, self.ws.name, self.space, self.best,
+                            self.baseline_metric, self.search, self.records)
 
     def iteration(self, i: int) -> None:
         """One Level-1 iteration; a mechanism's run-time fault reverts it and retries without
         re-running a trial that was already measured."""
-        for _ in range(20):
+        for _ in range(_MAX_FAULTS):
             try:
                 return self._iteration(i)
             except MechanismFault as fault:
                 self.outer.runtime_fault(fault, i)
                 self.reload_runner()
                 if i not in self._measured and any(
-                        r.iteration == i and r.kind == "trial" for r in self.records):
+                        r.iteration == i and r.kind == TrialKind.TRIAL for r in self.records):
                     return None  # it failed in observe(), after the decision was recorded
         raise RunError(f"iteration {i}: the runner kept failing after reverting mechanisms")
 
     def reload_runner(self) -> None:
         """Load runner/runner.py afresh and let it observe the history (its mechanisms' state);
         a mechanism that fails while catching up is reverted too."""
-        for _ in range(20):
-            runner = GuardedRunner(load_runner(self.ws.path / RUNNER_PATH, self.runner_config()),
+        for _ in range(_MAX_FAULTS):
+            runner = GuardedRunner(load_runner(self.ws.path / RUNNER_PATH,
+                                               runner_config(self.config)),
                                    self.config.hook_timeout)
             try:
                 for rec in self.records:
-                    if rec.kind == "trial":
+                    if rec.kind == TrialKind.TRIAL:
                         runner.observe(self.context(rec.iteration), dict(rec.data))
             except MechanismFault as fault:
                 self.outer.runtime_fault(fault, self.records[-1].iteration if self.records else 0)
@@ -282,7 +286,7 @@ class Engine(BatchMixin):
         request = ProposalRequest(
             iteration=i, prompt=self.runner.build_prompt(ctx), active=tuple(ctx["active"]),
             best_config=ctx["best_config"], space=self.space, history=tuple(ctx["history"]),
-            guidance=self.guidance, direction=self.target.direction,
+            guidance=self.search.guidance, direction=self.target.direction,
             n=max(1, int(getattr(self.runner, "n_candidates", 1)), self.config.parallel),
             focus=tuple(focus) if focus else None,
         )
@@ -292,7 +296,7 @@ class Engine(BatchMixin):
         feedback = None
         proposal: Proposal | None = None
         changes: dict[str, Any] | None = None
-        batch: list[tuple[dict[str, Any], str, str]] = []
+        batch: list[batches.Candidate] = []
         retry = self._retry.pop(i, None)
         for _attempt in range(2):  # one re-ask with the reason, then the iteration is spent
             if retry is not None:
@@ -323,7 +327,9 @@ class Engine(BatchMixin):
                 feedback = f"Your proposal was refused ({reason}): {exc.message}"
                 changes = None
             if self.executor is not None:
-                batch = self._valid_batch(candidates, chosen, refusals)
+                batch = batches.valid_batch(self.space, self.best.config, self.best.source,
+                                            self.frozen, candidates, chosen,
+                                            self.config.parallel, refusals)
                 if batch:
                     break
             elif changes is not None:
@@ -338,14 +344,14 @@ class Engine(BatchMixin):
             raw = {"proposal": dict(proposal.changes) if proposal else {},
                    "raw": proposal.raw if proposal else None}
             record = self.trace.record({
-                "run": self.ws.name, "iteration": i, "kind": "trial",
+                "run": self.ws.name, "iteration": i, "kind": TrialKind.TRIAL.value,
                 "status": TrialState.INVALID, "changes": {}, **raw, **base,
                 "reason": refusals[-1]["message"] if refusals else "no proposal",
             })
             return self._observe(ctx, record)
         self.target_path.write_text(source)
-        self.trace.start(i, "trial", changes, hypothesis=proposal.hypothesis)
-        result = self._execute(i, "trial", timeout=self._timeout())
+        result = self._measure(TrialKey(i, TrialKind.TRIAL), changes, source, self._timeout(),
+                               hypothesis=proposal.hypothesis)
         self._measured[i] = {"changes": changes, "source": source, "result": result, "base": base}
         return self._decide(i, ctx, changes, source, result, base)
 
@@ -369,8 +375,10 @@ class Engine(BatchMixin):
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
         base = dict(base)
-        record = self._record(i, "trial", result, changes, base.pop("hypothesis"), config, state,
-                              before={k: self.best.config.get(k) for k in changes}, **base, **extra)
+        record = self._record(TrialKey(i, TrialKind.TRIAL, base.get("seq", 0)), result, changes,
+                              base.pop("hypothesis"), config, state,
+                              before={k: self.best.config.get(k) for k in changes},
+                              **base, **extra)
         self._measured.pop(i, None)
         if record.state is TrialState.KEEP:
             self.target_path.write_text(source)  # (a batch trained elsewhere)
@@ -380,6 +388,62 @@ class Engine(BatchMixin):
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
 
+    # ---- --parallel batches ------------------------------------------------------------------
+    def _run_batch(self, i: int, ctx: Mapping[str, Any], batch: list[batches.Candidate],
+                   base: dict[str, Any]) -> None:
+        """Train the candidates at once through the executor; the driver alone writes git."""
+        files = batches.job_files(self.ws.tree, self.ws.path)
+        jobs = []
+        for k, cand in enumerate(batch):
+            key = TrialKey(i, TrialKind.TRIAL, k)
+            self.trace.start(i, key.kind, cand.changes, hypothesis=cand.hypothesis, seq=k)
+            jobs.append(TrialJob(
+                key=key.job_label(), files={**files, self.target.file: cand.source},
+                command=self.target.command, timeout_s=self._timeout(),
+                metric=self.target.metric, metric_regex=self.target.metric_regex,
+                drop_env=SECRET_ENV, setup=self.target.setup))
+        started = time.monotonic()
+        done = self.executor.run(jobs)
+        results = [jr.result for jr in done]
+        intervals = [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done]
+        self.trials_run += len(jobs)
+        self.trial_seconds += time.monotonic() - started
+        self._measured[i] = {"batch": list(batch), "results": results, "base": base,
+                             "intervals": intervals}
+        return self._decide_batch(i, ctx, batch, results, base, intervals)
+
+    def _decide_batch(self, i: int, ctx: Mapping[str, Any], batch: list[batches.Candidate],
+                      results: list[TrialResult], base: dict[str, Any],
+                      intervals: list) -> None:
+        """The best measured candidate faces the runner's accept rule; the others are discards."""
+        winner = batches.best_index(results, self.target.direction)
+        common = {k: v for k, v in base.items() if k != "hypothesis"}
+        records = []
+        for k, (cand, result) in enumerate(zip(batch, results)):
+            if k == winner:
+                continue
+            state = TrialState.DISCARD if result.status is ExecStatus.OK else None
+            note = {"note": "not the best of its batch"} if state else {}
+            records.append(self._record(
+                TrialKey(i, TrialKind.TRIAL, k), result, cand.changes, cand.hypothesis,
+                {**self.best.config, **cand.changes}, state,
+                before={n: self.best.config.get(n) for n in cand.changes}, seq=k,
+                batch=len(batch), interval=intervals[k], **common, **note))
+        if winner is None:
+            self._measured.pop(i, None)
+            self.target_path.write_text(self.best.source)
+        else:  # from here on a mechanism fault re-decides the winner only
+            cand = batch[winner]
+            win_base = {**base, "hypothesis": cand.hypothesis, "seq": winner,
+                        "batch": len(batch), "interval": intervals[winner]}
+            self._measured[i] = {"changes": cand.changes, "source": cand.source,
+                                 "result": results[winner], "base": win_base}
+        for rec in records:
+            self._observe(ctx, rec)
+        if winner is not None:
+            self._decide(i, ctx, **self._measured[i])
+
+    # ---- asking, observing, confirming -------------------------------------------------------
     def _ask(self, request: ProposalRequest, feedback: str | None) -> list[Proposal]:
         try:
             return self.proposer.propose(request, feedback=feedback)
@@ -392,7 +456,7 @@ class Engine(BatchMixin):
 
     def _observe(self, ctx: Mapping[str, Any], record: TraceRecord) -> None:
         self.records.append(record)
-        self.reporter.trial(self, record)
+        self.reporter.trial(self.progress(), record)
         self.runner.observe(ctx, dict(record.data))
 
     def _confirm(self, i: int, source: str, first: float, n: int) -> tuple[list, list]:
@@ -406,37 +470,38 @@ class Engine(BatchMixin):
                 if of == self.best.iteration and seed in self.best.confirm:
                     out.append(self.best.confirm[seed])
                     continue
-                self.target_path.write_text(cst.apply_changes(src, {seed_name: seed}))
-                self.trace.start(i, "confirm", {seed_name: seed}, seq=s * 2 + (of != i))
-                result = self._execute(i, "confirm", timeout=self._timeout(), seq=s * 2 + (of != i),
-                                       label=f"confirm-{of}-s{seed}")
-                rec = self._record(i, "confirm", result, {seed_name: seed}, "", {}, None,
-                                   of=of, seed=seed, seq=s * 2 + (of != i))
+                seeded = cst.apply_changes(src, {seed_name: seed})
+                self.target_path.write_text(seeded)
+                key = TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i))
+                result = self._measure(key, {seed_name: seed}, seeded, self._timeout(),
+                                       log=f"confirm-{of}-s{seed}")
+                rec = self._record(key, result, {seed_name: seed}, "", {}, None, of=of,
+                                   seed=seed, seq=key.seq)
                 self.records.append(rec)
                 out.append(rec.metric)
                 if of == self.best.iteration and rec.metric is not None:
-                    self.best.confirm[seed] = rec.metric
+                    self.best = replace(self.best, confirm={**self.best.confirm,
+                                                            seed: rec.metric})
         self.target_path.write_text(source)
         return cand, best
 
     def _has_rebaseline(self, i: int) -> bool:
-        return any(r.kind == "rebaseline" and r.iteration == i for r in self.records)
+        return any(r.kind == TrialKind.REBASELINE and r.iteration == i for r in self.records)
 
     def _rebaseline(self, i: int) -> None:
         """Time mode: re-measure the best so drift in machine speed is seen, not mistaken."""
         self.target_path.write_text(self.best.source)
-        self.trace.start(i, "rebaseline", {})
-        result = self._execute(i, "rebaseline", timeout=self._timeout())
+        key = TrialKey(i, TrialKind.REBASELINE)
+        result = self._measure(key, {}, self.best.source, self._timeout())
         before = self.best.metric
-        rec = self._record(i, "rebaseline", result, {}, "", dict(self.best.config), None,
-                           best_before=before)
+        rec = self._record(key, result, {}, "", dict(self.best.config), None, best_before=before)
         self.records.append(rec)
         if rec.metric is not None:
-            self.best.metric = rec.metric
+            self.best = replace(self.best, metric=rec.metric)
             self.reporter.line(f"rebaseline before #{i}: best re-measured {rec.metric:.6g} "
                                f"(drift {rec.metric - before:+.4g})")
 
-    # ---- trials ----------------------------------------------------------------------------
+    # ---- trials ------------------------------------------------------------------------------
     def _timeout(self) -> float:
         return self.config.trial_timeout(self._baseline_wall or self._recorded_baseline_wall())
 
@@ -444,52 +509,42 @@ class Engine(BatchMixin):
         base = next((r for r in self.records if r.state is TrialState.BASELINE), None)
         return base.get("wall_s") if base else None
 
-    def _spec(self, command: str, timeout: float, log: str) -> TrialSpec:
-        return TrialSpec(
-            command=command, cwd=self.ws.path, timeout_s=timeout, metric=self.target.metric,
-            metric_regex=self.target.metric_regex, log_path=self.ws.log_dir / f"{log}.log",
-            pid_path=self.ws.pid_path, drop_env=SECRET_ENV,
-        )
-
-    def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,
-                 label: str | None = None) -> TrialResult:
-        """Run the target as it is now in the worktree: trial (i, kind, seq) of the trace.
-        (The one place trials run: replay and executors substitute it.)"""
-        self._setup()
-        name = f"{i:04d}-{label or kind}"
-        result = run_trial(self._spec(self.target.command, timeout, name))
+    def _measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
+                 log: str | None = None, **start: Any) -> TrialResult:
+        """Journal the start of trial ``key``, then have the trial runner measure it."""
+        extra = {"seq": key.seq} if key.seq else {}
+        self.trace.start(key.iteration, key.kind, changes, **start, **extra)
+        request = TrialRequest(key, dict(changes), source, timeout,
+                               f"{key.iteration:04d}-{log or key.kind}")
+        result = self.trials.run(request)
         self.trials_run += 1
         self.trial_seconds += result.wall_s
         return result
 
-    def _record(self, i: int, kind: str, result: TrialResult, changes: Mapping[str, Any],
+    def _record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],
                 hypothesis: str, config: Mapping[str, Any], state: TrialState | None,
                 **extra: Any) -> TraceRecord:
         if state is None:
-            state = (TrialState(kind) if kind in ("confirm", "rebaseline") and
-                     result.status is ExecStatus.OK else _EXEC_TO_STATE.get(result.status,
-                                                                          TrialState.CRASH))
+            state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE)
+                     and result.status is ExecStatus.OK
+                     else _EXEC_TO_STATE.get(result.status, TrialState.CRASH))
         best_before = self.best.metric if self.best else None
         metric = result.metric if result.metric is not None and math.isfinite(result.metric) else None
         data = {
-            "run": self.ws.name, "iteration": i, "kind": kind, "status": state,
+            "run": self.ws.name, "iteration": key.iteration, "kind": key.kind, "status": state,
             "changes": dict(changes), "hypothesis": hypothesis, "config": dict(config),
             "metric": metric, "best_before": best_before,
             "delta": (metric - best_before) if metric is not None and best_before is not None else None,
             "wall_s": round(result.wall_s, 3), "returncode": result.returncode,
             "reason": result.reason,
             "seed": config.get(self.target.seed_constant) if self.target.seed_constant else None,
-            "finished_at": self._now(i, kind, extra.get("seq", 0)),
+            "finished_at": self.clock.stamp(key),
             **{k: result.summary[k] for k in SUMMARY_KEYS if k in result.summary},
         }
         if state.is_failure:
             data["log_tail"] = result.log_tail
         data.update(extra)
         return self.trace.record(data)
-
-    def _now(self, i: int, kind: str, seq: int) -> str:
-        """Timestamp of a finished trial record (replay serves the recorded one)."""
-        return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def _commit_keep(self, record: TraceRecord, recovered: bool = False) -> None:
         subject, body, trailers = commits.keep_message(
@@ -498,27 +553,26 @@ class Engine(BatchMixin):
 
     def _finish(self) -> None:
         self.records = self.trace.records()
-        subject, body, trailers = commits.end_message(self.ws.name, self.target.metric, self)
+        progress = self.progress()
+        end = commits.RunEnd(progress.counts, progress.best_metric, progress.best_iteration,
+                             progress.baseline_metric)
+        subject, body, trailers = commits.end_message(self.ws.name, self.target.metric, end)
         self.ws.tree.commit(self.ws.run_files(), subject, body, trailers, allow_empty=True)
-        self.reporter.finish(self)
-
-
-
-
-def _values(source: str) -> dict[str, Any]:
-    return {c.name: c.value for c in cst.discover_constants(source)}
+        self.reporter.finish(self.progress())
 
 
 def run_to_end(ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
-               executor: Any = None, engine_cls: type | None = None) -> Engine:
+               executor: Executor | None = None) -> Engine:
     """Run (or resume) ``ws`` to its last iteration, then release it: the worktree is removed
-    only when the run finished, so an interrupted one resumes from where it stopped."""
+    only when the run finished, so an interrupted one resumes from where it stopped. Without an
+    ``executor``, the one the run's settings ask for (``default_executor``)."""
     finished = False
     try:
         try:
-            engine = (engine_cls or Engine)(ws, proposer, reporter,
-                                            llm=getattr(proposer, "client", None),
-                                            executor=executor)
+            if executor is None:
+                executor = default_executor(ws)
+            engine = Engine(ws, proposer, reporter, llm=getattr(proposer, "client", None),
+                            executor=executor)
             engine.run()
         finally:
             if executor is not None:

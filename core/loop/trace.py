@@ -13,43 +13,13 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from arx.core.errors import TraceError
+from arx.core.states import TrialState
 
 TRACE_VERSION = 1
-
-
-class TrialState(str, Enum):
-    """Outcome of one trial. ``is_measured`` says whether its metric is usable."""
-
-    BASELINE = "baseline"
-    KEEP = "keep"
-    DISCARD = "discard"
-    CRASH = "crash"
-    FAIL = "fail"
-    NAN = "nan"
-    NO_METRIC = "no_metric"
-    TIMEOUT = "timeout"
-    INVALID = "invalid_proposal"
-    INTERRUPTED = "interrupted"
-    CONFIRM = "confirm"
-    REBASELINE = "rebaseline"
-
-    @property
-    def is_measured(self) -> bool:
-        return self in (self.BASELINE, self.KEEP, self.DISCARD, self.CONFIRM, self.REBASELINE)
-
-    @property
-    def is_failure(self) -> bool:
-        return self in (self.CRASH, self.FAIL, self.NAN, self.NO_METRIC, self.TIMEOUT)
-
-
-#: status values (as written in the trace) whose metric is usable / that are failed trials
-MEASURED = frozenset(s.value for s in TrialState if s.is_measured)
-FAILED = frozenset(s.value for s in TrialState if s.is_failure)
 
 
 def _clean(value: Any) -> Any:

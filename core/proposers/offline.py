@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 
-from arx.core.loop.trace import FAILED, MEASURED
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
+from arx.core.states import FAILED, MEASURED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

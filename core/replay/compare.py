@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arx.core.replay.engine import first_difference, trial_label, trim
+from arx.core.loop.trials import TrialKey
+from arx.core.replay.engine import first_difference, trim
 from arx.core.replay.source import Divergence, ReplayGit, norm
 from arx.core.repo.git import CommitRecord
 
@@ -63,8 +64,8 @@ class Step:
 def event_label(e: Mapping[str, Any]) -> str:
     kind = e.get("event")
     if kind == "trial":
-        return trial_label(int(e.get("iteration", -1)), e.get("kind", "trial"),
-                           int(e.get("seq", 0) or 0))
+        return TrialKey(int(e.get("iteration", -1)), e.get("kind", "trial"),
+                        int(e.get("seq", 0) or 0)).describe()
     if kind == "level15":
         return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
     return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"

@@ -1,22 +1,23 @@
 """The replayed loop: the real engine, with trial results and LLM answers served from the record.
 
-``ReplayEngine`` is ``Engine`` with three seams substituted: ``_execute`` serves the recorded
-``TrialResult`` of trial (iteration, kind, seq) after checking that the replay asks for exactly
-the trial the original ran (same changes, same constants in the file it would train);
-``_setup`` does nothing (nothing trains); ``_now`` serves the recorded ``finished_at``.
-Everything else runs for real: the runner and its mechanisms, the proposer (the seeded Optuna
-proposer re-runs; an LLM proposer reads ``ReplayChatClient``), Level 1.5, the Level-2 patch,
-gate, commit and revert, and every git commit.
+A replay runs ``Engine`` itself, handed three recorded parts instead of live ones: ``ServedTrials``
+(the ``TrialRunner``) serves the recorded ``TrialResult`` of trial (iteration, kind, seq) after
+checking that the replay asks for exactly the trial the original ran (same changes, same
+constants in the file it would train); ``RecordedClock`` serves the recorded ``finished_at``;
+``ReplayExecutor`` serves the candidates of a ``--parallel`` iteration the same way. Everything
+else runs for real: the runner and its mechanisms, the proposer (the seeded Optuna proposer
+re-runs; an LLM proposer reads ``ReplayChatClient``), Level 1.5, the Level-2 patch, gate, commit
+and revert, and every git commit.
 
 ``ReplayChatClient`` keeps the ``ChatClient`` contract and answers from the transcripts in
 request order: a request whose purpose or messages differ from the recorded one is a divergence,
 as is an answer that no longer parses to what the transcript recorded. Each served transcript is
 copied byte for byte into the replay's worktree, so the commits can be compared tree for tree.
-``ReplayExecutor`` serves the candidates of a ``--parallel`` iteration the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,14 @@ from arx.core.codemods import cst
 from arx.core.execution.executor import Executor, JobResult, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.llm.client import ChatResult
-from arx.core.loop.engine import Engine, Reporter
+from arx.core.loop.engine import SUMMARY_KEYS
 from arx.core.loop.trace import Trace
+from arx.core.loop.trials import Clock, TrialKey, TrialRequest, TrialRunner
 from arx.core.replay.source import Divergence, DivergenceFound, Recording, norm
 
 _STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,
            "no_metric": ExecStatus.NO_METRIC, "timeout": ExecStatus.TIMEOUT,
            "interrupted": ExecStatus.INTERRUPTED}
-#: summary fields a trace record copies from the target's output (Engine.SUMMARY_KEYS)
-_SUMMARY = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
-            "peak_mem_mb", "peak_vram_mb", "num_params_M")
 TRIM = 160
 
 
@@ -45,13 +44,8 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
     return TrialResult(
         status=status, metric=float(metric) if isinstance(metric, (int, float)) else None,
         returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
-        summary={k: rec[k] for k in _SUMMARY if k in rec}, log_tail=rec.get("log_tail") or "",
+        summary={k: rec[k] for k in SUMMARY_KEYS if k in rec}, log_tail=rec.get("log_tail") or "",
         reason=rec.get("reason") or "")
-
-
-def trial_label(i: int, kind: str, seq: int = 0) -> str:
-    extra = f", candidate {seq}" if kind == "trial" and seq else f", seq {seq}" if seq else ""
-    return f"iteration {i} ({kind}{extra})"
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
@@ -69,47 +63,21 @@ def first_difference(a: str, b: str) -> int:
     return next((k for k in range(n) if a[k] != b[k]), n)
 
 
-class _StartsTrace(Trace):
-    """The trace, remembering the changes of each ``start`` event (what is about to train)."""
+class ServedTrials(TrialRunner):
+    """Serves the recorded result of each trial the replayed engine asks for."""
 
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self.starts: dict[tuple[int, str, int], Any] = {}
-
-    def start(self, iteration: int, kind: str, changes: Mapping[str, Any], **extra: Any) -> None:
-        self.starts[(int(iteration), kind, int(extra.get("seq", 0) or 0))] = dict(changes)
-        super().start(iteration, kind, changes, **extra)
-
-
-class ReplayEngine(Engine):
-    """An ``Engine`` whose trials are served from ``recording`` instead of trained."""
-
-    def __init__(self, ws: Any, proposer: Any, recording: Recording,
-                 reporter: Reporter | None = None, llm: Any = None, executor: Any = None):
-        super().__init__(ws, proposer, reporter, llm=llm, executor=executor)
+    def __init__(self, recording: Recording):
         self.recording = recording
-        self.trace = _StartsTrace(self.trace.path)
-        self.served: set[tuple[int, str, int]] = set()
+        self.served: set[TrialKey] = set()
 
-    def _setup(self) -> None:
-        self._setup_done = True
+    def run(self, request: TrialRequest) -> TrialResult:
+        return served_result(self.requested(request.key, request.changes, request.source))
 
-    def _now(self, i: int, kind: str, seq: int) -> str:
-        rec = self.recording.trial(i, kind, seq)
-        return rec.get("finished_at", "") if rec is not None else super()._now(i, kind, seq)
-
-    def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,
-                 label: str | None = None) -> TrialResult:
-        rec = self.requested(i, kind, seq, self.target_path.read_text())
-        self.trials_run += 1
-        return served_result(rec)
-
-    def requested(self, i: int, kind: str, seq: int, source: str) -> Mapping[str, Any]:
+    def requested(self, key: TrialKey, changes: Mapping[str, Any],
+                  source: str) -> Mapping[str, Any]:
         """The recorded trial the replay asks for, after checking it is the same trial."""
-        key = (int(i), kind, int(seq))
-        step = trial_label(*key)
-        changes = self.trace.starts.get(key, {})
-        rec = self.recording.trial(*key)
+        step = key.describe()
+        rec = self.recording.trial(key.iteration, key.kind, key.seq)
         if rec is None:
             raise DivergenceFound(Divergence(
                 step, "the replay trains a trial the original never ran", "changes",
@@ -132,24 +100,38 @@ class ReplayEngine(Engine):
         return rec
 
 
-class ReplayExecutor(Executor):
-    """Serves the recorded results of the candidates of a ``--parallel`` iteration."""
+class RecordedClock(Clock):
+    """Stamps a replayed record with the time the original recorded."""
 
-    def __init__(self, slots: int, target_file: str):
+    def __init__(self, recording: Recording):
+        self.recording = recording
+
+    def stamp(self, key: TrialKey) -> str:
+        rec = self.recording.trial(key.iteration, key.kind, key.seq)
+        return rec.get("finished_at", "") if rec is not None else super().stamp(key)
+
+
+class ReplayExecutor(Executor):
+    """Serves the recorded results of the candidates of a ``--parallel`` iteration. What each
+    candidate changes is read from its ``start`` event in the replay's trace."""
+
+    def __init__(self, slots: int, target_file: str, trials: ServedTrials, trace: Trace):
         self.slots = slots
         self.target_file = target_file
-        self.engine: ReplayEngine | None = None
+        self.trials = trials
+        self.trace = trace
 
     def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
+        starts = {TrialKey(int(s["iteration"]), s.get("kind", "trial"), int(s.get("seq", 0))):
+                  s.get("changes") or {} for s in self.trace.pending()}
         out = []
         for job in jobs:
-            number, kind, cand = job.key.split("-", 2)
-            seq = int(cand.lstrip("c") or 0)
-            rec = self.engine.requested(int(number), kind, seq, job.files.get(self.target_file, ""))
+            key = TrialKey.from_job_label(job.key)
+            source = job.files.get(self.target_file, "")
+            rec = self.trials.requested(key, starts.get(key, {}), source)
             started, finished, worker = (list(rec.get("interval") or []) + [0.0, 0.0, "replay"])[:3]
             out.append(JobResult(job.key, served_result(rec), started, finished, worker))
         return out
-
 
 class ReplayChatClient:
     """The ``ChatClient`` contract, answered from a run's recorded transcripts, in order."""
@@ -254,6 +236,4 @@ def _content(message: Any) -> str:
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(norm(value), ensure_ascii=False, sort_keys=True)

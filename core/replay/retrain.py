@@ -28,8 +28,8 @@ from typing import Any
 from arx.core.codemods import cst
 from arx.core.config import RunConfig
 from arx.core.execution.trial import SECRET_ENV, TrialSpec, run_trial
-from arx.core.loop.trace import MEASURED
 from arx.core.replay.source import Recording, ReplayError, norm
+from arx.core.states import MEASURED
 
 DEFAULT_TOLERANCE = 0.02
 

@@ -3,7 +3,7 @@
 A run branch carries its trace and every LLM exchange, so the whole loop can be run again
 without training and without an API key: ``replay`` branches ``arx-replay/<name>`` from the
 parent of the run's ``baseline`` commit, lays in the run's own ``config.json``, and runs the
-real engine under the same run name (``ReplayEngine``) with trial results served from the trace
+real engine under the same run name, handed trial results served from the trace (``ServedTrials``)
 and LLM answers from the transcripts (the offline Optuna proposer, seeded, simply runs again).
 Every decision and every commit is then compared with the original (``replay_compare``), and
 with ``retrain`` the recorded configurations are trained again (``replay_retrain``).
@@ -19,6 +19,7 @@ removed at the end; its branch stays for inspection (``--force`` replaces an exi
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,12 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import ArxError, ConfigError, RepoError
+from arx.core.loop.engine import Engine
+from arx.core.loop.trace import Trace
+from arx.core.proposers.llm import LLMProposer
+from arx.core.proposers.offline import OptunaProposer
 from arx.core.replay.compare import COMPARED, Side, compare
-from arx.core.replay.engine import ReplayChatClient, ReplayEngine, ReplayExecutor
+from arx.core.replay.engine import (
+    RecordedClock,
+    ReplayChatClient,
+    ReplayExecutor,
+    ServedTrials,
+)
+from arx.core.replay.report import render
 from arx.core.replay.retrain import DEFAULT_TOLERANCE, RetrainReport
 from arx.core.replay.retrain import retrain as retrain_trials
 from arx.core.replay.source import (
-    REPLAY_PREFIX,
     Divergence,
     DivergenceFound,
     Recording,
@@ -42,6 +52,7 @@ from arx.core.replay.source import (
     parse_trace,
 )
 from arx.core.repo.git import RunLock
+from arx.core.repo.paths import REPLAY_PREFIX, LocalPaths, replay_worktree_path
 from arx.core.repo.workspace import Workspace
 
 __all__ = ["replay", "ReplayReport", "ReplayError", "Divergence", "COMPARED",
@@ -56,12 +67,8 @@ class ReplayWorkspace(Workspace):
     """A run's workspace for its replay: same run name, its own logs and pid file."""
 
     @property
-    def log_dir(self) -> Path:
-        return self.root / ".arx" / "logs" / f"replay-{self.name}"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.root / ".arx" / "pids" / f"replay-{self.name}.pid"
+    def local(self) -> LocalPaths:
+        return LocalPaths(self.root, f"replay-{self.name}")
 
 
 @dataclass
@@ -102,8 +109,6 @@ class ReplayReport:
         }
 
     def render(self) -> str:
-        from arx.core.replay.report import render
-
         return render(self)
 
 
@@ -118,7 +123,7 @@ def replay(root: Path | str, branch: str, *, retrain: bool = False,
     rec_branch = REPLAY_PREFIX + rec.name
     lock = RunLock(repo.root, f"replay-{rec.name}")
     lock.acquire()
-    path = repo.root / ".arx" / "replay" / rec.name
+    path = replay_worktree_path(repo.root, rec.name)
     try:
         _make_room(repo, path, rec_branch, force)
         tree = repo.add_worktree(path, rec_branch, rec.base)
@@ -163,8 +168,6 @@ def _make_room(repo: ReplayGit, path: Path, branch: str, force: bool) -> None:
     try:
         repo.remove_worktree(path)
     except RepoError:
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     if repo.branch_exists(branch):
         repo.delete_branch(branch)
@@ -182,19 +185,13 @@ def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
     config = replace(rec.config, iterations=max(rec.config.iterations, done))
     ws = ReplayWorkspace(repo.root, repo, tree, rec.name, config, lock, False)
     client = ReplayChatClient(rec, tree.root) if rec.uses_llm else None
-    if client is not None:
-        from arx.core.proposers.llm import LLMProposer
-
-        proposer: Any = LLMProposer(client)
-    else:
-        from arx.core.proposers.offline import OptunaProposer
-
-        proposer = OptunaProposer(seed=config.seed)
-    executor = ReplayExecutor(config.parallel, config.target.file) \
-        if config.parallel > 1 else None
-    engine = ReplayEngine(ws, proposer, rec, llm=client, executor=executor)
-    if executor is not None:
-        executor.engine = engine
+    proposer: Any = LLMProposer(client) if client is not None else \
+        OptunaProposer(seed=config.seed)
+    trials = ServedTrials(rec)
+    executor = ReplayExecutor(config.parallel, config.target.file, trials,
+                              Trace(tree.root / rec.trace_rel)) if config.parallel > 1 else None
+    engine = Engine(ws, proposer, llm=client, executor=executor, trials=trials,
+                    clock=RecordedClock(rec))
     raised = None
     try:
         engine.run()
@@ -206,11 +203,11 @@ def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
     return engine, client, raised
 
 
-def _counts(rec: Recording, engine: ReplayEngine, client: Any, commits: int) -> dict[str, int]:
+def _counts(rec: Recording, engine: Engine, client: Any, commits: int) -> dict[str, int]:
     kinds = [e.get("event") for e in rec.events]
     return {"trials": len(rec.records()), "level15": kinds.count("level15"),
             "level2": kinds.count("level2"), "commits": commits,
-            "trials_served": len(engine.served),
+            "trials_served": len(engine.trials.served),
             "llm_requests": len(client.served) if client is not None else 0}
 
 

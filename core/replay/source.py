@@ -18,10 +18,11 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
 from arx.core.loop.trace import TRACE_VERSION
+from arx.core.repo.commits import Trailer, level_of
 from arx.core.repo.git import CommitRecord, GitRepo
-from arx.core.repo.workspace import RunFiles
+from arx.core.repo.paths import BRANCH_PREFIX, RunFiles
+from arx.core.states import Level
 
-REPLAY_PREFIX = "arx-replay/"
 #: trace statuses of trials that never ran a command (nothing to serve or retrain)
 _NOT_RUN = ("invalid_proposal", "interrupted")
 
@@ -130,8 +131,8 @@ class Recording(RunFiles):
 
 def _resolve(repo: ReplayGit, branch: str) -> tuple[str, str]:
     candidates = [branch]
-    if not branch.startswith("arx/"):
-        candidates.append("arx/" + branch)
+    if not branch.startswith(BRANCH_PREFIX):
+        candidates.append(BRANCH_PREFIX + branch)
     candidates += [f"origin/{c}" for c in list(candidates)]
     for cand in candidates:
         sha = repo.rev(cand)
@@ -173,12 +174,12 @@ def parse_trace(data: bytes, where: str) -> list[dict[str, Any]]:
 def load_recording(repo: ReplayGit, branch: str) -> Recording:
     rev, tip = _resolve(repo, branch)
     log = repo.log(tip)  # newest first
-    name = next((c.trailers["Arx-Run"] for c in log if c.trailers.get("Arx-Run")), None)
+    name = next((c.trailers[Trailer.RUN] for c in log if c.trailers.get(Trailer.RUN)), None)
     if name is None:
         raise ReplayError(f"{rev} is not an arx run branch (no commit has an Arx-Run trailer)",
                           hint="name a branch made by `arx run` (arx/NAME)")
-    baseline = next((c for c in reversed(log) if c.trailers.get("Arx-Run") == name
-                     and c.trailers.get("Arx-Level") == "baseline"), None)
+    baseline = next((c for c in reversed(log) if c.trailers.get(Trailer.RUN) == name
+                     and level_of(c) is Level.BASELINE), None)
     if baseline is None:
         raise ReplayError(f"run {name!r} on {rev} has no baseline commit",
                           hint="the run stopped before its baseline was measured; there is "
@@ -188,20 +189,21 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
         raise ReplayError(f"the baseline commit {baseline.sha[:12]} of {rev} has no parent",
                           hint="a run branch starts from the commit `arx run` branched from")
     commits = list(reversed(repo.log(f"{base}..{tip}")))
-    where = f"{rev}:runs/{name}/trace.jsonl"
-    trace_bytes = repo.blob(tip, f"runs/{name}/trace.jsonl")
+    files = RunFiles(name)
+    where = f"{rev}:{files.trace_rel}"
+    trace_bytes = repo.blob(tip, files.trace_rel)
     if trace_bytes is None:
-        raise TraceError(f"{rev} has no runs/{name}/trace.jsonl", hint="the branch is not a "
+        raise TraceError(f"{rev} has no {files.trace_rel}", hint="the branch is not a "
                          "complete arx run; restore the trace from an earlier commit")
     events = parse_trace(trace_bytes, where)
-    config_bytes = repo.blob(baseline.sha, f"runs/{name}/config.json")
+    config_bytes = repo.blob(baseline.sha, files.config_rel)
     if config_bytes is None:
-        raise ReplayError(f"the baseline commit of {rev} has no runs/{name}/config.json",
+        raise ReplayError(f"the baseline commit of {rev} has no {files.config_rel}",
                           hint="the branch was not made by `arx run`")
     config = RunConfig.from_json(config_bytes.decode())
     _check_replayable(name, rev, commits, events)
-    transcripts = _transcripts(repo, rev, commits, f"runs/{name}/llm")
-    settings = repo.blob(baseline.sha, f"runs/{name}/llm-settings.json")
+    transcripts = _transcripts(repo, rev, commits, files.llm_rel)
+    settings = repo.blob(baseline.sha, files.llm_settings_rel)
     proposers = {e.get("proposer") for e in events if e.get("event") == "trial"
                  and e.get("kind", "trial") == "trial" and e.get("proposer")}
     proposer = "llm" if settings is not None or "llm" in proposers else "optuna"
@@ -223,8 +225,8 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
 
 def _check_replayable(name: str, rev: str, commits: list[CommitRecord],
                       events: list[dict[str, Any]]) -> None:
-    ends = [c for c in commits if c.trailers.get("Arx-Run") == name
-            and c.trailers.get("Arx-Level") == "end"]
+    ends = [c for c in commits if c.trailers.get(Trailer.RUN) == name
+            and level_of(c) is Level.END]
     if not ends:
         raise ReplayError(f"run {name!r} on {rev} is not finished (no `end of run` commit)",
                           hint=f"finish it with `arx run --resume {name}`, then replay it")

@@ -1,22 +1,55 @@
-"""Commit messages and trailers: the audit log's vocabulary.
+"""Commit messages and trailers: the audit log's vocabulary, built and parsed here only.
 
 Subjects read well in ``git log --oneline``; trailers make the same facts machine-readable
-(``git log --format=%(trailers)``, ``arx log``). Trailer keys are public surface:
-``Arx-Run``, ``Arx-Level`` (baseline, 1, 1.5, 2, end, init), ``Arx-Iteration``, ``Arx-Metric``,
-``Arx-Delta``, ``Arx-Baseline``, ``Arx-Hypothesis``, ``Arx-Changes`` (JSON), ``Arx-Status``.
+(``git log --format=%(trailers)``, ``arx log``). Trailer keys and values are public surface:
+existing run branches are read, resumed and replayed with them, and replay compares subjects and
+trailers of the commits it makes with the original's, so a builder's output never changes shape.
+Every other module asks this one for a message, a key or a parsed fact.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from arx.core.loop.trace import TraceRecord, TrialState
-from arx.core.repo.git import GitRepo
+from arx.core.states import Level, Source
 
 Message = tuple[str, str, dict[str, str]]
 
+
+class Trailer:
+    """The trailer keys arx writes."""
+
+    RUN = "Arx-Run"  # marks a commit as arx's; GitRepo.revert acts only on those
+    LEVEL = "Arx-Level"  # a states.Level value
+    ITERATION = "Arx-Iteration"
+    METRIC = "Arx-Metric"
+    DELTA = "Arx-Delta"
+    BASELINE = "Arx-Baseline"
+    HYPOTHESIS = "Arx-Hypothesis"
+    CHANGES = "Arx-Changes"  # JSON
+    STATUS = "Arx-Status"
+    CYCLE = "Arx-Cycle"
+    FREEZE = "Arx-Freeze"
+    UNFREEZE = "Arx-Unfreeze"
+    GUIDANCE = "Arx-Guidance"
+    MECHANISM = "Arx-Mechanism"
+    GATE = "Arx-Gate"  # "pass", "fail: <reason>" or "runtime: <error>"
+    SOURCE = "Arx-Source"  # a states.Source value
+    REVERTS = "Arx-Reverts"  # on a revert: the sha it undoes (written by GitRepo.revert)
+
+
+class Commit(Protocol):
+    """What the parsers read of a commit (``GitRepo.log`` returns such records)."""
+
+    sha: str
+    subject: str
+    trailers: Mapping[str, str]
+
+
+# ---- formatting --------------------------------------------------------------------------------
 
 def fmt_value(value: Any) -> str:
     if isinstance(value, float):
@@ -30,6 +63,10 @@ def fmt_metric(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6f}"
 
 
+def fmt_delta(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.6f}"
+
+
 def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
     before = before or {}
     parts = []
@@ -41,20 +78,26 @@ def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | Non
     return ", ".join(parts) or "(no change)"
 
 
-def baseline_message(run: str, metric: str, record: TraceRecord,
-                     managed: Mapping[str, Any]) -> Message:
+# ---- builders ----------------------------------------------------------------------------------
+
+def init_message(body: str) -> Message:
+    """`arx init`: no ``Arx-Run`` (the commit belongs to the repository, not to a run)."""
+    return "arx init", body, {Trailer.LEVEL: Level.INIT.value}
+
+
+def baseline_message(run: str, metric: str, record: Any, managed: Mapping[str, Any]) -> Message:
     subject = f"baseline: {metric} {fmt_metric(record.metric)}"
     body = f"Run {run} starts from the unmodified target."
     if managed:
         body += " Budget set by arx: " + describe_changes(managed) + "."
     trailers = {
-        "Arx-Run": run, "Arx-Level": "baseline", "Arx-Iteration": "0",
-        "Arx-Metric": fmt_metric(record.metric),
+        Trailer.RUN: run, Trailer.LEVEL: Level.BASELINE.value, Trailer.ITERATION: "0",
+        Trailer.METRIC: fmt_metric(record.metric),
     }
     return subject, body, trailers
 
 
-def keep_message(run: str, metric: str, record: TraceRecord, recovered: bool = False) -> Message:
+def keep_message(run: str, metric: str, record: Any, recovered: bool = False) -> Message:
     before = record.get("best_before")
     changes = describe_changes(record.changes, record.get("before") or {})
     subject = (f"L1 #{record.iteration} keep {changes}: "
@@ -66,47 +109,157 @@ def keep_message(run: str, metric: str, record: TraceRecord, recovered: bool = F
     if recovered:
         body += "\n\n(committed on resume: arx was stopped after recording this keep)"
     trailers = {
-        "Arx-Run": run, "Arx-Level": "1", "Arx-Iteration": str(record.iteration),
-        "Arx-Status": "keep", "Arx-Metric": fmt_metric(record.metric),
-        "Arx-Delta": f"{record.get('delta'):+.6f}" if record.get("delta") is not None else "n/a",
-        "Arx-Changes": json.dumps(_jsonable(record.changes), sort_keys=True),
-        "Arx-Hypothesis": (record.get("hypothesis") or "").replace("\n", " ")[:500],
+        Trailer.RUN: run, Trailer.LEVEL: Level.L1.value, Trailer.ITERATION: str(record.iteration),
+        Trailer.STATUS: "keep", Trailer.METRIC: fmt_metric(record.metric),
+        Trailer.DELTA: fmt_delta(record.get("delta")),
+        Trailer.CHANGES: json.dumps(_jsonable(record.changes), sort_keys=True),
+        Trailer.HYPOTHESIS: (record.get("hypothesis") or "").replace("\n", " ")[:500],
     }
     return subject, body.strip(), trailers
 
 
-def end_message(run: str, metric: str, engine: Any) -> Message:
-    records = engine.records
-    trials = [r for r in records if r.kind == "trial"]
-    counts: dict[str, int] = {}
-    for r in trials:
-        counts[r.state.value] = counts.get(r.state.value, 0) + 1
-    best = engine.best
-    base = engine.baseline_metric
-    delta = best.metric - base if best and base is not None else None
-    subject = (f"end of run {run}: {len(trials)} iterations, best {metric} "
-               f"{fmt_metric(best.metric if best else None)} "
-               f"({'n/a' if delta is None else f'{delta:+.6f}'} vs baseline)")
-    body = "Trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    if best:
-        body += f"\nBest config from iteration {best.iteration}."
+@dataclass(frozen=True)
+class RunEnd:
+    """The facts an end-of-run commit states."""
+
+    counts: Mapping[str, int]  # trial status -> number of trial records
+    best_metric: float | None
+    best_iteration: int | None
+    baseline_metric: float | None
+
+
+def end_message(run: str, metric: str, end: RunEnd) -> Message:
+    n = sum(end.counts.values())
+    base = end.baseline_metric
+    delta = end.best_metric - base if end.best_metric is not None and base is not None else None
+    subject = (f"end of run {run}: {n} iterations, best {metric} "
+               f"{fmt_metric(end.best_metric)} ({fmt_delta(delta)} vs baseline)")
+    body = "Trials: " + ", ".join(f"{k} {v}" for k, v in sorted(end.counts.items()))
+    if end.best_iteration is not None:
+        body += f"\nBest config from iteration {end.best_iteration}."
     trailers = {
-        "Arx-Run": run, "Arx-Level": "end", "Arx-Iteration": str(len(trials)),
-        "Arx-Metric": fmt_metric(best.metric if best else None),
-        "Arx-Baseline": fmt_metric(base),
-        "Arx-Delta": "n/a" if delta is None else f"{delta:+.6f}",
+        Trailer.RUN: run, Trailer.LEVEL: Level.END.value, Trailer.ITERATION: str(n),
+        Trailer.METRIC: fmt_metric(end.best_metric), Trailer.BASELINE: fmt_metric(base),
+        Trailer.DELTA: fmt_delta(delta),
     }
     return subject, body, trailers
 
 
-def last_committed_iteration(tree: GitRepo) -> int:
-    """Highest Level-1 iteration committed as a keep on the branch (0 if none)."""
-    for rec in tree.log("HEAD", max_count=200):
-        if rec.trailers.get("Arx-Level") == "1" and rec.trailers.get("Arx-Status") == "keep":
-            return int(rec.trailers.get("Arx-Iteration", 0))
-        if rec.trailers.get("Arx-Level") == "baseline":
+def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
+                    unfreeze: Iterable[str], guidance: str, decided_by: str,
+                    note: str = "") -> Message:
+    """One Level 1.5 cycle."""
+    freeze, unfreeze = tuple(freeze), tuple(unfreeze)
+    parts = []
+    if freeze:
+        parts.append("freeze " + ", ".join(freeze))
+    if unfreeze:
+        parts.append("unfreeze " + ", ".join(unfreeze))
+    parts.append("guidance " + (f"'{guidance[:60]}...'" if len(guidance) > 60 else f"'{guidance}'"))
+    subject = f"L1.5 cycle {cycle}: " + ", ".join(parts)
+    body = f"Guidance: {guidance}\nDecided by: {decided_by}"
+    if note:
+        body += f" ({note})"
+    trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L15.value, Trailer.CYCLE: str(cycle),
+                Trailer.FREEZE: ",".join(freeze) or "-",
+                Trailer.UNFREEZE: ",".join(unfreeze) or "-",
+                Trailer.GUIDANCE: guidance.replace("\n", " ")[:300],
+                Trailer.ITERATION: str(iteration)}
+    return subject, body, trailers
+
+
+def gate_trailer(ok: bool, reason: str) -> str:
+    return "pass" if ok else f"fail: {reason}"[:300]
+
+
+def mechanism_message(run: str, name: str, domain: str, description: str, patches: str,
+                      gate_summary: str, gate: str, source: str, cycle: int | None,
+                      iteration: int | None) -> Message:
+    """A Level-2 mechanism patched into the runner (``gate``: ``gate_trailer``)."""
+    trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
+                Trailer.GATE: gate, Trailer.SOURCE: source}
+    if cycle is not None:
+        trailers[Trailer.CYCLE] = str(cycle)
+    if iteration is not None:
+        trailers[Trailer.ITERATION] = str(iteration)
+    body = (description + "\n\n" if description else "") + "Patches: " + patches + \
+        f"\nGate: {gate_summary}"
+    subject = f"L2 mechanism {name} ({domain or 'unspecified domain'})"
+    return subject, body, trailers
+
+
+def gate_revert_message(name: str, reason: str, gate: str, details: str) -> Message:
+    """The revert of a mechanism the gate refused (right after its commit)."""
+    return (f"Revert L2 mechanism {name}: gate failed ({reason})"[:200], details,
+            {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
+
+
+def resumed_gate_revert_message(name: str, gate: str) -> Message:
+    """The same revert, made on resume when arx was stopped between the commit and its revert."""
+    return (f"Revert L2 mechanism {name}: gate failed ({gate[6:]})"[:200],
+            "Reverted on resume: arx was stopped between the commit and its revert.",
+            {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
+
+
+def runtime_revert_message(name: str, hook: str, error: str) -> Message:
+    """The revert of an active mechanism whose hook failed during the run."""
+    last = error.strip().splitlines()[-1][:200] if error.strip() else hook
+    return (f"Revert L2 mechanism {name}: {hook} failed at run time", error[-3000:],
+            {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
+             Trailer.GATE: f"runtime: {last}"})
+
+
+def manual_trace_message(run: str, name: str, verdict: str) -> Message:
+    """The trace commit after `arx mechanism add` (the mechanism commit carries only the runner)."""
+    return (f"trace: mechanism {name} added by hand ({verdict})", "",
+            {Trailer.RUN: run, Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
+             Trailer.SOURCE: Source.MANUAL.value})
+
+
+# ---- parsers -----------------------------------------------------------------------------------
+
+def level_of(commit: Commit) -> Level | None:
+    value = commit.trailers.get(Trailer.LEVEL)
+    try:
+        return Level(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def trailer_int(commit: Commit, key: str) -> int | None:
+    value = commit.trailers.get(key)
+    return int(value) if value and value.isdigit() else None
+
+
+def is_revert(commit: Commit) -> bool:
+    return Trailer.REVERTS in commit.trailers or commit.subject.startswith("Revert")
+
+
+def last_committed_iteration(log: Iterable[Commit]) -> int:
+    """Highest Level-1 iteration committed as a keep (0 if none), reading ``log`` newest first
+    back to the baseline."""
+    for rec in log:
+        level = level_of(rec)
+        if level is Level.L1 and rec.trailers.get(Trailer.STATUS) == "keep":
+            return int(rec.trailers.get(Trailer.ITERATION, 0))
+        if level is Level.BASELINE:
             return 0
     return 0
+
+
+def unreverted_gate_failure(head: Commit) -> tuple[str, str] | None:
+    """(mechanism, gate trailer) when ``head`` is a mechanism commit that failed the gate and was
+    not reverted yet (arx was stopped in between), else None."""
+    gate = head.trailers.get(Trailer.GATE, "")
+    if level_of(head) is Level.L2 and gate.startswith("fail") and not is_revert(head):
+        return head.trailers.get(Trailer.MECHANISM, "?"), gate
+    return None
+
+
+def has_ended(log: Iterable[Commit], run: str | None = None) -> bool:
+    """Whether ``log`` holds an end-of-run commit (of ``run``, when given)."""
+    return any(level_of(c) is Level.END and (run is None or c.trailers.get(Trailer.RUN) == run)
+               for c in log)
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,7 +268,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
-
-
-__all__ = ["baseline_message", "keep_message", "end_message", "last_committed_iteration",
-           "describe_changes", "fmt_value", "fmt_metric", "TrialState"]

@@ -24,11 +24,12 @@ from pathlib import Path
 import git
 
 from arx.core.errors import RepoError, RunLockedError
+from arx.core.repo.commits import Trailer
 
 #: identity used for arx's commits when the repository has no user.name / user.email
 ARX_AUTHOR = ("arx", "arx@localhost")
 #: the trailer that marks a commit as made by arx; ``revert`` acts only on commits carrying it
-RUN_TRAILER = "Arx-Run"
+RUN_TRAILER = Trailer.RUN
 #: without /proc (macOS) a lock we cannot attribute to a live git is stale only after this long
 STALE_LOCK_AGE_S = 60.0
 
@@ -292,7 +293,7 @@ class GitRepo:
             self._git("revert", "--quit", ok=None)
             raise RepoError(f"reverting {full[:12]} changes nothing (already reverted?)")
         body = "\n\n".join(part for part in (body.strip(), f"This reverts commit {full}.") if part)
-        extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], "Arx-Reverts": full}
+        extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], Trailer.REVERTS: full}
         message = _message(subject, body, {**extra, **(trailers or {})})
         self._git(
             "commit",

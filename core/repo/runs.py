@@ -14,9 +14,12 @@ from typing import Any
 
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
-from arx.core.loop.trace import TRACE_VERSION, TrialState
+from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
+from arx.core.loop.trace import TRACE_VERSION
+from arx.core.repo.commits import Trailer, has_ended
 from arx.core.repo.git import CommitRecord, GitRepo, RunLock
-from arx.core.repo.workspace import BRANCH_PREFIX, branch_of
+from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
+from arx.core.states import TrialState
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,10 @@ def run_names(repo: GitRepo) -> list[str]:
 def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
     """Every event of a run's trace, oldest first: from the live worktree while the run is in
     progress (lines not committed yet), else from the branch tip (or ``rev``)."""
-    from arx.core.repo.workspace import worktree_path
-
-    live = worktree_path(repo.root, name) / f"runs/{name}/trace.jsonl"
+    rel = RunFiles(name).trace_rel
+    live = worktree_path(repo.root, name) / rel
     text = live.read_text() if rev is None and live.exists() else repo.show(
-        rev or branch_of(name), f"runs/{name}/trace.jsonl")
+        rev or branch_of(name), rel)
     out = []
     for lineno, line in enumerate((text or "").splitlines(), 1):
         if not line.strip():
@@ -79,9 +81,10 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     branch = branch_of(name)
     if not repo.branch_exists(branch):
         raise RepoError(f"no run named {name!r}", hint="`arx status` lists the runs")
-    stored = repo.show(branch, f"runs/{name}/config.json")
+    stored = repo.show(branch, RunFiles(name).config_rel)
     config = RunConfig.from_json(stored) if stored else None
-    records = read_trace(repo, name)
+    records_all = trace_events(repo, name)
+    records = [e for e in records_all if e.get("event") == "trial"]
     trials = [r for r in records if r.get("kind") == "trial"
               and r.get("status") != TrialState.INTERRUPTED.value]
     counts: dict[str, int] = {}
@@ -92,7 +95,7 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     kept = [r.get("metric") for r in records if r.get("status") in ("baseline", "keep")]
     best = kept[-1] if kept else None
     iterations = config.iterations if config else 0
-    ended = any(c.trailers.get("Arx-Level") == "end" for c in repo.log(branch, max_count=50))
+    ended = has_ended(repo.log(branch, max_count=50))
     if is_locked(repo, name):
         state = "running"
     elif ended and done >= iterations:
@@ -108,20 +111,15 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         delta=(best - base) if best is not None and base is not None else None,
         counts=counts, direction=config.target.direction if config else "min",
         metric=config.target.metric if config else "metric", tokens=tokens, cost_usd=cost,
-        mechanisms=active_mechanisms(repo, name),
+        mechanisms=tuple(m.name for m in mechanism_records(records_all) if m.active),
     )
 
 
-def active_mechanisms(repo: GitRepo, name: str) -> tuple[str, ...]:
-    """Level-2 mechanisms on the branch that were not reverted (none before Level 2 exists)."""
-    active: dict[str, bool] = {}
-    for rec in reversed(repo.log(branch_of(name))):
-        mech = rec.trailers.get("Arx-Mechanism")
-        if mech:
-            active[mech] = not rec.subject.startswith("Revert")
-    return tuple(m for m, on in active.items() if on)
+def run_mechanisms(repo: GitRepo, name: str) -> list[MechanismRecord]:
+    """Every Level-2 mechanism of a run with its state (see ``mechanism_state``)."""
+    return mechanism_records(trace_events(repo, name))
 
 
 def history(repo: GitRepo, name: str) -> list[CommitRecord]:
     """The run's own commits (those with its Arx-Run trailer), oldest first."""
-    return [c for c in reversed(repo.log(branch_of(name))) if c.trailers.get("Arx-Run") == name]
+    return [c for c in reversed(repo.log(branch_of(name))) if c.trailers.get(Trailer.RUN) == name]

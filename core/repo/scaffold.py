@@ -17,11 +17,12 @@ import tomlkit
 from arx.core.codemods import cst
 from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
 from arx.core.errors import ConfigError, RepoError
-from arx.core.levels.runnerload import RUNNER_PATH
 from arx.core.loop.space import ParameterSpace
+from arx.core.repo.commits import init_message
 from arx.core.repo.git import GitRepo
+from arx.core.repo.paths import LOCAL_DIR, RUNNER_PATH
 
-GITIGNORE_LINE = ".arx/"
+GITIGNORE_LINE = f"{LOCAL_DIR}/"
 DEFAULT_TARGET = TargetConfig(
     file="train.py",
     command="python train.py",
@@ -209,13 +210,9 @@ def init_repo(
         path.write_text(text)
     load_toml(root)  # what we wrote must read back
     written = tuple(sorted([*files, *new_target]))
-    commit = repo.commit(
-        list(written),
-        "arx init",
-        body=f"target {target.file}: {len(constants)} constants, metric {target.metric} "
-        f"({target.direction})\ncommand: {shlex.quote(target.command)}",
-        trailers={"Arx-Level": "init"},
-    )
+    commit = repo.commit(list(written), *init_message(
+        f"target {target.file}: {len(constants)} constants, metric {target.metric} "
+        f"({target.direction})\ncommand: {shlex.quote(target.command)}"))
     return InitResult(
         root=root,
         commit=commit,

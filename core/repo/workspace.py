@@ -8,22 +8,20 @@ for a new run, a missing branch for a resume, a second process on the same run.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
 from arx.core.errors import ConfigError, RepoError
 from arx.core.repo.git import GitRepo, RunLock
+from arx.core.repo.paths import LocalPaths, RunFiles, branch_of, worktree_path
 
-BRANCH_PREFIX = "arx/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def branch_of(name: str) -> str:
-    return BRANCH_PREFIX + name
 
 
 def check_name(name: str) -> str:
@@ -41,33 +39,6 @@ def default_name(repo: GitRepo, today: _dt.date | None = None) -> str:
     while repo.branch_exists(branch_of(f"{stamp}-{n}")):
         n += 1
     return f"{stamp}-{n}"
-
-
-class RunFiles:
-    """Where a run's files live on its branch, relative to the tree (needs ``self.name``)."""
-
-    name: str
-
-    @property
-    def run_dir(self) -> str:
-        return f"runs/{self.name}"
-
-    @property
-    def trace_rel(self) -> str:
-        return f"{self.run_dir}/trace.jsonl"
-
-    @property
-    def config_rel(self) -> str:
-        return f"{self.run_dir}/config.json"
-
-    @property
-    def llm_rel(self) -> str:
-        """LLM transcripts: ``NNNN-<purpose>.json``, one per request."""
-        return f"{self.run_dir}/llm"
-
-    @property
-    def llm_settings_rel(self) -> str:
-        return f"{self.run_dir}/llm-settings.json"
 
 
 @dataclass
@@ -88,8 +59,6 @@ class Workspace(RunFiles):
 
     def write_llm_settings(self, record: Mapping[str, Any]) -> None:
         """The endpoint and model used (never a key), beside the run's config."""
-        import json
-
         path = self.path / self.llm_settings_rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
@@ -103,12 +72,17 @@ class Workspace(RunFiles):
         return files
 
     @property
+    def local(self) -> LocalPaths:
+        """The run's places under ``.arx/`` on this machine (logs, pid files, slots)."""
+        return LocalPaths(self.root, self.name)
+
+    @property
     def log_dir(self) -> Path:
-        return self.root / ".arx" / "logs" / self.name
+        return self.local.log_dir
 
     @property
     def pid_path(self) -> Path:
-        return self.root / ".arx" / "pids" / f"{self.name}.pid"
+        return self.local.pid_path
 
     def close(self, remove_worktree: bool) -> None:
         try:
@@ -116,10 +90,6 @@ class Workspace(RunFiles):
                 self.repo.remove_worktree(self.path)
         finally:
             self.lock.release()
-
-
-def worktree_path(root: Path, name: str) -> Path:
-    return Path(root) / ".arx" / "worktrees" / name
 
 
 def open_run(
@@ -130,8 +100,6 @@ def open_run(
     env: Mapping[str, str] | None = None,
 ) -> Workspace:
     """Start a new run (``name``) or resume one (``resume``), holding its lock."""
-    import os
-
     env = os.environ if env is None else env
     repo = GitRepo(root)
     root = repo.root
@@ -157,17 +125,15 @@ def open_run(
         path = worktree_path(root, name)
         if resume:
             tree = repo.add_worktree(path, branch_of(name))
-            stored = tree.root / f"runs/{name}/config.json"
+            stored = tree.root / RunFiles(name).config_rel
             if not stored.exists():
                 raise RepoError(
-                    f"run {name!r} has no stored config (runs/{name}/config.json)",
+                    f"run {name!r} has no stored config ({RunFiles(name).config_rel})",
                     hint="the branch was not made by `arx run`",
                 )
             config = RunConfig.from_json(stored.read_text())
             overrides = {k: v for k, v in flags.items() if v is not None and k == "iterations"}
             if overrides:
-                from dataclasses import replace
-
                 config = replace(config, **overrides)
         else:
             doc = load_toml(root)  # a clear error when arx.toml is missing or broken
@@ -185,9 +151,9 @@ def open_run(
                 )
             config = resolve(name, doc, flags, env)
             tree = repo.add_worktree(path, branch_of(name), "HEAD")
-            run_dir = tree.root / "runs" / name
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(config.to_json())
+            stored = tree.root / RunFiles(name).config_rel
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_text(config.to_json())
         return Workspace(root, repo, tree, name, config, lock, bool(resume))
     except BaseException:
         lock.release()

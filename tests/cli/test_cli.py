@@ -159,7 +159,10 @@ def test_mechanism_add_and_list(toy_repo, tmp_path):
     assert out.exit_code == 1 and "F821" in out.output and "reverted" in out.output
     rows = json.loads(invoke("-C", str(toy_repo), "mechanism", "list", "--json").output)
     assert [(r["mechanism"], r["verdict"], r["state"]) for r in rows] == [
-        ("OnlyLR", "pass", "active"), ("Nope", "fail", "reverted")]
+        ("OnlyLR", "pass", "active"), ("Nope", "fail", "refused")]
+    # the gate refused Nope: status must not count it as active (its trace commit names it too)
+    status = json.loads(invoke("-C", str(toy_repo), "status", "m", "--json").output)
+    assert status[0]["mechanisms"] == ["OnlyLR"]
     log = json.loads(invoke("-C", str(toy_repo), "log", "m", "--level", "2", "--json").output)
     gates = [c["Arx-Gate"] for c in log if c["subject"].startswith(("L2", "Revert"))]
     assert gates[0] == "pass" and gates[1].startswith("fail: ruff") and len(gates) == 3

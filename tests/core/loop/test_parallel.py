@@ -12,7 +12,7 @@ import time
 import git
 
 from arx.core.execution.executor import LocalExecutor
-from arx.core.loop.engine import Engine
+from arx.core.loop.engine import Engine, default_executor
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
@@ -33,7 +33,7 @@ class Batches(Proposer):
 
 def run(root, proposer, name, **flags):
     ws = open_run(root, {"iterations": 2, "parallel": 2, **flags}, name=name)
-    engine = Engine(ws, proposer)
+    engine = Engine(ws, proposer, executor=default_executor(ws))
     try:
         engine.run()
     finally:
@@ -98,9 +98,11 @@ def test_offline_proposer_fills_a_batch_with_distinct_candidates(toy_repo):
 def test_local_executor_is_the_default_for_parallel(toy_repo):
     ws = open_run(toy_repo, {"iterations": 0, "parallel": 3}, name="d")
     try:
-        engine = Engine(ws, OptunaProposer())
-        assert isinstance(engine.executor, LocalExecutor) and engine.executor.slots == 3
-        engine.executor.close()
+        executor = default_executor(ws)
+        assert isinstance(executor, LocalExecutor) and executor.slots == 3
+        assert executor.pid_path(0) == toy_repo / ".arx" / "pids" / "d" / "slot-0.pid"
+        executor.close()
+        assert Engine(ws, OptunaProposer()).executor is None  # the engine is handed its parts
     finally:
         ws.close(remove_worktree=True)
 

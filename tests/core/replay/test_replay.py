@@ -18,7 +18,7 @@ import pytest
 from arx.core.codemods.cst import apply_changes
 from arx.core.errors import TraceError
 from arx.core.llm.client import ChatClient, resolve_llm
-from arx.core.loop.engine import Engine
+from arx.core.loop.engine import Engine, run_to_end
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.replay.retrain import judge
@@ -32,12 +32,9 @@ from support.repos import edit_toml, identify, make_toy_repo
 from support.scripted_model import responder
 
 
-def finished_run(root, name, flags, proposer=None, llm=None):
+def finished_run(root, name, flags):
     ws = open_run(root, flags, name=name)
-    try:
-        Engine(ws, proposer or OptunaProposer(seed=ws.config.seed), llm=llm).run()
-    finally:
-        ws.close(remove_worktree=True)
+    run_to_end(ws, OptunaProposer(seed=ws.config.seed))
     return root
 
 

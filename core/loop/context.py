@@ -1,0 +1,48 @@
+"""What the runner sees: the plain-data context its hooks receive, and its constructor config.
+
+Hooks get plain dicts and lists built here (never engine objects), so a runner written for one
+arx version keeps working as long as these keys stay; they are documented in docs/levels.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from arx.core.config import RunConfig
+from arx.core.levels.level15 import SearchState
+from arx.core.loop.space import ParameterSpace
+from arx.core.loop.trace import TraceRecord
+from arx.core.states import TrialKind, TrialState
+
+
+def runner_config(config: RunConfig) -> dict[str, Any]:
+    """The dict ``Runner(config)`` is constructed with."""
+    return {"direction": config.target.direction, "seed": config.seed, "confirm": config.confirm,
+            "confirm_margin": config.confirm_margin, "history": config.history,
+            "group": config.group}
+
+
+def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSpace,
+                 best: Any, baseline_metric: float | None, search: SearchState,
+                 records: Sequence[TraceRecord]) -> dict[str, Any]:
+    """The context of iteration ``iteration``; ``best`` is the engine's ``Best`` (or None)."""
+    frozen = set(search.frozen)
+    active = [s.name for s in space.tunable(frozen)]
+    params = [{"name": s.name, "kind": s.kind, "value": best.config.get(s.name) if best else None,
+               "describe": s.describe(), "locked": s.locked, "frozen": s.name in frozen}
+              for s in space.specs.values()]
+    target = config.target
+    return {
+        "iteration": iteration, "iterations": config.iterations, "run": run,
+        "target_file": target.file, "target_source": best.source if best else "",
+        "metric": target.metric, "direction": target.direction,
+        "baseline_metric": baseline_metric, "best_metric": best.metric if best else None,
+        "best_iteration": best.iteration if best else None,
+        "best_config": dict(best.config) if best else {}, "params": params,
+        "active": active, "frozen": sorted(frozen), "guidance": search.guidance,
+        "history": [dict(r.data) for r in records
+                    if r.kind in (TrialKind.BASELINE, TrialKind.TRIAL)
+                    and r.state is not TrialState.INTERRUPTED],
+    }
+

@@ -1,0 +1,43 @@
+"""What a run shows while it runs: a ``RunProgress`` snapshot handed to a ``Reporter``.
+
+Reporters (the CLI's rich, JSON and quiet ones) get an immutable snapshot, never the engine, so
+no reporter can read or change the engine's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A run at one moment."""
+
+    run: str
+    resumed: bool
+    iterations: int  # planned
+    group: str
+    proposer: str
+    baseline_metric: float | None
+    best_metric: float | None
+    best_iteration: int | None
+    counts: Mapping[str, int]  # trial status -> number of trial records so far
+    elapsed_s: float
+    trials_run: int  # trials this process ran (confirmations included)
+    trial_seconds: float  # of which in training
+
+    @property
+    def delta(self) -> float | None:
+        if self.best_metric is None or self.baseline_metric is None:
+            return None
+        return self.best_metric - self.baseline_metric
+
+
+class Reporter:
+    """Progress sink; every method is optional. The CLI provides rich, JSON and quiet ones."""
+
+    def start(self, progress: RunProgress) -> None: ...
+    def line(self, text: str) -> None: ...
+    def trial(self, progress: RunProgress, record: object) -> None: ...
+    def finish(self, progress: RunProgress) -> None: ...
