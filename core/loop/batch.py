@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import apply_changes
 from arx.core.errors import PatchError, ProposalError
 from arx.core.execution.trial import SECRET_ENV, ExecStatus
 from arx.core.loop.trace import TrialState
@@ -30,7 +30,7 @@ class BatchMixin:
                 break
             try:
                 changes = self.space.validate(cand["changes"], self.best.config, self.frozen)
-                source = cst.apply_changes(self.best.source, changes)
+                source = apply_changes(self.best.source, changes)
             except (ProposalError, PatchError) as exc:
                 if cand is not chosen:  # the chosen one's refusal is already recorded
                     refusals.append({"reason": getattr(exc, "reason", "patch"),

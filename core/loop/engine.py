@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.trial import (
     SECRET_ENV,
@@ -106,7 +106,7 @@ class Engine(BatchMixin):
         from arx.core.config import load_toml, plain
 
         doc = load_toml(self.ws.path)
-        constants = cst.discover_constants(self.target_path.read_text())
+        constants = discover_constants(self.target_path.read_text())
         return ParameterSpace.from_toml(plain(doc.get("params", {})), constants)
 
     def _managed_values(self) -> dict[str, Any]:
@@ -136,7 +136,7 @@ class Engine(BatchMixin):
         self.ws.tree.restore([self.target.file])
         self.outer.recover()
         for rec in pending_keep:  # killed between the trace line and its commit
-            source = cst.apply_changes(self.target_path.read_text(), rec.changes)
+            source = apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
         for start in self.trace.pending():
@@ -199,7 +199,7 @@ class Engine(BatchMixin):
     def _baseline(self) -> None:
         self._setup()
         managed = self._managed_values()
-        source = cst.apply_changes(self.target_path.read_text(), managed)
+        source = apply_changes(self.target_path.read_text(), managed)
         self.target_path.write_text(source)
         config = {n: v for n, v in _values(source).items() if n in self.space.specs}
         self.trace.start(0, "baseline", {})
@@ -316,7 +316,7 @@ class Engine(BatchMixin):
                                 source=proposals[0].source, raw=proposals[0].raw)
             try:
                 changes = self.space.validate(proposal.changes, self.best.config, self.frozen)
-                source = cst.apply_changes(self.best.source, changes)
+                source = apply_changes(self.best.source, changes)
             except (ProposalError, PatchError) as exc:
                 reason = getattr(exc, "reason", "patch")
                 refusals.append({"reason": reason, "message": exc.message})
@@ -406,7 +406,7 @@ class Engine(BatchMixin):
                 if of == self.best.iteration and seed in self.best.confirm:
                     out.append(self.best.confirm[seed])
                     continue
-                self.target_path.write_text(cst.apply_changes(src, {seed_name: seed}))
+                self.target_path.write_text(apply_changes(src, {seed_name: seed}))
                 self.trace.start(i, "confirm", {seed_name: seed}, seq=s * 2 + (of != i))
                 result = self._execute(i, "confirm", timeout=self._timeout(), seq=s * 2 + (of != i),
                                        label=f"confirm-{of}-s{seed}")
@@ -506,7 +506,7 @@ class Engine(BatchMixin):
 
 
 def _values(source: str) -> dict[str, Any]:
-    return {c.name: c.value for c in cst.discover_constants(source)}
+    return {c.name: c.value for c in discover_constants(source)}
 
 
 def run_to_end(ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomlkit
 
-from arx.core.codemods.cst import Constant
+from arx.core.codemods.constants import Constant
 from arx.core.errors import ConfigError, ProposalError
 
 __all__ = ["KINDS", "ParamSpec", "ParameterSpace", "infer_spec"]

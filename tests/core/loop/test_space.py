@@ -7,7 +7,7 @@ import sys
 import pytest
 import tomlkit
 
-from arx.core.codemods.cst import Constant, apply_changes, discover_constants
+from arx.core.codemods.constants import Constant, apply_changes, discover_constants
 from arx.core.errors import ConfigError, ProposalError
 from arx.core.loop.space import ParameterSpace, ParamSpec, infer_spec
 
