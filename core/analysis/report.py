@@ -33,7 +33,8 @@ from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.trace import FAILED
 from arx.core.repo.commits import describe_changes, fmt_metric
-from arx.core.repo.git import CommitRecord, GitRepo
+from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.runs import run_names, run_status, trace_events
 from arx.core.repo.workspace import branch_of
 

@@ -41,7 +41,7 @@ from arx.core.replay.source import (
     load_recording,
     parse_trace,
 )
-from arx.core.repo.git import RunLock
+from arx.core.repo.lock import RunLock
 from arx.core.repo.workspace import Workspace
 
 __all__ = ["replay", "ReplayReport", "ReplayError", "Divergence", "COMPARED",

@@ -18,7 +18,8 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
 from arx.core.loop.trace import TRACE_VERSION
-from arx.core.repo.git import CommitRecord, GitRepo
+from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.workspace import RunFiles
 
 REPLAY_PREFIX = "arx-replay/"

@@ -15,7 +15,9 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.loop.trace import TRACE_VERSION, TrialState
-from arx.core.repo.git import CommitRecord, GitRepo, RunLock
+from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
+from arx.core.repo.lock import RunLock
 from arx.core.repo.workspace import BRANCH_PREFIX, branch_of
 
 

@@ -197,7 +197,7 @@ def test_failures_and_invalid_proposals_are_marked_along_the_top():
 def test_outer_loop_markers_from_commits_alone():
     """A branch whose trace lacks the notes still shows its Level 1.5 and 2 commits."""
     from arx.core.analysis.report import RunData, level2_rows, markers
-    from arx.core.repo.git import CommitRecord
+    from arx.core.repo.gittext import CommitRecord
 
     commits = (
         CommitRecord("s1", "L1.5 cycle 1: freeze LR", "", {
