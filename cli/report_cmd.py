@@ -30,6 +30,7 @@ def report(ctx, runs, out):
     """Figures and a summary of RUNS (default: every run): metric per iteration, Level 1.5 and
     Level 2 markers, what each trial changed, kept changes with hypotheses, tokens and cost."""
     _matplotlib()
+    # imported here: it loads matplotlib, which `arx status` and the other commands must not pay for
     from arx.core.analysis.report import write_report
 
     result = write_report(ctx.obj["repo"], runs, out)
