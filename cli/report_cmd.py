@@ -8,7 +8,6 @@ import click
 
 from arx.cli.common import arx_errors, make_proposer
 from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
-from arx.core.analysis.report import write_report
 from arx.core.loop.engine import default_executor
 
 
@@ -33,6 +32,8 @@ def report(ctx, runs, out):
     """Figures and a summary of RUNS (default: every run): metric per iteration, Level 1.5 and
     Level 2 markers, what each trial changed, kept changes with hypotheses, tokens and cost."""
     _matplotlib()
+    # imported here: it loads matplotlib, which `arx status` and the other commands must not pay for
+    from arx.core.analysis.report import write_report
 
     result = write_report(ctx.obj["repo"], runs, out)
     written = [p for p in (result.image_path, result.summary_path) if p]
@@ -69,6 +70,7 @@ def ablate(ctx, groups, repeats, iterations, baselines, prefix, out, quiet, **fl
     """Run each group REPEATS times from the same base and print the paper's Table 2: each
     repeat's delta (best - baseline), mean ± std per group, and the ratio to group A."""
     _matplotlib()
+    # imported here: it loads matplotlib, which `arx status` and the other commands must not pay for
 
     result = run_ablation(
         ctx.obj["repo"], groups=split_list(groups), repeats=repeats, iterations=iterations,

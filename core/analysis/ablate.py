@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.analysis.summary import delta_convention
+from arx.core.analysis.summary import to_markdown as blocks_md
 from arx.core.config import load_toml, resolve
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import run_to_end
@@ -334,8 +336,6 @@ def table_rows(result: Ablation) -> tuple[list[str], list[list[str]]]:
 
 
 def caption(result: Ablation) -> str:
-    from arx.core.analysis.report import delta_convention
-
     return (f"Ablation '{result.prefix}': {result.iterations} iterations per run, "
             f"{result.repeats} repeat(s) per row; repeat r uses proposer seed r in every row. "
             + delta_convention(result.metric, result.direction)
@@ -344,8 +344,6 @@ def caption(result: Ablation) -> str:
 
 
 def to_markdown(result: Ablation) -> str:
-    from arx.core.analysis.report import to_markdown as blocks_md
-
     headers, rows = table_rows(result)
     return blocks_md([("p", caption(result)), ("table", headers, rows)])
 
@@ -408,6 +406,7 @@ def running_delta(repo: GitRepo, run: str, iterations: int) -> list[float] | Non
 def figure(result: Ablation, repo: GitRepo) -> Any:
     """Left: each row's mean delta with its std and the repeats as points. Right: the mean
     best-so-far delta per iteration of each row."""
+    # imported here: matplotlib is slow to load, and commands other than ablate must not pay for it
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.runner_patch import (
+    add_helper_class,
+    add_method,
+    extend_init,
+    method_name,
+    replace_method,
+)
 from arx.core.errors import PatchError
 
 __all__ = [
@@ -175,12 +181,12 @@ def apply_patch(runner_source: str, patch: MechanismPatch) -> str:
         raise PatchError(f"not a MechanismPatch: {patch!r}")
     try:
         if patch.kind == "new_helper_class":
-            return cst.add_helper_class(runner_source, patch.code, patch.name)
+            return add_helper_class(runner_source, patch.code, patch.name)
         if patch.kind == "new_method":
-            return cst.add_method(runner_source, patch.code)
+            return add_method(runner_source, patch.code)
         if patch.kind == "replace_method":
-            return cst.replace_method(runner_source, str(patch.target), patch.code)
-        return cst.extend_init(runner_source, patch.code)
+            return replace_method(runner_source, str(patch.target), patch.code)
+        return extend_init(runner_source, patch.code)
     except PatchError as e:
         raise PatchError(f"{patch.describe()}: {e.message}", hint=e.hint) from None
 
@@ -197,7 +203,7 @@ def new_method_names(patches: Sequence[MechanismPatch]) -> tuple[str, ...]:
     names = []
     for patch in patches:
         if patch.kind == "new_method":
-            names.append(cst.method_name(patch.code))
+            names.append(method_name(patch.code))
     return tuple(names)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import apply_changes
 from arx.core.errors import PatchError, ProposalError
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.loop.space import ParameterSpace
@@ -42,7 +42,7 @@ def valid_batch(space: ParameterSpace, best_config: Mapping[str, Any], best_sour
             break
         try:
             changes = space.validate(cand["changes"], best_config, frozen)
-            source = cst.apply_changes(best_source, changes)
+            source = apply_changes(best_source, changes)
         except (ProposalError, PatchError) as exc:
             if cand is not chosen:
                 refusals.append({"reason": getattr(exc, "reason", "patch"),

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.executor import Executor, TrialJob, make_executor
@@ -95,7 +95,7 @@ class Engine:
         self.target_path = ws.path / self.target.file
         self.space = ParameterSpace.from_toml(
             plain(load_toml(ws.path).get("params", {})),
-            cst.discover_constants(self.target_path.read_text()))
+            discover_constants(self.target_path.read_text()))
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
                                            SECRET_ENV)
         self.clock = clock or Clock()
@@ -154,7 +154,7 @@ class Engine:
         self.ws.tree.restore([self.target.file])
         self.search = self.outer.recover()
         for rec in pending_keep:  # killed between the trace line and its commit
-            source = cst.apply_changes(self.target_path.read_text(), rec.changes)
+            source = apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
         for start in self.trace.pending():
@@ -216,9 +216,9 @@ class Engine:
     def _baseline(self) -> None:
         self.trials.prepare()
         managed = self._managed_values()
-        source = cst.apply_changes(self.target_path.read_text(), managed)
+        source = apply_changes(self.target_path.read_text(), managed)
         self.target_path.write_text(source)
-        config = {c.name: c.value for c in cst.discover_constants(source)
+        config = {c.name: c.value for c in discover_constants(source)
                   if c.name in self.space.specs}
         result = self._measure(TrialKey(0, TrialKind.BASELINE), {}, source,
                                self.config.trial_timeout())
@@ -320,7 +320,7 @@ class Engine:
                                 source=proposals[0].source, raw=proposals[0].raw)
             try:
                 changes = self.space.validate(proposal.changes, self.best.config, self.frozen)
-                source = cst.apply_changes(self.best.source, changes)
+                source = apply_changes(self.best.source, changes)
             except (ProposalError, PatchError) as exc:
                 reason = getattr(exc, "reason", "patch")
                 refusals.append({"reason": reason, "message": exc.message})
@@ -470,7 +470,7 @@ class Engine:
                 if of == self.best.iteration and seed in self.best.confirm:
                     out.append(self.best.confirm[seed])
                     continue
-                seeded = cst.apply_changes(src, {seed_name: seed})
+                seeded = apply_changes(src, {seed_name: seed})
                 self.target_path.write_text(seeded)
                 key = TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i))
                 result = self._measure(key, {seed_name: seed}, seeded, self._timeout(),

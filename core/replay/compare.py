@@ -26,7 +26,7 @@ from typing import Any
 from arx.core.loop.trials import TrialKey
 from arx.core.replay.engine import first_difference, trim
 from arx.core.replay.source import Divergence, ReplayGit, norm
-from arx.core.repo.git import CommitRecord
+from arx.core.repo.gittext import CommitRecord
 
 TRIAL_FIELDS = ("iteration", "kind", "seq", "status", "changes", "before", "config", "metric",
                 "best_before", "delta", "hypothesis", "proposer", "focus", "candidates",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import discover_constants
 from arx.core.execution.executor import Executor, JobResult, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.llm.client import ChatResult
@@ -90,7 +90,7 @@ class ServedTrials(TrialRunner):
                 original=norm(rec.get("changes") or {}), replay=norm(changes)))
         config = rec.get("config") or {}
         if config:
-            values = {c.name: c.value for c in cst.discover_constants(source)}
+            values = {c.name: c.value for c in discover_constants(source)}
             for name in sorted(config):
                 if norm(values.get(name)) != norm(config[name]):
                     raise DivergenceFound(Divergence(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
 from arx.core.execution.trial import SECRET_ENV, TrialSpec, run_trial
 from arx.core.replay.source import Recording, ReplayError, norm
@@ -128,9 +128,9 @@ def _config_of(rec: Mapping[str, Any], records: list[Mapping[str, Any]]) -> dict
 
 
 def _source(baseline_source: str, config: Mapping[str, Any]) -> str:
-    current = {c.name: c.value for c in cst.discover_constants(baseline_source)}
+    current = {c.name: c.value for c in discover_constants(baseline_source)}
     changes = {k: v for k, v in config.items() if k in current and norm(v) != norm(current[k])}
-    return cst.apply_changes(baseline_source, changes)
+    return apply_changes(baseline_source, changes)
 
 
 def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_source: str, *,

@@ -51,7 +51,7 @@ from arx.core.replay.source import (
     load_recording,
     parse_trace,
 )
-from arx.core.repo.git import RunLock
+from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import REPLAY_PREFIX, LocalPaths, replay_worktree_path
 from arx.core.repo.workspace import Workspace
 

@@ -19,7 +19,8 @@ from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
 from arx.core.loop.trace import TRACE_VERSION
 from arx.core.repo.commits import Trailer, level_of
-from arx.core.repo.git import CommitRecord, GitRepo
+from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles
 from arx.core.states import Level
 

@@ -3,7 +3,8 @@
 Modelled on aider's ``repo.py``: commits carry an attributed author and a trailer block
 (``Arx-Run: <run>`` marks a commit as made by arx), ``commit`` returns the new sha or ``None``,
 git failures become ``RepoError`` with a hint, and ``revert`` refuses to undo a commit that arx
-did not make. ``RunLock`` keeps two ``arx run`` processes off one run branch.
+did not make. The message format lives in ``gittext``; the locks (arx's ``RunLock``, git's
+``index.lock``) in ``lock``.
 
 Paths given to ``GitRepo`` methods are relative to ``root`` (absolute paths inside it work too).
 Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never a glob.
@@ -11,46 +12,27 @@ Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import fnmatch
 import os
-import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
-from arx.core.errors import RepoError, RunLockedError
+from arx.core.errors import RepoError
 from arx.core.repo.commits import Trailer
+from arx.core.repo.gittext import (
+    LOG_FORMAT,
+    RUN_TRAILER,
+    CommitRecord,
+    format_message,
+    hint_for,
+    parse_log,
+)
+from arx.core.repo.lock import clear_stale_index_lock
 
 #: identity used for arx's commits when the repository has no user.name / user.email
 ARX_AUTHOR = ("arx", "arx@localhost")
-#: the trailer that marks a commit as made by arx; ``revert`` acts only on commits carrying it
-RUN_TRAILER = Trailer.RUN
-#: without /proc (macOS) a lock we cannot attribute to a live git is stale only after this long
-STALE_LOCK_AGE_S = 60.0
-
-_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-_LOG_FORMAT = "%H%x00%aI%x00%s%x00%b%x00%(trailers:only,unfold)"
-_LOG_FIELDS = 5
-
-
-@dataclass(frozen=True)
-class CommitRecord:
-    """One commit as ``log`` reads it. ``body`` excludes the trailer block; treat as read-only."""
-
-    sha: str
-    subject: str
-    body: str
-    trailers: Mapping[str, str] = field(default_factory=dict)
-    authored_at: str = ""  # ISO 8601 with offset
-
-    @property
-    def made_by_arx(self) -> bool:
-        return RUN_TRAILER in self.trailers
 
 
 class GitRepo:
@@ -154,26 +136,12 @@ class GitRepo:
         """Commits reachable from ``rev``, newest first, with their trailers parsed by git."""
         if rev == "HEAD" and self.head_sha() is None:
             return []
-        args = ["log", "-z", f"--format={_LOG_FORMAT}"]
+        args = ["log", "-z", f"--format={LOG_FORMAT}"]
         if max_count is not None:
             args.append(f"--max-count={max_count}")
         args += [rev, "--", *(self._rel(p) for p in paths or ())]
         _, out, _ = self._git(*args, strip=False)
-        fields = out.split("\0")
-        records = []
-        for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
-            sha, when, subject, body, trailer_text = fields[i : i + _LOG_FIELDS]
-            trailers = {}
-            for line in trailer_text.splitlines():
-                key, sep, value = line.partition(":")
-                if sep:
-                    trailers[key.strip()] = value.strip()
-            body = body.rstrip()
-            if trailers:  # git's trailer block is the body's last paragraph
-                cut = body.rfind("\n\n")
-                body = body[:cut].rstrip() if cut >= 0 else ""
-            records.append(CommitRecord(sha, subject, body, trailers, when))
-        return records
+        return parse_log(out)
 
     def show(self, rev: str, path: str) -> str | None:
         """The content of ``path`` at ``rev``, or ``None`` if it has no such file."""
@@ -201,7 +169,7 @@ class GitRepo:
         ``None`` when none of ``paths`` changed and ``allow_empty`` is false. Hooks and signing
         are skipped: arx's commits are machine-made and must not stop on a user's pre-commit hook.
         """
-        message = _message(subject, body, trailers)
+        message = format_message(subject, body, trailers)
         rels = [self._rel(p) for p in paths]
         self._clear_stale_index_lock()
         indexed = self._index_paths(rels)
@@ -294,7 +262,7 @@ class GitRepo:
             raise RepoError(f"reverting {full[:12]} changes nothing (already reverted?)")
         body = "\n\n".join(part for part in (body.strip(), f"This reverts commit {full}.") if part)
         extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], Trailer.REVERTS: full}
-        message = _message(subject, body, {**extra, **(trailers or {})})
+        message = format_message(subject, body, {**extra, **(trailers or {})})
         self._git(
             "commit",
             "--no-verify",
@@ -384,7 +352,7 @@ class GitRepo:
         if ok is not None and status not in ok:
             raise RepoError(
                 f"`git {args[0]}` failed in {self.root}: {(err or '').strip() or 'no message'}",
-                hint=_hint_for(err or ""),
+                hint=hint_for(err or ""),
             )
         return status, out, err
 
@@ -467,165 +435,9 @@ class GitRepo:
             fh.write(f"/{rel}/\n")
 
     def _clear_stale_index_lock(self) -> None:
-        """Delete an ``index.lock`` that no live git process holds.
-
-        git writes no pid into its lock files, so a lock left by a killed process (``kill -9``
-        of arx while it ran ``git add``) blocks every later write forever. On Linux we look for a
-        running ``git`` whose working directory is in this repository: none (and the lock at
-        least a second old, so we never race a git that is just starting) means stale. Without
-        /proc we only trust age (``STALE_LOCK_AGE_S``). A held lock is waited for up to
-        ``lock_wait_s`` (a user's ``git status`` takes it briefly), then RepoError.
-        """
+        """Delete this repository's ``index.lock`` if no live git holds it; wait for one that does
+        (``lock_wait_s``), then RepoError. See ``lock.clear_stale_index_lock``."""
         if self._index_lock is None:
             _, out, _ = self._git("rev-parse", "--git-path", "index.lock")
             self._index_lock = (self.root / out.strip()).resolve()
-        lock = self._index_lock
-        deadline = time.monotonic() + self.lock_wait_s
-        while True:
-            try:
-                age = time.time() - lock.stat().st_mtime
-            except FileNotFoundError:
-                return
-            holders = _git_processes_in(self.root, lock.parent)
-            stale = age >= STALE_LOCK_AGE_S if holders is None else (not holders and age >= 1.0)
-            if stale:
-                try:
-                    lock.unlink()
-                except FileNotFoundError:
-                    pass
-                return
-            if time.monotonic() >= deadline:
-                who = f" (git pid {', '.join(map(str, holders))})" if holders else ""
-                raise RepoError(
-                    f"{lock} is held by another git process{who}",
-                    hint=f"wait for it to finish; if no git is running, delete {lock}",
-                )
-            time.sleep(0.1)
-
-
-def _message(subject: str, body: str, trailers: Mapping[str, str] | None) -> str:
-    subject = " ".join(subject.split())
-    if not subject:
-        raise ValueError("a commit needs a non-empty subject")
-    parts = [subject]
-    if body.strip():
-        parts.append(body.strip("\n").rstrip())
-    if trailers:
-        lines = []
-        for key, value in trailers.items():
-            if not _TRAILER_KEY.match(key):
-                raise ValueError(f"invalid trailer key {key!r}: use letters, digits and '-'")
-            lines.append(f"{key}: {' '.join(str(value).split())}")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
-
-
-def _hint_for(stderr: str) -> str:
-    text = stderr.lower()
-    if "index.lock" in text or ".lock': file exists" in text:
-        return "another git process is running here; if none is, delete the .lock file it names"
-    if "already checked out" in text or "already used by worktree" in text:
-        return "the branch is checked out elsewhere; `git worktree list` shows where"
-    if "already exists" in text:
-        return "choose another run name, or remove the existing branch or directory"
-    if "unknown revision" in text or "not a valid object name" in text or "bad revision" in text:
-        return "check the commit or branch name with `git log --oneline`"
-    if "would be overwritten" in text or "local changes" in text:
-        return "commit or stash the local changes first"
-    return "run the same git command by hand to see the full error"
-
-
-def _git_processes_in(*dirs: Path) -> list[int] | None:
-    """Pids of running ``git`` processes whose cwd lies in ``dirs``; None where /proc is absent."""
-    proc = Path("/proc")
-    if not (proc / "self" / "cwd").exists():
-        return None
-    prefixes = [str(d.resolve()) for d in dirs]
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "git":
-                continue
-            cwd = os.readlink(entry / "cwd")
-        except OSError:  # exited meanwhile, or another user's process
-            continue
-        if any(cwd == p or cwd.startswith(p + os.sep) for p in prefixes):
-            found.append(int(entry.name))
-    return found
-
-
-class RunLock:
-    """Exclusive, non-blocking lock on one run: ``<repo>/.arx/locks/<name>.lock``.
-
-    Uses ``fcntl.flock``, which the kernel drops when the holder dies (even by ``kill -9``), so
-    a stale lock can never block a new run. The holder's pid is written into the file so that
-    ``RunLockedError`` can name it. The file itself is never deleted (deleting a lock file races
-    with a process that has just opened it).
-    """
-
-    def __init__(self, root: str | os.PathLike[str] | GitRepo, name: str):
-        base = root.root if isinstance(root, GitRepo) else Path(root)
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
-        self.name = name
-        self.path = base / ".arx" / "locks" / f"{safe}.lock"
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._fd is not None
-
-    def is_held(self) -> bool:
-        """Whether anyone (another process, or this object) holds the lock right now."""
-        if self._fd is not None:
-            return True
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)  # closing drops a lock we just took
-        return False
-
-    def acquire(self) -> RunLock:
-        if self._fd is not None:
-            raise RunLockedError(f"run {self.name!r} is already locked by this RunLock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RepoError(f"cannot lock {self.path}: {exc}") from None
-            raise RunLockedError(
-                f"run {self.name!r} is already in use by another arx process (pid {holder})",
-                hint=f"wait for it to finish or stop it (`kill {holder}`); lock file: {self.path}",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+        clear_stale_index_lock(self._index_lock, self.root, self.lock_wait_s)

@@ -17,7 +17,9 @@ from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
 from arx.core.loop.trace import TRACE_VERSION
 from arx.core.repo.commits import Trailer, has_ended
-from arx.core.repo.git import CommitRecord, GitRepo, RunLock
+from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
+from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
 from arx.core.states import TrialState
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomlkit
 
-from arx.core.codemods import cst
+from arx.core.codemods.constants import discover_constants
 from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.space import ParameterSpace
@@ -96,7 +96,7 @@ def build_toml(target: TargetConfig, space: ParameterSpace) -> tomlkit.TOMLDocum
 
 
 def _discover(source: str, target: TargetConfig, locked: Sequence[str], curated: str | None):
-    constants = cst.discover_constants(source)
+    constants = discover_constants(source)
     if not constants:
         raise ConfigError(
             f"{target.file} has no tunable top-level constants",
@@ -161,7 +161,7 @@ def init_repo(
         if not target_path.is_file():
             raise ConfigError(f"target file {target_path} does not exist", hint="check --target")
         target_source = target_path.read_text()
-        present = {c.name for c in cst.discover_constants(target_source)}
+        present = {c.name for c in discover_constants(target_source)}
         managed = {}
         for key, name in KNOWN_MANAGED.items():
             managed[key] = name if name in present else None

@@ -18,7 +18,8 @@ from typing import Any
 
 from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
 from arx.core.errors import ConfigError, RepoError
-from arx.core.repo.git import GitRepo, RunLock
+from arx.core.repo.git import GitRepo
+from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import LocalPaths, RunFiles, branch_of, worktree_path
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -10,10 +10,13 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 from arx.cli.report_cmd import ablate, report
-from arx.core.analysis.report import load_run, write_report
+from arx.core.analysis.figures import build_figure, markers
+from arx.core.analysis.report import RunData, load_run, write_report
+from arx.core.analysis.summary import level2_rows
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
+from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.runs import read_trace
 from arx.core.repo.workspace import open_run
 
@@ -170,8 +173,6 @@ def test_ablate_command_wiring(toy_repo, tmp_path):
 
 
 def test_failures_and_invalid_proposals_are_marked_along_the_top():
-    from arx.core.analysis.report import RunData, build_figure
-
     def rec(i, status, metric=None, changes=None, **kw):
         return {"event": "trial", "iteration": i, "kind": "baseline" if i == 0 else "trial",
                 "status": status, "metric": metric, "changes": changes or {}, **kw}
@@ -196,9 +197,6 @@ def test_failures_and_invalid_proposals_are_marked_along_the_top():
 
 def test_outer_loop_markers_from_commits_alone():
     """A branch whose trace lacks the notes still shows its Level 1.5 and 2 commits."""
-    from arx.core.analysis.report import RunData, level2_rows, markers
-    from arx.core.repo.git import CommitRecord
-
     commits = (
         CommitRecord("s1", "L1.5 cycle 1: freeze LR", "", {
             "Arx-Run": "x", "Arx-Level": "1.5", "Arx-Cycle": "1", "Arx-Iteration": "5",

@@ -20,8 +20,8 @@ def space(train_dir):
 
 @pytest.fixture(scope="module")
 def constants(train_dir):
-    cst = pytest.importorskip("arx.core.codemods.cst")
-    return cst.discover_constants((train_dir / "train.py").read_text())
+    codemods = pytest.importorskip("arx.core.codemods.constants")
+    return codemods.discover_constants((train_dir / "train.py").read_text())
 
 
 def test_every_constant_is_locked_or_ranged_and_budget_and_seed_are_locked(space, constants):

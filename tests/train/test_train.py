@@ -38,8 +38,8 @@ def test_constants_block_is_one_literal_assignment_per_line(train_dir):
 
 
 def test_arx_discovers_exactly_the_constants_block(train_dir):
-    cst = pytest.importorskip("arx.core.codemods.cst")
-    found = [c.name for c in cst.discover_constants((train_dir / "train.py").read_text())]
+    codemods = pytest.importorskip("arx.core.codemods.constants")
+    found = [c.name for c in codemods.discover_constants((train_dir / "train.py").read_text())]
     assert found == CONSTANTS
 
 

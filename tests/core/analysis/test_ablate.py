@@ -18,7 +18,8 @@ from arx.cli.report_cmd import ablate
 from arx.core.analysis import ablate as ab
 from arx.core.errors import ArxError, ConfigError, LLMError
 from arx.core.loop.engine import Engine
-from arx.core.loop.space import ParameterSpace, ParamSpec
+from arx.core.loop.params import ParamSpec
+from arx.core.loop.space import ParameterSpace
 from arx.core.proposers.base import ProposalRequest
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.proposers.random_search import RandomProposer

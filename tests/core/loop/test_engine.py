@@ -12,7 +12,7 @@ import subprocess
 import git
 import pytest
 
-from arx.core.codemods.cst import discover_constants
+from arx.core.codemods.constants import discover_constants
 from arx.core.loop.engine import Engine, RunError
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer

@@ -16,7 +16,7 @@ import time
 import git
 import pytest
 
-from arx.core.codemods.cst import discover_constants
+from arx.core.codemods.constants import discover_constants
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import run_status
 

@@ -1,4 +1,4 @@
-"""arx.core.loop.space: inference, validation of proposals, and the [params] table of arx.toml."""
+"""arx.core.loop.space: the space of all parameters, proposal validation, [params] in arx.toml."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import sys
 import pytest
 import tomlkit
 
-from arx.core.codemods.cst import Constant, apply_changes, discover_constants
+from arx.core.codemods.constants import Constant, apply_changes, discover_constants
 from arx.core.errors import ConfigError, ProposalError
-from arx.core.loop.space import ParameterSpace, ParamSpec, infer_spec
+from arx.core.loop.params import ParamSpec, infer_spec
+from arx.core.loop.space import ParameterSpace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,38 +42,6 @@ def const(name: str, value: object) -> Constant:
 @pytest.fixture
 def space() -> ParameterSpace:
     return ParameterSpace.from_constants(CONSTANTS)
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "expected"),
-    [
-        ("USE_BIAS", True, {"choices": (False, True)}),
-        ("BATCH", 4096, {"low": 512, "high": 32768, "pow2": True}),
-        ("HEADS", 2, {"low": 1, "high": 16, "pow2": True}),
-        ("DEPTH", 6, {"low": 1, "high": 24, "log": True}),
-        ("ONE", 1, {"low": 1, "high": 5, "log": True}),
-        ("SEED", 0, {"low": -10, "high": 10}),
-        ("OFFSET", -3, {"low": -13, "high": 7}),
-        ("WARMUP_RATIO", 0.1, {"low": 0.0, "high": 1.0}),
-        ("FINAL_LR_FRAC", 1.0, {"low": 0.0, "high": 1.0}),
-        ("DROPOUT", 0.2, {"low": 0.0, "high": 1.0}),
-        ("MATRIX_LR", 0.04, {"low": 0.004, "high": 0.4, "log": True}),
-        ("TIME_BUDGET", 300.0, {"low": 30.0, "high": 3000.0, "log": True}),
-        ("WEIGHT_DECAY", 0.0, {"low": 0.0, "high": 1.0}),
-        ("SHIFT", -0.5, {"low": -5.0, "high": 0.0}),
-        ("PATTERN", "SL", {"choices": ("SL",)}),
-        ("BETAS", (0.8, 0.95), {"choices": ((0.8, 0.95),)}),
-        ("SIZES", [1, [2, 3]], {"choices": ((1, (2, 3)),)}),
-        ("CLIP", None, {"choices": (None,)}),
-    ],
-)
-def test_infer_spec_for_each_kind(name, value, expected):
-    c = const(name, value)
-    spec = infer_spec(c)
-    full = {"low": None, "high": None, "log": False, "pow2": False, "choices": None, **expected}
-    assert spec == ParamSpec(name=name, kind=c.kind, default=value, **full)
-    assert spec.contains(value)
-    assert infer_spec(c, locked=True).locked
 
 
 def test_describe_and_tunable(space):

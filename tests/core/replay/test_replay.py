@@ -15,7 +15,7 @@ import sys
 import git
 import pytest
 
-from arx.core.codemods.cst import apply_changes
+from arx.core.codemods.constants import apply_changes
 from arx.core.errors import TraceError
 from arx.core.llm.client import ChatClient, resolve_llm
 from arx.core.loop.engine import Engine, run_to_end

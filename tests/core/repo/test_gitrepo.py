@@ -1,20 +1,18 @@
-"""GitRepo and RunLock against real temporary repositories and real processes."""
+"""GitRepo against real temporary repositories and real processes."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from arx.core.errors import RepoError, RunLockedError
-from arx.core.repo.git import ARX_AUTHOR, GitRepo, RunLock
+from arx.core.errors import RepoError
+from arx.core.repo.git import ARX_AUTHOR, GitRepo
 
 
 @pytest.fixture(autouse=True)
@@ -324,41 +322,3 @@ def test_index_lock_of_a_live_git_is_respected(repo):
     finally:
         holder.kill()
         holder.wait()
-
-
-_HOLD_LOCK = """
-import sys, time
-from arx.core.repo.git import RunLock
-lock = RunLock(sys.argv[1], "run1").acquire()
-print("locked", flush=True)
-time.sleep(60)
-"""
-
-
-def test_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        assert RunLock(tmp_path, "run1").is_held()
-        assert not RunLock(tmp_path, "never-run").is_held()
-        with pytest.raises(RunLockedError) as err:
-            RunLock(tmp_path, "run1").acquire()
-        assert f"pid {holder.pid}" in str(err.value)
-        with RunLock(tmp_path, "run2"):  # other runs are unaffected
-            pass
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        assert not RunLock(tmp_path, "run1").is_held()
-        with RunLock(tmp_path, "run1") as lock:  # the kernel dropped the dead holder's lock
-            assert lock.held
-            assert lock.path.read_text().strip() == str(os.getpid())
-            with pytest.raises(RunLockedError):  # a second lock in the same process too
-                RunLock(tmp_path, "run1").acquire()
-        assert not lock.held
-        RunLock(tmp_path, "run1").acquire().release()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()

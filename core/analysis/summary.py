@@ -1,0 +1,236 @@
+"""The summary of `arx report`: the rows a report reads from a run, as Markdown or HTML.
+
+``level15_rows`` and ``level2_rows`` read a run's Level 1.5 decisions and Level 2 outcomes (from
+the trace, else from commit trailers); ``summary_blocks`` lays out the run table, kept changes,
+decisions and mechanisms as blocks that ``to_markdown`` and ``to_html`` render. No matplotlib
+here: ``arx ablate`` uses the same blocks for its table.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from arx.core.repo.commits import describe_changes, fmt_metric
+from arx.core.states import FAILED
+
+if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
+    from arx.core.analysis.report import RunData
+
+__all__ = ["Block", "as_int", "as_number", "delta_convention", "level15_rows", "level2_rows",
+           "run_blocks", "summary_blocks", "to_html", "to_markdown"]
+
+
+# ---- summary ------------------------------------------------------------------------------
+Block = tuple  # ("h", level, text) | ("p", text) | ("table", headers, rows) | ("img", src, alt)
+
+
+def summary_blocks(runs: Sequence[RunData], image: str | None = None) -> list[Block]:
+    blocks: list[Block] = [("h", 1, "arx report")]
+    if image:
+        blocks.append(("img", image, "arx report figure"))
+    rows = []
+    for run in runs:
+        counts: dict[str, int] = {}
+        for r in run.trials:
+            key = "fail" if r.get("status") in FAILED else r.get("status")
+            counts[key] = counts.get(key, 0) + 1
+        use = run.usage()
+        rows.append([
+            run.name, run.group, run.state,
+            f"{len({r['iteration'] for r in run.trials})}/{run.iterations}",
+            fmt_metric(run.baseline), fmt_metric(run.best), _delta(run.delta),
+            "/".join(str(counts.get(k, 0)) for k in ("keep", "discard", "fail",
+                                                     "invalid_proposal")),
+            f"{int(use['prompt_tokens'])}+{int(use['completion_tokens'])}",
+            f"{use['cost_usd']:.4f}", ", ".join(run.mechanisms) or "-"])
+    blocks.append(("table", ["run", "group", "state", "iterations", "baseline", "best", "delta",
+                             "keep/discard/fail/invalid", "tokens (prompt+completion)",
+                             "cost $", "active mechanisms"], rows))
+    if runs:
+        blocks.append(("p", delta_convention(runs[0].metric, runs[0].direction)))
+    for run in runs:
+        blocks += run_blocks(run)
+    return blocks
+
+
+def delta_convention(metric: str, direction: str) -> str:
+    """The sign convention of delta, in one sentence (report and ablation tables)."""
+    if direction == "min":
+        return (f"delta = best - baseline {metric}; lower {metric} is better, so an improvement "
+                "is a negative delta (more negative is better).")
+    return (f"delta = best - baseline {metric}; higher {metric} is better, so an improvement "
+            "is a positive delta (more positive is better).")
+
+
+def run_blocks(run: RunData) -> list[Block]:
+    blocks: list[Block] = [("h", 2, f"{run.name} (group {run.group})")]
+    kept = [r for r in run.trials if r.get("status") == "keep"]
+    blocks.append(("h", 3, "Kept changes"))
+    if kept:
+        blocks.append(("table", ["iteration", "change", run.metric, "delta", "hypothesis"], [
+            [str(r["iteration"]), describe_changes(r.get("changes") or {}, r.get("before") or {}),
+             fmt_metric(as_number(r.get("metric"))), _delta(as_number(r.get("delta"))),
+             r.get("hypothesis") or ""] for r in kept]))
+    else:
+        blocks.append(("p", "No change was kept."))
+    decisions = level15_rows(run)
+    if decisions or run.group != "A":
+        blocks.append(("h", 3, "Level 1.5 decisions"))
+        if decisions:
+            blocks.append(("table", ["after iteration", "cycle", "freeze", "unfreeze",
+                                     "frozen now", "guidance", "decided by"], [
+                [str(d.get("iteration")), str(d.get("cycle", "")),
+                 ", ".join(d.get("freeze") or []) or "-", ", ".join(d.get("unfreeze") or []) or "-",
+                 "-" if d.get("frozen") is None else ", ".join(d.get("frozen")) or "-",
+                 d.get("guidance") or "", d.get("source", "")] for d in decisions]))
+        else:
+            blocks.append(("p", "No Level 1.5 cycle yet."))
+    mechs = level2_rows(run)
+    if mechs or run.group in ("C", "D"):
+        blocks.append(("h", 3, "Level 2 mechanisms"))
+        if mechs:
+            blocks.append(("table", ["after iteration", "mechanism", "domain", "source", "gate",
+                                     "result"], [
+                [str(m.get("iteration")), str(m["mechanism"]), str(m.get("domain") or "-"),
+                 str(m.get("source") or "-"), m["gate"], m["result"]] for m in mechs]))
+        else:
+            blocks.append(("p", "No Level 2 mechanism yet."))
+    return blocks
+
+
+def to_markdown(blocks: Iterable[Block]) -> str:
+    out = []
+    for block in blocks:
+        if block[0] == "h":
+            out.append("#" * block[1] + " " + block[2])
+        elif block[0] == "p":
+            out.append(block[1])
+        elif block[0] == "img":
+            out.append(f"![{block[2]}]({block[1]})")
+        elif block[0] == "table":
+            headers, rows = block[1], block[2]
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+                     "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: Iterable[Block], title: str = "arx report") -> str:
+    body = []
+    for block in blocks:
+        if block[0] == "h":
+            body.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif block[0] == "p":
+            body.append(f"<p>{html.escape(block[1])}</p>")
+        elif block[0] == "img":
+            body.append(f'<img src="{block[1]}" alt="{html.escape(block[2])}">')
+        elif block[0] == "table":
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r)
+                           + "</tr>" for r in block[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 6px;font-size:13px;text-align:left;vertical-align:top}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+# ---- rows read from a run -----------------------------------------------------------------
+def level15_rows(run: RunData) -> list[dict[str, Any]]:
+    """Level 1.5 decisions, from the trace, else from ``Arx-Level: 1.5`` commits."""
+    rows = [dict(e) for e in run.events if e.get("event") == "level15"]
+    if rows:
+        return rows
+    for c in run.commits:
+        t = c.trailers
+        if t.get("Arx-Level") == "1.5":
+            rows.append({
+                "iteration": as_int(t.get("Arx-Iteration")), "cycle": as_int(t.get("Arx-Cycle")),
+                "freeze": _names(t.get("Arx-Freeze")), "unfreeze": _names(t.get("Arx-Unfreeze")),
+                "frozen": None, "guidance": t.get("Arx-Guidance", ""), "source": "commit",
+            })
+    return rows
+
+
+def level2_rows(run: RunData) -> list[dict[str, Any]]:
+    """Level 2 outcomes, oldest first: ``result`` is active, refused (the patch did not apply or
+    the gate failed; reverted at once) or reverted (it failed at run time), ``gate`` a line.
+
+    From ``level2`` trace events (the engine's ``verdict`` pass/fail/refused/runtime_revert, or
+    a ``gate`` line "pass" / "fail: ..." with ``reverted``). A mechanism that shows only in
+    commits (``Arx-Level: 2`` with ``Arx-Mechanism`` and ``Arx-Gate``; its revert carries
+    ``Arx-Reverts``) is read from there."""
+    rows = [_level2_event(e) for e in run.events if e.get("event") == "level2"]
+    seen = {r["mechanism"] for r in rows}
+    by_sha = {c.sha: c for c in run.commits}
+    activations: dict[str, dict[str, Any]] = {}  # sha of the mechanism's commit -> its row
+    at = 0  # iteration of the latest commit that names one (reverts do not)
+    for c in run.commits:
+        t = c.trailers
+        at = as_int(t.get("Arx-Iteration"), at)
+        undone = by_sha.get(t.get("Arx-Reverts", ""))
+        mech = t.get("Arx-Mechanism") or (undone.trailers.get("Arx-Mechanism") if undone else None)
+        if not mech or mech in seen:
+            continue
+        gate = t.get("Arx-Gate") or "pass"
+        reason = c.body.strip().splitlines()[0] if c.body.strip() else ""
+        if undone is None and not c.subject.startswith("Revert"):
+            row = {"iteration": at, "mechanism": mech, "gate": gate, "reason": "",
+                   "result": "active" if gate.startswith("pass") else "refused",
+                   "source": "commit"}
+            activations[c.sha] = row
+            rows.append(row)
+            continue
+        row = activations.get(undone.sha if undone else "")
+        if row is not None and not gate.startswith(("pass", "runtime")):
+            row.update(result="refused", gate=gate, reason=reason)  # the gate's own revert
+        else:
+            rows.append({"iteration": at, "mechanism": mech, "gate": gate, "result": "reverted",
+                         "reason": reason, "source": "commit"})
+    return sorted(rows, key=lambda r: r["iteration"])
+
+
+def _level2_event(e: Mapping[str, Any]) -> dict[str, Any]:
+    verdict = e.get("verdict")
+    reason = str(e.get("reason") or "")
+    gate = e.get("gate")
+    if verdict is not None:
+        result = {"pass": "active", "runtime_revert": "reverted"}.get(str(verdict), "refused")
+        line = {"pass": "pass", "fail": f"fail: {reason}", "refused": f"refused: {reason}",
+                "runtime_revert": "pass (failed at run time)"}.get(str(verdict), str(verdict))
+    else:
+        line = str(gate if isinstance(gate, str) else "pass")
+        result = ("refused" if not line.startswith("pass") else
+                  "reverted" if e.get("reverted") else "active")
+    return {**e, "mechanism": e.get("mechanism") or e.get("name") or "?", "gate": line,
+            "result": result, "reason": reason, "iteration": as_int(e.get("iteration"))}
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _delta(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.6f}"
+
+
+def as_number(value: Any) -> float | None:
+    """A trace value as a float if it is a number (not a bool), else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    """A trace or trailer value as an int, ``default`` when it is missing or not a number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _names(text: str | None) -> list[str]:
+    return [n for n in (text or "").split(",") if n and n != "-"]

@@ -1,0 +1,93 @@
+"""The text arx and git exchange: commit messages written, log records read, errors explained.
+
+A commit message is a subject, an optional body and a trailer block (``Key: value`` lines, the
+message's last paragraph). ``format_message`` writes one; ``LOG_FORMAT`` asks ``git log -z`` for
+its fields and ``parse_log`` reads them back as ``CommitRecord`` objects, trailers parsed by git.
+``hint_for`` turns git's error output into the hint of a ``RepoError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from arx.core.repo.commits import Trailer
+
+__all__ = ["LOG_FORMAT", "RUN_TRAILER", "CommitRecord", "format_message", "hint_for", "parse_log"]
+
+#: the trailer that marks a commit as made by arx; ``GitRepo.revert`` acts only on commits with it
+RUN_TRAILER = Trailer.RUN
+#: the ``git log --format`` of ``parse_log``: sha, author date, subject, body, trailers (NUL-split)
+LOG_FORMAT = "%H%x00%aI%x00%s%x00%b%x00%(trailers:only,unfold)"
+
+_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_LOG_FIELDS = 5
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """One commit as ``GitRepo.log`` reads it. ``body`` excludes the trailer block; read-only."""
+
+    sha: str
+    subject: str
+    body: str
+    trailers: Mapping[str, str] = field(default_factory=dict)
+    authored_at: str = ""  # ISO 8601 with offset
+
+    @property
+    def made_by_arx(self) -> bool:
+        return RUN_TRAILER in self.trailers
+
+
+def parse_log(out: str) -> list[CommitRecord]:
+    """The records in the output of ``git log -z --format=LOG_FORMAT``, in its order."""
+    fields = out.split("\0")
+    records = []
+    for i in range(0, len(fields) - _LOG_FIELDS + 1, _LOG_FIELDS):
+        sha, when, subject, body, trailer_text = fields[i : i + _LOG_FIELDS]
+        trailers = {}
+        for line in trailer_text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                trailers[key.strip()] = value.strip()
+        body = body.rstrip()
+        if trailers:  # git's trailer block is the body's last paragraph
+            cut = body.rfind("\n\n")
+            body = body[:cut].rstrip() if cut >= 0 else ""
+        records.append(CommitRecord(sha, subject, body, trailers, when))
+    return records
+
+
+def format_message(subject: str, body: str, trailers: Mapping[str, str] | None) -> str:
+    """Subject (whitespace folded), body and ``Key: value`` trailer block, blank-line separated."""
+    subject = " ".join(subject.split())
+    if not subject:
+        raise ValueError("a commit needs a non-empty subject")
+    parts = [subject]
+    if body.strip():
+        parts.append(body.strip("\n").rstrip())
+    if trailers:
+        lines = []
+        for key, value in trailers.items():
+            if not _TRAILER_KEY.match(key):
+                raise ValueError(f"invalid trailer key {key!r}: use letters, digits and '-'")
+            lines.append(f"{key}: {' '.join(str(value).split())}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def hint_for(stderr: str) -> str:
+    """What to do about a failed git command, from its error output."""
+    text = stderr.lower()
+    if "index.lock" in text or ".lock': file exists" in text:
+        return "another git process is running here; if none is, delete the .lock file it names"
+    if "already checked out" in text or "already used by worktree" in text:
+        return "the branch is checked out elsewhere; `git worktree list` shows where"
+    if "already exists" in text:
+        return "choose another run name, or remove the existing branch or directory"
+    if "unknown revision" in text or "not a valid object name" in text or "bad revision" in text:
+        return "check the commit or branch name with `git log --oneline`"
+    if "would be overwritten" in text or "local changes" in text:
+        return "commit or stash the local changes first"
+    return "run the same git command by hand to see the full error"
