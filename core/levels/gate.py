@@ -9,10 +9,11 @@ Four steps, in order, stopping at the first failure; each returns a ``GateStep``
    template itself imports, and may not reach the interpreter's escape hatches (``open``,
    ``eval``, ``__import__``, ``().__class__.__bases__``, frame objects, ``str.format``, ...).
 4. **smoke**: ``runner/test_smoke.py`` (rendered from ``runner_repo/test_smoke.py.tmpl`` after the
-   patch is applied) runs under pytest in a subprocess with a time limit and no secrets in its
-   environment; it drives the runner through simulated iterations and checks every hook's
-   contract and the mechanism's integration. The test reports back through a file named by the
-   gate and stamped with a nonce, so a runner cannot fake a pass.
+   patch is applied) runs under pytest in its own process group, killed whole at the time limit,
+   with no secrets in its environment; it drives the runner
+   through simulated iterations and checks every hook's contract and the mechanism's
+   integration. The test reports back through a file named by the gate and stamped with a
+   nonce, so a runner cannot fake a pass.
 
 A gate never raises for a bad runner: it returns a ``GateResult`` (like a trial result).
 """
@@ -25,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +38,8 @@ from pathlib import Path
 from string import Template
 
 import libcst
+
+from arx.core.execution.process import kill_group, start_group
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -476,19 +478,18 @@ def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequ
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str],
          timeout_s: float) -> tuple[str, int | None, bool]:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    """(output, exit code or None after a timeout, timed out). The smoke test runs in its own
+    process group; at the time limit the whole group is killed, and after a normal exit
+    whatever it left running."""
+    proc = start_group(cmd, cwd, env, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout_s)
-        return out or "", proc.returncode, False
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc.pid, proc)
         out, _ = proc.communicate()
         return out or "", None, True
+    kill_group(proc.pid, proc)
+    return out or "", proc.returncode, False
 
 
 def _read_report(path: Path, nonce: str) -> dict | None:

@@ -16,12 +16,12 @@ from typing import Any
 
 from arx.core.codemods import cst
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
+from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import (
     SECRET_ENV,
     ExecStatus,
     TrialResult,
     TrialSpec,
-    kill_stale,
     run_trial,
 )
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
