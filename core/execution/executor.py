@@ -49,7 +49,7 @@ class TrialJob:
     metric: str
     metric_regex: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    drop_env: tuple[str, ...] = ()
+    drop_env: tuple[str, ...] = ()  # withheld from the trial's environment (see TrialSpec)
     setup: str | None = None  # run once per job directory before its first job (idempotent)
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ sentence. Only arx's own interruption (Ctrl-C, SIGTERM, SIGHUP) propagates, afte
 whole process group has been killed, so a stopped arx never leaves a training run behind; after
 ``kill -9 arx``, ``process.kill_stale`` finds the orphan through ``pid_path``.
 
-The child runs ``/bin/sh -c <command>`` in its own process group (``process.start_group``), so
-one ``killpg`` reaches every process it started. Output (stdout and stderr
+The child runs ``/bin/sh -c <command>`` in its own process group (``process.start_group``), with
+arx's environment as ``env.scrub_env`` leaves it (no LLM keys). Output (stdout and stderr
 merged) is streamed line by line to ``log_path`` and ``on_line`` and scanned as it goes:
 - the metric: the last match of ``metric_regex`` (default ``^<metric>:\\s*(\\S+)\\s*$``),
   applied to each line; group 1 if the regex has a group, else the whole match;
@@ -34,6 +34,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
+from arx.core.execution.env import scrub_env
 from arx.core.execution.process import (
     Interrupted,
     SignalGuard,
@@ -47,10 +48,6 @@ TAIL_LINES = 40
 #: bytes read at once; also the longest line piece handled (a bar without newlines is cut up)
 _CHUNK = 1 << 16
 _SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:\s*(.*?)\s*$")
-
-
-#: never handed to a training command: it does not need them and may log its environment
-SECRET_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
 
 
 class ExecStatus(str, Enum):
@@ -70,8 +67,8 @@ class TrialSpec:
     timeout_s: float  # hard timeout: the whole group is killed (process.kill_group)
     metric: str  # e.g. "val_bpb"
     metric_regex: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ - drop_env
-    drop_env: tuple[str, ...] = ()  # removed from the child env (e.g. API keys)
+    env: Mapping[str, str] = field(default_factory=dict)  # merged over the scrubbed environment
+    drop_env: tuple[str, ...] = ()  # withheld too (scrub_env): the key names the run's LLM reads
     log_path: Path | None = None  # combined stdout+stderr, streamed
     pid_path: Path | None = None  # the child's pgid (JSON) while it runs, for kill_stale
 
@@ -179,8 +176,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
     (Ctrl-C raises KeyboardInterrupt, a default SIGTERM ends arx); a handler that returns
     yields an INTERRUPTED result. From other threads the caller must stop trials itself.
     """
-    dropped = set(spec.drop_env)
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env = scrub_env(spec.drop_env)
     env.update(spec.env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # lines arrive live, and survive a timeout kill
     start = time.monotonic()

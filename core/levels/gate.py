@@ -10,7 +10,7 @@ Four steps, in order, stopping at the first failure; each returns a ``GateStep``
    ``eval``, ``__import__``, ``().__class__.__bases__``, frame objects, ``str.format``, ...).
 4. **smoke**: ``runner/test_smoke.py`` (rendered from ``runner_repo/test_smoke.py.tmpl`` after the
    patch is applied) runs under pytest in its own process group, killed whole at the time limit,
-   with no secrets in its environment; it drives the runner
+   with no secrets in its environment (``scrub_env`` for untrusted code); it drives the runner
    through simulated iterations and checks every hook's contract and the mechanism's
    integration. The test reports back through a file named by the gate and stamped with a
    nonce, so a runner cannot fake a pass.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import importlib
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -39,6 +38,7 @@ from string import Template
 
 import libcst
 
+from arx.core.execution.env import scrub_env
 from arx.core.execution.process import kill_group, start_group
 
 __all__ = [
@@ -82,8 +82,6 @@ ALLOWED_DUNDERS = frozenset({
 })
 _ATTR_FUNCS = ("getattr", "setattr", "delattr", "hasattr")
 _DUNDER = re.compile(r"__([A-Za-z0-9_]+?)__")
-#: environment variables never handed to the smoke test (names containing these)
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,8 @@ class GateResult:
 
 def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
              timeout_s: float = 60, template_source: str | None = None, *,
-             methods: Sequence[str] = (), iterations: int = 8) -> GateResult:
+             methods: Sequence[str] = (), iterations: int = 8,
+             drop_env: Sequence[str] = ()) -> GateResult:
     """Validate ``runner_source`` in the scratch checkout ``workdir``.
 
     Writes ``runner/runner.py`` and ``runner/test_smoke.py`` there (nothing else). ``mechanism``
@@ -150,7 +149,8 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
     ``mechanism.new_method_names``). A ``mechanism`` with no class of that name (e.g. only
     replace_method patches) needs no integration check: a replaced hook is reached by itself.
     ``template_source`` is the runner template whose imports are allowed (default: the packaged
-    ``runner.py``).
+    ``runner.py``). ``drop_env`` names variables the smoke test must not see besides those
+    ``scrub_env`` withholds from untrusted code anyway (the run's LLM key names).
     """
     workdir = Path(workdir)
     steps: list[GateStep] = []
@@ -159,7 +159,7 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
         ("ruff", lambda: _ruff_step(runner_source, workdir)),
         ("safety", lambda: _safety_step(runner_source, template_source)),
         ("smoke", lambda: _smoke_step(runner_source, workdir, mechanism, methods, timeout_s,
-                                      iterations)),
+                                      iterations, drop_env)),
     )
     for name, check in checks:
         start = time.perf_counter()
@@ -430,16 +430,8 @@ def render_smoke_test(mechanism: str | None = None, methods: Sequence[str] = (),
     )
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not any(marker in k.upper() for marker in SECRET_MARKERS)}
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-               PYTHONHASHSEED="0", **extra)
-    return env
-
-
 def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequence[str],
-                timeout_s: float, iterations: int) -> tuple[str, str]:
+                timeout_s: float, iterations: int, drop_env: Sequence[str]) -> tuple[str, str]:
     runner_dir = workdir / "runner"
     runner_dir.mkdir(parents=True, exist_ok=True)
     (runner_dir / "runner.py").write_text(source, encoding="utf-8")
@@ -450,7 +442,9 @@ def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequ
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n", encoding="utf-8")
         nonce = secrets.token_hex(16)
-        env = _clean_env({"ARX_SMOKE_REPORT": str(report), "ARX_SMOKE_NONCE": nonce})
+        env = scrub_env(drop_env, untrusted=True)
+        env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+                   PYTHONHASHSEED="0", ARX_SMOKE_REPORT=str(report), ARX_SMOKE_NONCE=nonce)
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--noconftest",
                "-c", str(ini), "--rootdir", str(workdir), "--import-mode=importlib", SMOKE_PATH]
         output, returncode, timed_out = _run(cmd, workdir, env, timeout_s)

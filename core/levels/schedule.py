@@ -132,7 +132,8 @@ class OuterLoop:
     def _install(self, mech, source: str, cycle: int | None, iteration: int | None):
         eng = self.engine
         outcome = level2.install(eng.ws.tree, mech, run=eng.ws.name, source=source, cycle=cycle,
-                                 iteration=iteration, gate_timeout_s=eng.config.gate_timeout)
+                                 iteration=iteration, gate_timeout_s=eng.config.gate_timeout,
+                                 drop_env=eng.secret_env)
         verdict = {"pass": "activated", "fail": "reverted by the gate", "refused": "refused"}
         eng.reporter.line(f"L2 mechanism {mech.name} ({source}): {verdict[outcome.verdict]}"
                           + (f": {outcome.reason}" if outcome.reason else ""))

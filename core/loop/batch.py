@@ -13,7 +13,7 @@ from typing import Any
 
 from arx.core.codemods import cst
 from arx.core.errors import PatchError, ProposalError
-from arx.core.execution.trial import SECRET_ENV, ExecStatus
+from arx.core.execution.trial import ExecStatus
 from arx.core.loop.trace import TrialState
 
 
@@ -55,7 +55,7 @@ class BatchMixin:
                 key=f"{i:04d}-trial-c{k}", files={**files, self.target.file: source},
                 command=self.target.command, timeout_s=self._timeout(),
                 metric=self.target.metric, metric_regex=self.target.metric_regex,
-                drop_env=SECRET_ENV, setup=self.target.setup))
+                drop_env=self.secret_env, setup=self.target.setup))
         started = time.monotonic()
         done = self.executor.run(jobs)
         results = [jr.result for jr in done]

@@ -18,7 +18,6 @@ from arx.core.codemods import cst
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import (
-    SECRET_ENV,
     ExecStatus,
     TrialResult,
     TrialSpec,
@@ -27,6 +26,7 @@ from arx.core.execution.trial import (
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
 from arx.core.levels.runnerload import RUNNER_PATH, load_runner
 from arx.core.levels.schedule import OuterLoop
+from arx.core.llm.client import secret_names_in
 from arx.core.loop.batch import BatchMixin
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import Trace, TraceRecord, TrialState, best_of
@@ -78,6 +78,8 @@ class Engine(BatchMixin):
         self.trace = Trace(ws.path / ws.trace_rel)
         self.target_path = ws.path / self.target.file
         self.space = self._load_space()
+        #: withheld from every trial and gate (with the provider keys): where [llm] reads its key
+        self.secret_env = secret_names_in(ws.path)
         self.records: list[TraceRecord] = []
         self.best: Best | None = None
         self.baseline_metric: float | None = None
@@ -448,7 +450,7 @@ class Engine(BatchMixin):
         return TrialSpec(
             command=command, cwd=self.ws.path, timeout_s=timeout, metric=self.target.metric,
             metric_regex=self.target.metric_regex, log_path=self.ws.log_dir / f"{log}.log",
-            pid_path=self.ws.pid_path, drop_env=SECRET_ENV,
+            pid_path=self.ws.pid_path, drop_env=self.secret_env,
         )
 
     def _execute(self, i: int, kind: str, timeout: float, seq: int = 0,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from arx.core.execution import process, trial
+from arx.core.execution.env import PROVIDER_KEY_ENV
 from arx.core.execution.process import group_alive
 from arx.core.execution.trial import ExecStatus, TrialSpec, parse_output, run_trial
 
@@ -149,6 +150,19 @@ def test_env_drop_and_extra(tmp_path, monkeypatch):
         spec(tmp_path, command, drop_env=("ARX_TEST_SECRET",), env={"ARX_EXTRA": "x"})
     )
     assert dropped.log_tail == "secret=unset extra=x"
+
+
+def test_llm_keys_never_reach_a_trial(tmp_path, monkeypatch):
+    for name in PROVIDER_KEY_ENV:
+        monkeypatch.setenv(name, "sk-planted")
+    monkeypatch.setenv("MY_LLM_KEY", "planted-secret")  # named by [llm] api_key_env
+    monkeypatch.setenv("ARX_TEST_VISIBLE", "yes")
+    log = tmp_path / "env.log"
+    result = run_trial(spec(tmp_path, "env", drop_env=("MY_LLM_KEY",), log_path=log))
+    seen = dict(line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
+    assert result.returncode == 0 and seen["ARX_TEST_VISIBLE"] == "yes"
+    assert not {*PROVIDER_KEY_ENV, "MY_LLM_KEY"} & set(seen)
+    assert "planted" not in log.read_text()
 
 
 def test_log_path_and_pid_path(tmp_path):

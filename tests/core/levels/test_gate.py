@@ -195,15 +195,6 @@ def test_a_planted_test_file_is_overwritten(tmp_path):
 # -- pieces --------------------------------------------------------------------------------------
 
 
-def test_secrets_never_reach_the_smoke_test(monkeypatch):
-    for name in ("ARX_API_KEY", "GITHUB_TOKEN", "aws_secret", "DB_PASSWORD", "MY_KEYRING"):
-        monkeypatch.setenv(name, "x")
-    monkeypatch.setenv("ARX_HOME", "kept")
-    env = gate._clean_env({"EXTRA": "1"})
-    assert not [k for k in env if any(m in k.upper() for m in gate.SECRET_MARKERS)]
-    assert env["ARX_HOME"] == "kept" and env["EXTRA"] == "1"
-
-
 @pytest.mark.parametrize("code, words", [
     ("import random\nx = random._os", "use of random._os"),
     ("import random\nr = random", "may only be used as `random.attribute`"),
