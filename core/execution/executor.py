@@ -29,16 +29,8 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from arx.core.errors import ConfigError
-from arx.core.execution.trial import (
-    KILL_GRACE_S,
-    ExecStatus,
-    TrialResult,
-    TrialSpec,
-    _redeliver,
-    _start_ticks,
-    kill_stale,
-    run_trial,
-)
+from arx.core.execution.process import KILL_GRACE_S, SignalGuard, kill_stale, signal_recorded
+from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
 
 #: hard timeout of a job's setup command (it may download and tokenize a data set)
 SETUP_TIMEOUT_S = 3600.0
@@ -57,7 +49,7 @@ class TrialJob:
     metric: str
     metric_regex: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    drop_env: tuple[str, ...] = ()
+    drop_env: tuple[str, ...] = ()  # withheld from the trial's environment (see TrialSpec)
     setup: str | None = None  # run once per job directory before its first job (idempotent)
 
     def __post_init__(self) -> None:
@@ -263,7 +255,7 @@ class LocalExecutor(Executor):
 
         threads = [threading.Thread(target=work, args=(i,), name=f"arx-slot-{i}", daemon=True)
                    for i in range(min(self.slots, len(jobs)))]
-        with _StopGuard(stop) as guard:
+        with SignalGuard(on_signal=lambda _signum: stop.set()) as guard:
             try:
                 for t in threads:
                     t.start()
@@ -272,8 +264,7 @@ class LocalExecutor(Executor):
                 stop.set()
                 self._wait(threads, stop)
                 raise
-        if guard.caught is not None:  # trials are stopped: now let arx's handler act
-            _redeliver(guard.caught, guard.previous)
+        guard.redeliver()  # trials are stopped: now let arx's handler act
         now = time.time()
         return [r or JobResult(job.key, error_result("not started: arx was interrupted", 0.0,
                                                      ExecStatus.INTERRUPTED), now, now, "local")
@@ -291,7 +282,7 @@ class LocalExecutor(Executor):
                 stopping_since = stopping_since or now
                 sig = signal.SIGTERM if now - stopping_since < KILL_GRACE_S else signal.SIGKILL
                 for i in range(self.slots):
-                    _signal_recorded(self.pid_path(i), sig)
+                    signal_recorded(self.pid_path(i), sig)
             for t in threads:
                 t.join(timeout=0.1)
 
@@ -320,48 +311,6 @@ class LocalExecutor(Executor):
             result = error_result("stopped: arx was interrupted", result.wall_s,
                                   ExecStatus.INTERRUPTED, result.log_tail)
         return JobResult(job.key, result, started, time.time(), worker)
-
-
-def _signal_recorded(pid_path: Path, sig: int) -> None:
-    """Send ``sig`` to the trial group recorded in ``pid_path``, if it is still that group."""
-    try:
-        record = json.loads(pid_path.read_text())
-        pgid = int(record["pgid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if pgid <= 1 or pgid == os.getpgrp() or record.get("start") != _start_ticks(pgid):
-        return
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
-
-
-class _StopGuard:
-    """In the main thread, turns SIGINT/SIGTERM/SIGHUP into ``stop`` for the length of a
-    ``run``; the first signal is kept in ``caught`` for re-delivery once trials are stopped."""
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, stop: threading.Event):
-        self.stop = stop
-        self.caught: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.caught is None:
-            self.caught = signum
-        self.stop.set()
-
-    def __enter__(self) -> _StopGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- factory

@@ -41,6 +41,7 @@ from arx.core.execution.executor import (
     run_setup,
     write_files,
 )
+from arx.core.execution.process import pid_alive
 from arx.core.execution.trial import ExecStatus, run_trial
 
 #: most bytes of a trial's log sent back to the driver (its end is kept)
@@ -53,7 +54,7 @@ _REAPER = """\
 import os, sys
 if os.fork():
     os._exit(0)
-from arx.core.execution.trial import kill_stale
+from arx.core.execution.process import kill_stale
 sys.stdin.buffer.read()  # EOF: the worker finished the trial, or died
 kill_stale(sys.argv[1])
 """
@@ -72,7 +73,7 @@ def _job_dir() -> Path:
         base.mkdir(parents=True, exist_ok=True)
         for old in base.glob("worker-*"):
             pid = old.name.split("-", 1)[1].split(".", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
                 continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -81,16 +82,6 @@ def _job_dir() -> Path:
         _worker_dir = base / f"worker-{os.getpid()}"
         _worker_dir.mkdir(exist_ok=True)
     return _worker_dir
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_on_worker(job: TrialJob) -> dict[str, Any]:

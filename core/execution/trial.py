@@ -4,10 +4,10 @@ Like nanochat's ``execution.py``, a target's failure is data: ``run_trial`` retu
 ``TrialResult`` whose ``status`` is one of ``ExecStatus`` and whose ``reason`` is one readable
 sentence. Only arx's own interruption (Ctrl-C, SIGTERM, SIGHUP) propagates, after the trial's
 whole process group has been killed, so a stopped arx never leaves a training run behind; after
-``kill -9 arx``, ``kill_stale`` finds the orphan through ``pid_path``.
+``kill -9 arx``, ``process.kill_stale`` finds the orphan through ``pid_path``.
 
-The child runs ``/bin/sh -c <command>`` in its own session (``start_new_session``), so its pgid
-is its pid and one ``killpg`` reaches every process it started. Output (stdout and stderr
+The child runs ``/bin/sh -c <command>`` in its own process group (``process.start_group``), with
+arx's environment as ``env.scrub_env`` leaves it (no LLM keys). Output (stdout and stderr
 merged) is streamed line by line to ``log_path`` and ``on_line`` and scanned as it goes:
 - the metric: the last match of ``metric_regex`` (default ``^<metric>:\\s*(\\S+)\\s*$``),
   applied to each line; group 1 if the regex has a group, else the whole match;
@@ -18,7 +18,6 @@ When the command's main process exits, anything it left running in its group is 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
@@ -35,17 +34,20 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
-#: seconds between SIGTERM and SIGKILL when a trial's group is stopped
-KILL_GRACE_S = 5.0
+from arx.core.execution.env import scrub_env
+from arx.core.execution.process import (
+    Interrupted,
+    SignalGuard,
+    kill_group,
+    start_group,
+    write_pid_file,
+)
+
 #: lines kept in ``TrialResult.log_tail``
 TAIL_LINES = 40
 #: bytes read at once; also the longest line piece handled (a bar without newlines is cut up)
 _CHUNK = 1 << 16
 _SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:\s*(.*?)\s*$")
-
-
-#: never handed to a training command: it does not need them and may log its environment
-SECRET_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
 
 
 class ExecStatus(str, Enum):
@@ -62,11 +64,11 @@ class ExecStatus(str, Enum):
 class TrialSpec:
     command: str  # shell command line, run with /bin/sh -c in cwd
     cwd: Path
-    timeout_s: float  # hard timeout: SIGTERM to the whole group, KILL_GRACE_S, then SIGKILL
+    timeout_s: float  # hard timeout: the whole group is killed (process.kill_group)
     metric: str  # e.g. "val_bpb"
     metric_regex: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ - drop_env
-    drop_env: tuple[str, ...] = ()  # removed from the child env (e.g. API keys)
+    env: Mapping[str, str] = field(default_factory=dict)  # merged over the scrubbed environment
+    drop_env: tuple[str, ...] = ()  # withheld too (scrub_env): the key names the run's LLM reads
     log_path: Path | None = None  # combined stdout+stderr, streamed
     pid_path: Path | None = None  # the child's pgid (JSON) while it runs, for kill_stale
 
@@ -165,12 +167,6 @@ def parse_output(
     return value, dict(scanner.summary), problem
 
 
-class _Interrupted(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> TrialResult:
     """Run ``spec.command`` to completion or timeout; see the module docstring.
 
@@ -180,12 +176,11 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
     (Ctrl-C raises KeyboardInterrupt, a default SIGTERM ends arx); a handler that returns
     yields an INTERRUPTED result. From other threads the caller must stop trials itself.
     """
-    dropped = set(spec.drop_env)
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env = scrub_env(spec.drop_env)
     env.update(spec.env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # lines arrive live, and survive a timeout kill
     start = time.monotonic()
-    guard = _SignalGuard()  # from before the child exists: no window for an orphan
+    guard = SignalGuard()  # from before the child exists: no window for an orphan
     interrupted: int | None = None
     try:
         with _open_log(spec.log_path) as log_file:
@@ -203,8 +198,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
                         Path(spec.pid_path).unlink(missing_ok=True)
     finally:
         guard.restore()
-    if guard.caught is not None:  # the trial is dead and its files closed: now let arx stop
-        _redeliver(guard.caught, guard.previous)
+    guard.redeliver()  # the trial is dead and its files closed: now let arx stop
     if isinstance(started, str):
         return result
 
@@ -282,15 +276,7 @@ def _open_log(path: Path | None) -> AbstractContextManager[IO[bytes] | None]:
 def _start(spec: TrialSpec, env: dict[str, str], log: IO[bytes] | None) -> subprocess.Popen | str:
     """The running child, or why it could not start (a missing cwd is the target's failure)."""
     try:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", spec.command],
-            cwd=spec.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = start_group(["/bin/sh", "-c", spec.command], spec.cwd, env)
     except OSError as exc:
         reason = f"could not start the command in {spec.cwd}: {exc.strerror or exc}"
         if log is not None:
@@ -298,15 +284,15 @@ def _start(spec: TrialSpec, env: dict[str, str], log: IO[bytes] | None) -> subpr
         return reason
     if spec.pid_path is not None:
         try:
-            _write_pid_file(Path(spec.pid_path), proc.pid, spec.command)
+            write_pid_file(Path(spec.pid_path), proc.pid, spec.command)
         except BaseException:
-            _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+            kill_group(proc.pid, proc)
             raise
     return proc
 
 
 def _supervise(
-    proc: subprocess.Popen, timeout_s: float, start: float, output: _Output, guard: _SignalGuard
+    proc: subprocess.Popen, timeout_s: float, start: float, output: _Output, guard: SignalGuard
 ) -> tuple[bool, int | None]:
     """Pump output to ``output`` until exit or timeout, then kill whatever is left of the group.
 
@@ -344,7 +330,7 @@ def _supervise(
                 chunk = lines.get(timeout=min(deadline - now, 0.2))
             except queue.Empty:
                 if proc.poll() is not None:  # exited; stragglers may still hold the pipe
-                    _kill_group(proc.pid, proc, grace=1.0)
+                    kill_group(proc.pid, proc, grace=1.0)
                     exited_at = exited_at or now
                     if now - exited_at > 2.0:  # held by a process outside the group
                         break
@@ -356,16 +342,16 @@ def _supervise(
                     timed_out = True
                 break
             output.feed(chunk)
-    except _Interrupted as exc:
+    except Interrupted as exc:
         interrupted = exc.signum
     except BaseException:
         guard.disarm()
-        _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+        kill_group(proc.pid, proc)
         raise
     guard.disarm()
     # leave nothing behind: after a timeout, an interruption, or stragglers of a normal exit.
     # A signal arriving from now on is only recorded, and re-delivered when we are done.
-    _kill_group(proc.pid, proc, grace=KILL_GRACE_S)
+    kill_group(proc.pid, proc)
     try:
         proc.wait(timeout=1.0)
     except subprocess.TimeoutExpired:  # the child left its group (setsid); kill it directly
@@ -386,56 +372,6 @@ def _supervise(
     if not reader.is_alive():
         proc.stdout.close()
     return timed_out, interrupted
-
-
-class _SignalGuard:
-    """Holds SIGINT, SIGTERM and SIGHUP for the length of a trial (main thread only).
-
-    The first signal is recorded; while the trial is supervised ("armed") it also raises
-    ``_Interrupted`` so the trial's group is killed at once. Before and after that it is only
-    recorded, and ``run_trial`` re-delivers it to the previous handler once the trial is gone:
-    Ctrl-C becomes KeyboardInterrupt, a default SIGTERM ends the process with that signal.
-    """
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.caught: int | None = None
-        self.previous: dict[int, object] = {}
-        self._armed = False
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.caught is None:
-            self.caught = signum
-            if self._armed:
-                self._armed = False
-                raise _Interrupted(signum)
-
-    def arm(self) -> None:
-        if self.caught is not None:
-            raise _Interrupted(self.caught)
-        self._armed = True
-
-    def disarm(self) -> None:
-        self._armed = False
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-
-
-def _redeliver(signum: int, previous: dict[int, object]) -> None:
-    """Hand a caught signal to what was installed before: exit, raise, or ignore."""
-    handler = previous.get(signum, signal.SIG_DFL)
-    if handler is signal.SIG_IGN:
-        return
-    if callable(handler):
-        handler(signum, None)
-        return
-    signal.raise_signal(signum)  # default action: the process ends as if we had never caught it
 
 
 def _exit_reason(rc: int) -> str:
@@ -459,101 +395,3 @@ def _signal_name(num: int) -> str:
         return signal.Signals(num).name
     except ValueError:
         return f"signal {num}"
-
-
-# ---------------------------------------------------------------------- process groups
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` is alive (zombies waiting to be reaped count not)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _kill_group(
-    pgid: int, proc: subprocess.Popen | None = None, grace: float = KILL_GRACE_S
-) -> bool:
-    """SIGTERM the group, wait up to ``grace`` s, then SIGKILL. Returns whether it was alive."""
-    if proc is not None:
-        proc.poll()  # reap our direct child, so its zombie does not count
-    if not _group_alive(pgid):
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        if proc is not None:
-            proc.poll()
-        if not _group_alive(pgid):
-            return True
-        time.sleep(0.02)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc is not None:
-        proc.wait()
-    return True
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to detect pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[19])
-
-
-def _write_pid_file(path: Path, pgid: int, command: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"pgid": pgid, "start": _start_ticks(pgid), "arx_pid": os.getpid(), "command": command}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(path)
-
-
-def kill_stale(pid_path: Path) -> bool:
-    """Kill the trial group recorded in ``pid_path`` by an arx that died without cleaning up.
-
-    Call it while holding the run's ``RunLock`` (so the pid file cannot belong to a live arx).
-    A group whose leader is alive but started at another time than recorded is a reused pid
-    and is left alone. Removes the pid file; returns whether something was killed.
-    """
-    path = Path(pid_path)
-    try:
-        record = json.loads(path.read_text())
-        pgid = int(record["pgid"])
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, KeyError, TypeError):
-        path.unlink(missing_ok=True)
-        return False
-    killed = False
-    recorded = record.get("start")
-    now = _start_ticks(pgid)
-    reused = recorded is not None and now is not None and now != recorded
-    if pgid > 1 and pgid != os.getpgrp() and not reused and _group_alive(pgid):
-        killed = _kill_group(pgid, grace=KILL_GRACE_S)
-    path.unlink(missing_ok=True)
-    return killed

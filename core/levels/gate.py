@@ -9,10 +9,11 @@ Four steps, in order, stopping at the first failure; each returns a ``GateStep``
    template itself imports, and may not reach the interpreter's escape hatches (``open``,
    ``eval``, ``__import__``, ``().__class__.__bases__``, frame objects, ``str.format``, ...).
 4. **smoke**: ``runner/test_smoke.py`` (rendered from ``runner_repo/test_smoke.py.tmpl`` after the
-   patch is applied) runs under pytest in a subprocess with a time limit and no secrets in its
-   environment; it drives the runner through simulated iterations and checks every hook's
-   contract and the mechanism's integration. The test reports back through a file named by the
-   gate and stamped with a nonce, so a runner cannot fake a pass.
+   patch is applied) runs under pytest in its own process group, killed whole at the time limit,
+   with no secrets in its environment (``scrub_env`` for untrusted code); it drives the runner
+   through simulated iterations and checks every hook's contract and the mechanism's
+   integration. The test reports back through a file named by the gate and stamped with a
+   nonce, so a runner cannot fake a pass.
 
 A gate never raises for a bad runner: it returns a ``GateResult`` (like a trial result).
 """
@@ -22,10 +23,8 @@ from __future__ import annotations
 import ast
 import importlib
 import json
-import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from pathlib import Path
 from string import Template
 
 import libcst
+
+from arx.core.execution.env import scrub_env
+from arx.core.execution.process import kill_group, start_group
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -80,8 +82,6 @@ ALLOWED_DUNDERS = frozenset({
 })
 _ATTR_FUNCS = ("getattr", "setattr", "delattr", "hasattr")
 _DUNDER = re.compile(r"__([A-Za-z0-9_]+?)__")
-#: environment variables never handed to the smoke test (names containing these)
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ class GateResult:
 
 def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
              timeout_s: float = 60, template_source: str | None = None, *,
-             methods: Sequence[str] = (), iterations: int = 8) -> GateResult:
+             methods: Sequence[str] = (), iterations: int = 8,
+             drop_env: Sequence[str] = ()) -> GateResult:
     """Validate ``runner_source`` in the scratch checkout ``workdir``.
 
     Writes ``runner/runner.py`` and ``runner/test_smoke.py`` there (nothing else). ``mechanism``
@@ -148,7 +149,8 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
     ``mechanism.new_method_names``). A ``mechanism`` with no class of that name (e.g. only
     replace_method patches) needs no integration check: a replaced hook is reached by itself.
     ``template_source`` is the runner template whose imports are allowed (default: the packaged
-    ``runner.py``).
+    ``runner.py``). ``drop_env`` names variables the smoke test must not see besides those
+    ``scrub_env`` withholds from untrusted code anyway (the run's LLM key names).
     """
     workdir = Path(workdir)
     steps: list[GateStep] = []
@@ -157,7 +159,7 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
         ("ruff", lambda: _ruff_step(runner_source, workdir)),
         ("safety", lambda: _safety_step(runner_source, template_source)),
         ("smoke", lambda: _smoke_step(runner_source, workdir, mechanism, methods, timeout_s,
-                                      iterations)),
+                                      iterations, drop_env)),
     )
     for name, check in checks:
         start = time.perf_counter()
@@ -428,16 +430,8 @@ def render_smoke_test(mechanism: str | None = None, methods: Sequence[str] = (),
     )
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not any(marker in k.upper() for marker in SECRET_MARKERS)}
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-               PYTHONHASHSEED="0", **extra)
-    return env
-
-
 def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequence[str],
-                timeout_s: float, iterations: int) -> tuple[str, str]:
+                timeout_s: float, iterations: int, drop_env: Sequence[str]) -> tuple[str, str]:
     runner_dir = workdir / "runner"
     runner_dir.mkdir(parents=True, exist_ok=True)
     (runner_dir / "runner.py").write_text(source, encoding="utf-8")
@@ -448,7 +442,9 @@ def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequ
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n", encoding="utf-8")
         nonce = secrets.token_hex(16)
-        env = _clean_env({"ARX_SMOKE_REPORT": str(report), "ARX_SMOKE_NONCE": nonce})
+        env = scrub_env(drop_env, untrusted=True)
+        env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+                   PYTHONHASHSEED="0", ARX_SMOKE_REPORT=str(report), ARX_SMOKE_NONCE=nonce)
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--noconftest",
                "-c", str(ini), "--rootdir", str(workdir), "--import-mode=importlib", SMOKE_PATH]
         output, returncode, timed_out = _run(cmd, workdir, env, timeout_s)
@@ -476,19 +472,18 @@ def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequ
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str],
          timeout_s: float) -> tuple[str, int | None, bool]:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    """(output, exit code or None after a timeout, timed out). The smoke test runs in its own
+    process group; at the time limit the whole group is killed, and after a normal exit
+    whatever it left running."""
+    proc = start_group(cmd, cwd, env, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout_s)
-        return out or "", proc.returncode, False
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc.pid, proc)
         out, _ = proc.communicate()
         return out or "", None, True
+    kill_group(proc.pid, proc)
+    return out or "", proc.returncode, False
 
 
 def _read_report(path: Path, nonce: str) -> dict | None:

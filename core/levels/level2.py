@@ -22,6 +22,7 @@ from arx.core.errors import ArxError, PatchError
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
 from arx.core.levels.mechanism_state import level2_note
+from arx.core.llm.client import secret_names_in
 from arx.core.llm.jsonextract import extract_json_object
 from arx.core.loop.trace import Trace
 from arx.core.repo import commits
@@ -55,8 +56,9 @@ class Outcome:
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
             iteration: int | None,
-            gate_timeout_s: float = 60.0) -> Outcome:
-    """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written."""
+            gate_timeout_s: float = 60.0, drop_env: Sequence[str] = ()) -> Outcome:
+    """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written.
+    ``drop_env``: the run's LLM key names, withheld from the gate's smoke test."""
     path = tree.root / RUNNER_PATH
     current = path.read_text()
     try:
@@ -67,7 +69,8 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
     has_class = any(p.kind == "new_helper_class" for p in mech.patches)
     with tempfile.TemporaryDirectory(prefix="arx-gate-") as tmp:
         result = run_gate(patched, Path(tmp), mechanism=mech.name if has_class else None,
-                          methods=new_method_names(mech.patches), timeout_s=gate_timeout_s)
+                          methods=new_method_names(mech.patches), timeout_s=gate_timeout_s,
+                          drop_env=drop_env)
         smoke = Path(tmp) / SMOKE_PATH
         path.write_text(patched)
         if smoke.exists():
@@ -216,7 +219,8 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) ->
     """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch."""
     trace = Trace(ws.path / ws.trace_rel)
     outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
-                      iteration=None, gate_timeout_s=gate_timeout_s)
+                      iteration=None, gate_timeout_s=gate_timeout_s,
+                      drop_env=secret_names_in(ws.path))
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note("level2", level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,

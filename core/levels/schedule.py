@@ -46,14 +46,15 @@ class OuterLoop:
     """Decides when the outer levels run, runs them, and commits their decisions."""
 
     def __init__(self, ws: Workspace, trace: Trace, config: RunConfig, llm: Any = None,
-                 say: Callable[[str], None] = lambda _line: None, k15: int = 3,
-                 min_active: int = 2):
+                 say: Callable[[str], None] = lambda _line: None,
+                 secret_env: Sequence[str] = (), k15: int = 3, min_active: int = 2):
         self.ws = ws
         self.trace = trace
         self.config = config
         self.group = Group.of(config.group)
         self.llm = llm
         self.say = say
+        self.secret_env = tuple(secret_env)  # withheld from the gate's smoke test
         self.k15 = k15
         self.min_active = min_active
         self.state_path = ws.path / STATE_PATH
@@ -146,7 +147,8 @@ class OuterLoop:
                  iteration: int | None) -> level2.Outcome:
         outcome = level2.install(self.ws.tree, mech, run=self.ws.name, source=source.value,
                                  cycle=cycle, iteration=iteration,
-                                 gate_timeout_s=self.config.gate_timeout)
+                                 gate_timeout_s=self.config.gate_timeout,
+                                 drop_env=self.secret_env)
         verdict = {Verdict.PASS: "activated", Verdict.FAIL: "reverted by the gate",
                    Verdict.REFUSED: "refused"}
         self.say(f"L2 mechanism {mech.name} ({source.value}): {verdict[outcome.verdict]}"

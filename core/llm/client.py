@@ -9,6 +9,8 @@ to ``<transcript_dir>/NNNN-<purpose>.json``.
 
 API keys are read from the environment at the moment the client is made and live only inside
 the ``openai`` client: settings, transcripts, errors and logs carry variable names, never keys.
+``secret_names`` lists those variable names, so that no child process arx starts is handed them
+(``arx.core.execution.env.scrub_env``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
+from arx.core.config import load_toml, plain
 from arx.core.errors import ConfigError, LLMError
 
 log = logging.getLogger("arx.llm")
@@ -130,8 +133,7 @@ def resolve_llm(
     base["model"] = _first(model, env.get("ARX_MODEL"),
                            overrides.get("model") if table_applies else None) or base["model"]
     if overrides.get("api_key_env"):
-        names = overrides["api_key_env"]
-        names = (names,) if isinstance(names, str) else tuple(names)
+        names = _key_names(overrides)
         base["api_key_env"] = tuple(dict.fromkeys((*names, *base["api_key_env"])))
     price = overrides.get("price") or {}
     if not isinstance(price, Mapping) or set(price) - {"input", "output"}:
@@ -157,6 +159,31 @@ def api_key(settings: LLMSettings, env: Mapping[str, str] = os.environ) -> str |
         if env.get(name, "").strip():
             return env[name].strip()
     return DUMMY_KEY if settings.is_local else None
+
+
+def secret_names(llm_table: Mapping[str, Any] = {}) -> tuple[str, ...]:
+    """Every variable an LLM key may be read from: the presets' (``ARX_API_KEY``,
+    ``DEEPSEEK_API_KEY``, ...) and those ``api_key_env`` of arx.toml's ``[llm]`` table
+    (``llm_table``) names. Child processes are never handed these. Offline runs need them too:
+    the key is in the environment either way."""
+    names = ["ARX_API_KEY", *(n for preset in PRESETS.values() for n in preset["api_key_env"])]
+    return tuple(dict.fromkeys([*names, *_key_names(llm_table)]))
+
+
+def secret_names_in(root: Path) -> tuple[str, ...]:
+    """``secret_names`` of the ``[llm]`` table in ``root``'s arx.toml."""
+    return secret_names(plain(load_toml(root).get("llm", {})))
+
+
+def _key_names(table: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names ``api_key_env`` of an ``[llm]`` table gives: one name or a list of names."""
+    names = table.get("api_key_env") or ()
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"[llm] api_key_env in arx.toml must be a variable name or a list of "
+                          f"names, not {names!r}", hint='e.g. api_key_env = "MY_LLM_KEY"')
+    return tuple(names)
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.executor import Executor, TrialJob, make_executor
-from arx.core.execution.trial import SECRET_ENV, ExecStatus, TrialResult
+from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
 from arx.core.levels.runnerload import load_runner
 from arx.core.levels.schedule import OuterLoop, SearchView
+from arx.core.llm.client import secret_names_in
 from arx.core.loop import batch as batches
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.progress import Reporter, RunProgress
@@ -96,11 +97,14 @@ class Engine:
         self.space = ParameterSpace.from_toml(
             plain(load_toml(ws.path).get("params", {})),
             discover_constants(self.target_path.read_text()))
+        #: withheld from every trial and gate (with the provider keys): where [llm] reads its key
+        self.secret_env = secret_names_in(ws.path)
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
-                                           SECRET_ENV)
+                                           self.secret_env)
         self.clock = clock or Clock()
         self.executor = executor
-        self.outer = OuterLoop(ws, self.trace, self.config, llm=llm, say=self.reporter.line)
+        self.outer = OuterLoop(ws, self.trace, self.config, llm=llm, say=self.reporter.line,
+                               secret_env=self.secret_env)
         self.records: list[TraceRecord] = []
         self.best: Best | None = None
         self.baseline_metric: float | None = None
@@ -401,7 +405,7 @@ class Engine:
                 key=key.job_label(), files={**files, self.target.file: cand.source},
                 command=self.target.command, timeout_s=self._timeout(),
                 metric=self.target.metric, metric_regex=self.target.metric_regex,
-                drop_env=SECRET_ENV, setup=self.target.setup))
+                drop_env=self.secret_env, setup=self.target.setup))
         started = time.monotonic()
         done = self.executor.run(jobs)
         results = [jr.result for jr in done]

@@ -19,7 +19,8 @@ from typing import Any
 
 from arx.core.config import TargetConfig
 from arx.core.errors import RunError
-from arx.core.execution.trial import TrialResult, TrialSpec, kill_stale, run_trial
+from arx.core.execution.process import kill_stale
+from arx.core.execution.trial import TrialResult, TrialSpec, run_trial
 from arx.core.states import TrialKind
 
 #: seconds the target's setup command may take (it may download and tokenize a data set)

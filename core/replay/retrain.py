@@ -27,7 +27,8 @@ from typing import Any
 
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
-from arx.core.execution.trial import SECRET_ENV, TrialSpec, run_trial
+from arx.core.execution.trial import TrialSpec, run_trial
+from arx.core.llm.client import secret_names_in
 from arx.core.replay.source import Recording, ReplayError, norm
 from arx.core.states import MEASURED
 
@@ -152,11 +153,12 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
     timeout = config.trial_timeout(base_wall)
     path = Path(worktree) / target.file
     before = path.read_bytes() if path.exists() else None
+    secret_env = secret_names_in(Path(worktree))
 
     def spec(command: str, timeout_s: float, log: str) -> TrialSpec:
         return TrialSpec(command=command, cwd=Path(worktree), timeout_s=timeout_s,
                          metric=target.metric, metric_regex=target.metric_regex,
-                         log_path=log_dir / f"{log}.log", pid_path=pid_path, drop_env=SECRET_ENV)
+                         log_path=log_dir / f"{log}.log", pid_path=pid_path, drop_env=secret_env)
 
     try:
         if target.setup:

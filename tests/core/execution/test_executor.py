@@ -20,7 +20,8 @@ from arx.core.execution.executor import (
     make_executor,
     split_gpus,
 )
-from arx.core.execution.trial import ExecStatus, _group_alive
+from arx.core.execution.process import group_alive, write_pid_file
+from arx.core.execution.trial import ExecStatus
 
 SLEEPER = 'import time; time.sleep(1.5); print("---\\nval_bpb: 1.0")\n'
 # reads its metric from a file that travels with the job, and says where it ran
@@ -46,7 +47,7 @@ def gone(pgid: int, within: float = 10.0) -> bool:
     """Whether every process of the group ``pgid`` (a trial's sh and its children) has exited."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return True
         time.sleep(0.05)
     return False
@@ -144,10 +145,8 @@ def test_local_ctrl_c_stops_running_trials_then_propagates(tmp_path):
 def test_local_kill_stale_finds_the_slot_pid_files(tmp_path):
     import subprocess
 
-    from arx.core.execution.trial import _write_pid_file
-
     orphan = subprocess.Popen(["sleep", "30"], start_new_session=True)
-    _write_pid_file(tmp_path / "slot-1.pid", orphan.pid, "sleep 30")
+    write_pid_file(tmp_path / "slot-1.pid", orphan.pid, "sleep 30")
     ex = LocalExecutor(tmp_path, slots=2)
     assert ex.kill_stale() is True
     assert orphan.wait(timeout=10) == -signal.SIGTERM

@@ -1,4 +1,4 @@
-"""run_trial, parse_output and kill_stale with real subprocesses."""
+"""run_trial and parse_output with real subprocesses (process groups: test_process.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from arx.core.execution import trial
-from arx.core.execution.trial import ExecStatus, TrialSpec, kill_stale, parse_output, run_trial
+from arx.core.execution import process, trial
+from arx.core.execution.env import PROVIDER_KEY_ENV
+from arx.core.execution.process import group_alive
+from arx.core.execution.trial import ExecStatus, TrialSpec, parse_output, run_trial
+
+from support.procs import gone, wait_for
 
 SUMMARY = """\
 step 00001 | loss 3.2
@@ -38,29 +42,6 @@ def script(tmp_path: Path, text: str) -> str:
     path = tmp_path / "out.txt"
     path.write_text(text)
     return f"cat {path}"
-
-
-def gone(pid: int, within: float = 2.0) -> bool:
-    """Whether ``pid`` has exited (a zombie counts as exited) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat[stat.rfind(")") + 2] in "ZX":
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def wait_for(path: Path, within: float = 5.0) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
 
 
 def test_ok_with_metric_and_summary(tmp_path):
@@ -135,13 +116,13 @@ def test_timeout_kills_grandchildren(tmp_path):
     assert result.status is ExecStatus.TIMEOUT
     assert result.reason == "timed out after 0.5 s"
     assert result.log_tail == "started"
-    assert elapsed < 0.5 + trial.KILL_GRACE_S
+    assert elapsed < 0.5 + process.KILL_GRACE_S
     assert elapsed < 3.0  # sleep dies on SIGTERM: no need to wait out the grace period
     assert gone(int(gc.read_text()))
 
 
 def test_timeout_sigkills_what_ignores_sigterm(tmp_path, monkeypatch):
-    monkeypatch.setattr(trial, "KILL_GRACE_S", 0.3)
+    monkeypatch.setattr(process, "KILL_GRACE_S", 0.3)
     gc = tmp_path / "grandchild.pid"
     command = f"trap '' TERM; sleep 60 & echo $! > {gc}; sleep 60"
     t0 = time.monotonic()
@@ -169,6 +150,19 @@ def test_env_drop_and_extra(tmp_path, monkeypatch):
         spec(tmp_path, command, drop_env=("ARX_TEST_SECRET",), env={"ARX_EXTRA": "x"})
     )
     assert dropped.log_tail == "secret=unset extra=x"
+
+
+def test_llm_keys_never_reach_a_trial(tmp_path, monkeypatch):
+    for name in PROVIDER_KEY_ENV:
+        monkeypatch.setenv(name, "sk-planted")
+    monkeypatch.setenv("MY_LLM_KEY", "planted-secret")  # named by [llm] api_key_env
+    monkeypatch.setenv("ARX_TEST_VISIBLE", "yes")
+    log = tmp_path / "env.log"
+    result = run_trial(spec(tmp_path, "env", drop_env=("MY_LLM_KEY",), log_path=log))
+    seen = dict(line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
+    assert result.returncode == 0 and seen["ARX_TEST_VISIBLE"] == "yes"
+    assert not {*PROVIDER_KEY_ENV, "MY_LLM_KEY"} & set(seen)
+    assert "planted" not in log.read_text()
 
 
 def test_log_path_and_pid_path(tmp_path):
@@ -214,7 +208,7 @@ def test_keyboard_interrupt_kills_the_group_then_propagates(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_trial(spec(tmp_path, f"echo $$ > {pgid_file}; echo go; sleep 60"), on_line=on_line)
     assert gone(int(pgid_file.read_text()))
-    assert not trial._group_alive(int(pgid_file.read_text()))
+    assert not group_alive(int(pgid_file.read_text()))
 
 
 def test_ctrl_c_kills_the_group_then_raises_keyboard_interrupt(tmp_path):
@@ -268,39 +262,6 @@ def test_sigterm_to_arx_kills_the_trial_and_ends_arx(tmp_path):
     finally:
         arx.kill()
         arx.wait()
-
-
-def test_kill_stale_kills_an_orphaned_trial(tmp_path):
-    arx = start_fake_arx(tmp_path)
-    grandchild = int(wait_for(tmp_path / "gc.pid"))
-    pid_path = tmp_path / "trial.pid"
-    pgid = json.loads(wait_for(pid_path))["pgid"]
-    arx.kill()  # kill -9 arx: nothing cleans up, the trial keeps running
-    arx.wait()
-    assert trial._group_alive(pgid) and not gone(grandchild, within=0.2)
-    assert kill_stale(pid_path) is True
-    assert gone(grandchild) and gone(pgid)
-    assert not pid_path.exists()
-    assert kill_stale(pid_path) is False  # nothing recorded any more
-
-
-def test_kill_stale_leaves_dead_and_unrelated_groups(tmp_path):
-    pid_path = tmp_path / "trial.pid"
-    done = subprocess.Popen(["true"], start_new_session=True)
-    done.wait()
-    pid_path.write_text(json.dumps({"pgid": done.pid, "start": None}))
-    assert kill_stale(pid_path) is False and not pid_path.exists()
-    # a live group whose leader started at another time than recorded is a reused pid
-    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        pid_path.write_text(json.dumps({"pgid": other.pid, "start": 1}))
-        assert kill_stale(pid_path) is False
-        assert other.poll() is None
-    finally:
-        other.kill()
-        other.wait()
-    pid_path.write_text("not json")
-    assert kill_stale(pid_path) is False and not pid_path.exists()
 
 
 def test_parse_output():

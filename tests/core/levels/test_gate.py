@@ -5,12 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
+from arx.core.execution.env import PROVIDER_KEY_ENV
+from arx.core.execution.process import group_alive
 from arx.core.levels import gate
 from arx.core.levels.gate import GateResult, GateStep, check_safety, render_smoke_test, run_gate
 from arx.core.levels.mechanism import MechanismPatch, apply_patches
+
+from support.procs import gone
 
 TEMPLATE = files("arx.runner_repo").joinpath("runner.py").read_text(encoding="utf-8")
 ALLOWED = ("bisect, collections, copy, dataclasses, enum, functools, heapq, itertools, json, "
@@ -38,6 +43,34 @@ CLEAN = probe("def __init__(self):",
               "",
               "def extend_prompt(self, ctx, lines):",
               "    return lines + [f'{self.seen} trials seen']")
+
+
+def shell_first(monkeypatch, command: str) -> list[subprocess.Popen]:
+    """Run the gate's smoke subprocess as ``sh -c '<command>; exec <the real pytest>'``: the
+    real smoke test, after a shell step in its process group. Returns the started leaders."""
+    started = []
+    real = gate.start_group
+
+    def start(argv, cwd, env, **kw):
+        proc = real(["/bin/sh", "-c", f'{command}; exec "$@"', "sh", *argv], cwd, env, **kw)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(gate, "start_group", start)
+    return started
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                if not gone(int(entry.name), within=0):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def refused_at(result: GateResult, step: str) -> str:
@@ -142,13 +175,38 @@ def test_an_infinite_loop_in_a_hook_times_out(tmp_path):
     assert result.seconds < 6
 
 
-def test_a_loop_that_ignores_signals_is_killed_at_the_gate_timeout(tmp_path):
+def test_a_loop_that_ignores_signals_is_killed_with_its_group_at_the_gate_timeout(tmp_path,
+                                                                                monkeypatch):
+    grandchild = tmp_path / "grandchild.pid"  # a process the smoke test's group started
+    started = shell_first(monkeypatch, f"sleep 60 & echo $! > {grandchild}")
     source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
                    header="import itertools\n\n\n")
-    result = run_gate(source, tmp_path, mechanism="Probe", timeout_s=4)
+    workdir = tmp_path / "work"
+    result = run_gate(source, workdir, mechanism="Probe", timeout_s=4)
     reason = refused_at(result, "smoke")  # max() over an endless iterator never sees SIGALRM
     assert reason.startswith("smoke: timed out after 4 s")
     assert reason.endswith("(in focus, iteration 1)") or "(in load" in reason  # slow start-up
+    (smoke,) = started
+    assert gone(int(grandchild.read_text())) and gone(smoke.pid)
+    assert not group_alive(smoke.pid)
+    assert processes_mentioning(str(workdir)) == []  # nothing of the smoke test is left
+
+
+def test_llm_keys_never_reach_the_smoke_test(tmp_path, monkeypatch):
+    for name in PROVIDER_KEY_ENV:
+        monkeypatch.setenv(name, "sk-planted")
+    monkeypatch.setenv("MY_LLM_KEY", "planted-secret")  # [llm] api_key_env = "MY_LLM_KEY"
+    monkeypatch.setenv("DEEPSEEK_CREDS", "planted-secret")  # named, though it looks harmless
+    monkeypatch.setenv("HF_TOKEN", "planted-secret")  # looks secret: untrusted code never sees it
+    monkeypatch.setenv("ARX_TEST_VISIBLE", "yes")
+    dump = tmp_path / "smoke.env"
+    shell_first(monkeypatch, f"env > {dump}")
+    result = run_gate(TEMPLATE, tmp_path / "work", drop_env=("MY_LLM_KEY", "DEEPSEEK_CREDS"))
+    assert result.ok, result.describe()  # the real smoke test ran and passed after the dump
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert seen["ARX_TEST_VISIBLE"] == "yes" and seen["ARX_SMOKE_NONCE"]
+    assert not {*PROVIDER_KEY_ENV, "MY_LLM_KEY", "DEEPSEEK_CREDS", "HF_TOKEN"} & set(seen)
+    assert "planted" not in dump.read_text()
 
 
 def test_a_hook_that_raises_on_its_first_call_is_refused(tmp_path):
@@ -193,15 +251,6 @@ def test_a_planted_test_file_is_overwritten(tmp_path):
 
 
 # -- pieces --------------------------------------------------------------------------------------
-
-
-def test_secrets_never_reach_the_smoke_test(monkeypatch):
-    for name in ("ARX_API_KEY", "GITHUB_TOKEN", "aws_secret", "DB_PASSWORD", "MY_KEYRING"):
-        monkeypatch.setenv(name, "x")
-    monkeypatch.setenv("ARX_HOME", "kept")
-    env = gate._clean_env({"EXTRA": "1"})
-    assert not [k for k in env if any(m in k.upper() for m in gate.SECRET_MARKERS)]
-    assert env["ARX_HOME"] == "kept" and env["EXTRA"] == "1"
 
 
 @pytest.mark.parametrize("code, words", [

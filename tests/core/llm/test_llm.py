@@ -17,6 +17,8 @@ from arx.core.llm.client import (
     next_number,
     public_url,
     resolve_llm,
+    secret_names,
+    secret_names_in,
 )
 
 from support.llm_server import Reply, empty, error, hang, ok, rejects_response_format
@@ -326,6 +328,20 @@ def test_toml_overrides():
     assert other.model == "gpt-4o-mini" and other.timeout_s == 30
     assert resolve_llm("deepseek", model="flag-model", env={"MY_KEY": "k"},
                        overrides=table).model == "flag-model"
+
+
+def test_secret_names_are_every_name_a_key_may_be_read_from(tmp_path):
+    presets = secret_names()
+    assert presets[0] == "ARX_API_KEY" and {"OPENAI_API_KEY", "DEEPSEEK_API_KEY"} <= set(presets)
+    assert secret_names({"api_key_env": "MY_KEY"}) == (*presets, "MY_KEY")
+    assert secret_names({"api_key_env": ["A", "ARX_API_KEY", "B"]}) == (*presets, "A", "B")
+    with pytest.raises(ConfigError, match="api_key_env"):
+        secret_names({"api_key_env": 5})
+    # read from arx.toml whatever the provider, offline included: the key is there either way
+    (tmp_path / "arx.toml").write_text('[llm]\nprovider = "offline"\napi_key_env = "MY_KEY"\n')
+    assert secret_names_in(tmp_path)[-1] == "MY_KEY"
+    (tmp_path / "arx.toml").write_text("[run]\n")
+    assert secret_names_in(tmp_path) == presets
 
 
 @pytest.mark.parametrize(("table", "match"), [

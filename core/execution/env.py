@@ -1,0 +1,41 @@
+"""What a child process may see of arx's environment: one rule, ``scrub_env``.
+
+arx holds LLM keys in its environment; the commands it starts do not need them and may log their
+environment (a training script printing its config, a crash report). So every child, a trial, a
+setup command, an executor's job or the gate's smoke test, gets arx's environment without:
+
+- the known provider variables (``PROVIDER_KEY_ENV``), always;
+- the names the caller passes: the variables the run's ``[llm]`` settings read its key from
+  (``arx.core.llm.client.secret_names``; the llm package owns those settings, so execution
+  never imports it);
+- for untrusted code (the gate runs an LLM-written runner), every variable whose name looks
+  secret (contains one of ``SECRET_MARKERS``, in any case).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+#: variables that hold an LLM provider's key: never handed to any child process. Every name in
+#: the llm presets' ``api_key_env`` is here (a test keeps the two in step).
+PROVIDER_KEY_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
+#: a variable whose name contains one of these looks secret: untrusted code never sees it
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether the variable ``name`` looks like it holds a secret (``GITHUB_TOKEN``, ``db_password``)."""
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+def scrub_env(drop: Iterable[str] = (), *, untrusted: bool = False,
+              environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default ``os.environ``) as a child process may see it: a new dict without
+    ``PROVIDER_KEY_ENV``, without the names in ``drop``, and, when ``untrusted``, without every
+    name that ``looks_secret``. The caller adds its own variables to the result."""
+    dropped = {*PROVIDER_KEY_ENV, *drop}
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items()
+            if name not in dropped and not (untrusted and looks_secret(name))}
