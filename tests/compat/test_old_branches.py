@@ -163,6 +163,15 @@ def test_old_runs_replay_identically(old, name, counts):
         "--format=%s", f"main..arx-replay/{name}").splitlines()[::-1]
 
 
+def test_an_old_steps_mode_run_retrains_identically(old):
+    result = invoke(old, "replay", "arx/c", "--retrain", "--json")
+    assert result.exit_code == 0, result.output
+    retrain = json.loads(result.output)["retrain"]
+    assert retrain["mode"] == "steps" and retrain["ok"] and retrain["max_drift"] == 0.0
+    assert len(retrain["rows"]) == 9 and all(r["retrained"] == r["recorded"]
+                                             for r in retrain["rows"])
+
+
 def test_old_runs_that_cannot_be_replayed_say_why(old):
     extended = invoke(old, "replay", "arx/m")
     assert extended.exit_code == 2 and "extended after it finished" in extended.output
