@@ -76,13 +76,15 @@ def restore_live_worktree(root):
     return wt
 
 
-def test_the_bundle_was_made_by_the_arx_before_the_restructure():
+def test_the_bundle_was_made_by_the_arx_before_the_restructure(old):
     assert BUNDLE.stat().st_size < 300_000
     heads = git.Git().ls_remote("--refs", str(BUNDLE)).splitlines()
     names = sorted(line.split("\t")[1] for line in heads)
     assert names == ["refs/fixture/live/k", "refs/heads/arx/c", "refs/heads/arx/g",
                      "refs/heads/arx/k", "refs/heads/arx/m", "refs/heads/arx/p",
                      "refs/heads/main"]
+    smoke = git.Repo(old).git.show("arx/c:runner/test_smoke.py")
+    assert "\nfrom arx.core.runnerload import load_runner\n" in smoke  # the old module path
 
 
 def test_status_reads_every_old_run_with_its_state(old):
