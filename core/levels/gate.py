@@ -40,6 +40,7 @@ import libcst
 
 from arx.core.execution.env import scrub_env
 from arx.core.execution.process import kill_group, start_group
+from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -51,8 +52,6 @@ __all__ = [
     "run_gate",
 ]
 
-SMOKE_PATH = "runner/test_smoke.py"
-RUNNER_FILE = "runner/runner.py"
 #: the tests the smoke template defines; all must report ok
 SMOKE_TESTS = ("test_runner_loads", "test_drive_min", "test_drive_max_confirm")
 #: pure-computation standard modules a runner may import (plus what the template imports)
@@ -180,7 +179,7 @@ def _parse_step(source: str) -> tuple[str, str]:
     except libcst.ParserSyntaxError as e:
         return f"syntax error (line {e.raw_line}, column {e.raw_column + 1}): {e.message}", str(e)
     try:
-        compile(source, RUNNER_FILE, "exec", dont_inherit=True)
+        compile(source, RUNNER_PATH, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:
         line = getattr(e, "lineno", None)
         return f"{type(e).__name__}: {getattr(e, 'msg', e)}" + (
@@ -201,7 +200,7 @@ def _ruff_command() -> list[str]:
 
 
 def _ruff_step(source: str, workdir: Path) -> tuple[str, str]:
-    path = workdir / RUNNER_FILE
+    path = workdir / RUNNER_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(source, encoding="utf-8")
     cmd = [*_ruff_command(), "check", "--isolated", "--select", "F,E9", "--output-format",

@@ -11,8 +11,14 @@ that differs is the divergence. What is compared (``COMPARED`` says the same in 
   Level-2 note's ``gate`` (step timings) and ``error`` (a traceback with paths), and any field
   not listed. Commit hashes (``commit``, ``revert``) are compared by position on the branch.
 - every commit: its subject, its trailers (``Arx-Reverts`` by position), and its tree, every
-  path except ``runs/<name>/trace.jsonl`` (compared as above) and ``runs/<name>/llm-settings.json``
-  (copied from the baseline). Commit bodies are not compared (gate timings, reverted hashes).
+  path except ``runs/<name>/trace.jsonl`` (compared as above), ``runs/<name>/llm-settings.json``
+  (copied from the baseline) and ``runner/test_smoke.py``: the Level-2 gate renders that file
+  from arx's own template (``runner_repo/test_smoke.py.tmpl``) after the patch is applied, so
+  it records which arx ran the gate, not a decision of the run; what it is rendered with (the
+  mechanism, its methods) is in the runner, the subject and the trailers, which are compared.
+  An arx whose template changed (its import of ``runnerload`` moved when core/ was split into
+  packages) still reproduces the branches of the one before. Commit bodies are not compared
+  (gate timings, reverted hashes).
 - the original's own integrity: the trace each commit carries must be the start of the trace at
   the branch tip (the trace is append-only), else the trace was rewritten after that commit.
 """
@@ -27,6 +33,7 @@ from arx.core.loop.trials import TrialKey
 from arx.core.replay.engine import first_difference, trim
 from arx.core.replay.source import Divergence, ReplayGit, norm
 from arx.core.repo.gittext import CommitRecord
+from arx.core.repo.paths import SMOKE_PATH, RunFiles
 
 TRIAL_FIELDS = ("iteration", "kind", "seq", "status", "changes", "before", "config", "metric",
                 "best_before", "delta", "hypothesis", "proposer", "focus", "candidates",
@@ -45,8 +52,9 @@ COMPARED = (
     "trace records field by field on the decision fields (trial: " + ", ".join(TRIAL_FIELDS)
     + "; level15: " + ", ".join(LEVEL15_FIELDS) + "; level2: " + ", ".join(LEVEL2_FIELDS)
     + ", with the reason's first line and commit hashes by position); every commit's subject, "
-    "trailers (Arx-Reverts by position) and tree, all paths except runs/<name>/trace.jsonl and "
-    "runs/<name>/llm-settings.json; every LLM request's purpose and messages, and the parsed "
+    "trailers (Arx-Reverts by position) and tree, all paths except runs/<name>/trace.jsonl, "
+    f"runs/<name>/llm-settings.json and {SMOKE_PATH} (rendered from arx's own template); "
+    "every LLM request's purpose and messages, and the parsed "
     "answer; the trace at each original commit is a prefix of the tip's. Not compared: timings "
     "(wall_s, finished_at, interval, gate step times, training_seconds, total_seconds), machine "
     "facts (peak memory, data_fingerprint, log_tail), commit bodies and commit hashes")
@@ -122,7 +130,8 @@ def project(e: Mapping[str, Any], side: Side) -> dict[str, Any]:
 def compare(git: ReplayGit, name: str, original: Side, replay: Side, tip_trace: bytes,
             raised: Divergence | None) -> tuple[Divergence | None, int]:
     """The first divergence (None: identical) and the number of steps found equal."""
-    excluded = {f"runs/{name}/trace.jsonl", f"runs/{name}/llm-settings.json"}
+    files = RunFiles(name)
+    excluded = {files.trace_rel, files.llm_settings_rel, SMOKE_PATH}
     for n, o in enumerate(original.steps):
         if n >= len(replay.steps):
             return _at(raised or _missing(git, o), n + 1), n

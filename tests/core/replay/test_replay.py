@@ -191,6 +191,36 @@ def test_a_runner_amended_into_the_last_commit_is_a_tree_divergence(offline_c, t
     assert "n_candidates = 2" in d.original and "n_candidates = 1" in d.replay
 
 
+def test_the_smoke_test_is_arx_s_own_and_not_compared_but_the_runner_is(offline_c, tmp_path):
+    """runner/test_smoke.py is rendered from arx's template (its import moved when core/ was
+    split into packages): another rendering still reproduces, another runner does not."""
+    root = copy_of(offline_c, tmp_path)
+
+    def older_template(path):
+        smoke = path / "runner/test_smoke.py"
+        text = smoke.read_text()
+        assert "from arx.core.levels.runnerload import load_runner" in text
+        smoke.write_text(text.replace("arx.core.levels.runnerload", "arx.core.runnerload"))
+
+    commit_on_branch(root, "arx/c", older_template, amend=True)
+    report = replay(root, "arx/c")
+    assert report.reproduced, report.render()
+    assert "runner/test_smoke.py (rendered from arx's own template)" in report.as_dict()[
+        "compared"]
+
+    def tampered_runner(path):
+        source = (path / "runner/runner.py").read_text()
+        (path / "runner/runner.py").write_text(source.replace("self.n_candidates = 1",
+                                                              "self.n_candidates = 2"))
+
+    commit_on_branch(root, "arx/c", tampered_runner, amend=True)
+    report = replay(root, "arx/c", force=True)
+    d = report.divergence
+    assert report.exit_code == 1 and "end of run c" in d.step
+    assert d.field == "tree:runner/runner.py" and "n_candidates = 2" in d.original
+    assert "test_smoke" not in d.what  # the runner alone differs: no "(and 1 more: ...)"
+
+
 def test_unusable_branches_are_refused_with_what_to_do(offline_c, tmp_path):
     root = copy_of(offline_c, tmp_path)
     with pytest.raises(ReplayError, match="no branch 'nope'"):
