@@ -9,7 +9,8 @@ import click
 
 from arx.core.config import load_toml, plain
 from arx.core.errors import ArxError
-from arx.core.llm.client import ChatClient, public_url, resolve_llm
+from arx.core.llm.client import ChatClient
+from arx.core.llm.settings import public_url, resolve_llm
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import OptunaProposer
 

@@ -84,6 +84,17 @@ class RunConfig:
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
+    def managed_values(self) -> dict[str, Any]:
+        """The constants arx itself sets in the baseline: the budget (or the step count)."""
+        values: dict[str, Any] = {}
+        if self.budget is not None:
+            values[self.target.budget_constant] = self.budget
+            if self.target.steps_constant:
+                values[self.target.steps_constant] = 0
+        if self.steps is not None:
+            values[self.target.steps_constant] = self.steps
+        return values
+
     def trial_timeout(self, baseline_wall_s: float | None = None) -> float:
         """Hard wall-clock limit of one trial: explicit, else budget + margin, else generous."""
         if self.timeout:

@@ -6,7 +6,7 @@ setup command, an executor's job or the gate's smoke test, gets arx's environmen
 
 - the known provider variables (``PROVIDER_KEY_ENV``), always;
 - the names the caller passes: the variables the run's ``[llm]`` settings read its key from
-  (``arx.core.llm.client.secret_names``; the llm package owns those settings, so execution
+  (``arx.core.llm.settings.secret_names``; the llm package owns those settings, so execution
   never imports it);
 - for untrusted code (the gate runs an LLM-written runner), every variable whose name looks
   secret (contains one of ``SECRET_MARKERS``, in any case).

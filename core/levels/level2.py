@@ -22,8 +22,8 @@ from arx.core.errors import ArxError, PatchError
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
 from arx.core.levels.mechanism_state import level2_note
-from arx.core.llm.client import secret_names_in
 from arx.core.llm.jsonextract import extract_json_object
+from arx.core.llm.settings import secret_names_in
 from arx.core.loop.trace import Trace
 from arx.core.repo import commits
 from arx.core.repo.git import GitRepo

@@ -13,72 +13,43 @@ snapshots. None of them reads or writes the engine.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
-from arx.core.execution.executor import Executor, TrialJob, make_executor
+from arx.core.execution.executor import Executor, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
 from arx.core.levels.runnerload import load_runner
 from arx.core.levels.schedule import OuterLoop, SearchView
-from arx.core.llm.client import secret_names_in
+from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
 from arx.core.loop.context import hook_context, runner_config
-from arx.core.loop.progress import Reporter, RunProgress
+from arx.core.loop.progress import Reporter, RunProgress, trial_counts
+from arx.core.loop.resume import Best, mark_interrupted, rebuild_best
 from arx.core.loop.space import ParameterSpace
-from arx.core.loop.trace import Trace, TraceRecord, best_of
-from arx.core.loop.trials import Clock, LiveTrials, TrialKey, TrialRequest, TrialRunner
+from arx.core.loop.trace import Trace, TraceRecord
+from arx.core.loop.trials import (
+    Clock,
+    LiveTrials,
+    TrialJournal,
+    TrialKey,
+    TrialRunner,
+    default_executor,
+)
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.repo import commits
 from arx.core.repo.paths import RUNNER_PATH
 from arx.core.repo.workspace import Workspace
 from arx.core.states import TrialKind, TrialState
 
-_EXEC_TO_STATE = {
-    ExecStatus.CRASH: TrialState.CRASH,
-    ExecStatus.FAIL: TrialState.FAIL,
-    ExecStatus.NAN: TrialState.NAN,
-    ExecStatus.NO_METRIC: TrialState.NO_METRIC,
-    ExecStatus.TIMEOUT: TrialState.TIMEOUT,
-    ExecStatus.INTERRUPTED: TrialState.INTERRUPTED,
-}
-#: summary keys copied from the target's output into each trace record
-SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
-                "peak_mem_mb", "peak_vram_mb", "num_params_M")
 #: how many times one iteration may revert a faulting mechanism and try again
 _MAX_FAULTS = 20
-
-
-@dataclass(frozen=True)
-class Best:
-    """The current best configuration: where it came from, its metric, its source text."""
-
-    iteration: int
-    metric: float
-    config: Mapping[str, Any]
-    source: str
-    confirm: Mapping[int, float] = field(default_factory=dict)  # seed -> metric of extra seeds
-
-
-def default_executor(ws: Workspace) -> Executor | None:
-    """The executor a run's settings ask for (``--parallel``, ``--executor``, ``[executor]``);
-    None for one candidate at a time on this machine (trials run in the worktree)."""
-    config = ws.config
-    if config.parallel <= 1 and config.executor == "local":
-        return None
-    table = plain(load_toml(ws.path).get("executor", {}))
-    return make_executor(
-        config.executor, ws.local.slots_dir, config.parallel, config.address,
-        log_dir=ws.log_dir, pid_dir=ws.local.slot_pid_dir,
-        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
-        runtime_env=table.get("runtime_env"))
 
 
 class Engine:
@@ -101,7 +72,8 @@ class Engine:
         self.secret_env = secret_names_in(ws.path)
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
                                            self.secret_env)
-        self.clock = clock or Clock()
+        self.journal = TrialJournal(self.trace, self.trials, clock or Clock(), ws.name,
+                                    self.target.seed_constant)
         self.executor = executor
         self.outer = OuterLoop(ws, self.trace, self.config, llm=llm, say=self.reporter.line,
                                secret_env=self.secret_env)
@@ -111,8 +83,6 @@ class Engine:
         self.search = SearchState()
         self.runner: Any = None
         self.started = time.monotonic()
-        self.trials_run = 0
-        self.trial_seconds = 0.0
         self._baseline_wall: float | None = None
         self._retry: dict[int, list[Mapping[str, Any]]] = {}
         self._measured: dict[int, dict[str, Any]] = {}
@@ -122,28 +92,14 @@ class Engine:
         return tuple(sorted(self.search.frozen))
 
     def progress(self) -> RunProgress:
-        counts: dict[str, int] = {}
-        for r in self.records:
-            if r.kind == TrialKind.TRIAL:
-                counts[r.state.value] = counts.get(r.state.value, 0) + 1
         best = self.best
         return RunProgress(
             run=self.ws.name, resumed=self.ws.resumed, iterations=self.config.iterations,
             group=self.config.group, proposer=self.proposer.name,
             baseline_metric=self.baseline_metric, best_metric=best.metric if best else None,
-            best_iteration=best.iteration if best else None, counts=counts,
-            elapsed_s=time.monotonic() - self.started, trials_run=self.trials_run,
-            trial_seconds=self.trial_seconds)
-
-    def _managed_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        if self.config.budget is not None:
-            values[self.target.budget_constant] = self.config.budget
-            if self.target.steps_constant:
-                values[self.target.steps_constant] = 0
-        if self.config.steps is not None:
-            values[self.target.steps_constant] = self.config.steps
-        return values
+            best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
+            elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
+            trial_seconds=self.journal.trial_seconds)
 
     # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -161,32 +117,14 @@ class Engine:
             source = apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
-        for start in self.trace.pending():
+        for start in mark_interrupted(self.trace, self.ws.name):
             if start.get("kind") == TrialKind.TRIAL:  # re-run the same proposal(s), do not ask
                 self._retry.setdefault(int(start["iteration"]), []).append(start)
-            self.trace.record({
-                "run": self.ws.name, "iteration": start["iteration"], "kind": start.get("kind"),
-                "seq": start.get("seq", 0), "status": TrialState.INTERRUPTED,
-                "changes": start.get("changes", {}),
-                "reason": "arx was stopped while this trial ran; it is run again",
-            })
         self.records = self.trace.records()
 
     def _rebuild_state(self) -> None:
-        best = best_of(self.records)
-        if best is None:
-            return
-        base = next(r for r in self.records if r.state is TrialState.BASELINE)
-        self.baseline_metric = base.metric
-        metric, confirm = best.metric, {}
-        for rec in self.records:
-            if rec.kind == TrialKind.CONFIRM and rec.get("of") == best.iteration \
-                    and rec.metric is not None:
-                confirm[int(rec.get("seed"))] = rec.metric
-            if rec.kind == TrialKind.REBASELINE and rec.metric is not None:
-                metric = rec.metric
-        self.best = Best(best.iteration, metric, dict(best.get("config")),
-                         self.target_path.read_text(), confirm)
+        self.best, self.baseline_metric = rebuild_best(self.records,
+                                                       self.target_path.read_text())
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -219,12 +157,12 @@ class Engine:
 
     def _baseline(self) -> None:
         self.trials.prepare()
-        managed = self._managed_values()
+        managed = self.config.managed_values()
         source = apply_changes(self.target_path.read_text(), managed)
         self.target_path.write_text(source)
         config = {c.name: c.value for c in discover_constants(source)
                   if c.name in self.space.specs}
-        result = self._measure(TrialKey(0, TrialKind.BASELINE), {}, source,
+        result = self.journal.measure(TrialKey(0, TrialKind.BASELINE), {}, source,
                                self.config.trial_timeout())
         record = self._record(TrialKey(0, TrialKind.BASELINE), result, {}, "", config,
                               TrialState.BASELINE if result.status is ExecStatus.OK else None)
@@ -354,7 +292,7 @@ class Engine:
             })
             return self._observe(ctx, record)
         self.target_path.write_text(source)
-        result = self._measure(TrialKey(i, TrialKind.TRIAL), changes, source, self._timeout(),
+        result = self.journal.measure(TrialKey(i, TrialKind.TRIAL), changes, source, self._timeout(),
                                hypothesis=proposal.hypothesis)
         self._measured[i] = {"changes": changes, "source": source, "result": result, "base": base}
         return self._decide(i, ctx, changes, source, result, base)
@@ -410,8 +348,7 @@ class Engine:
         done = self.executor.run(jobs)
         results = [jr.result for jr in done]
         intervals = [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done]
-        self.trials_run += len(jobs)
-        self.trial_seconds += time.monotonic() - started
+        self.journal.count(len(jobs), time.monotonic() - started)
         self._measured[i] = {"batch": list(batch), "results": results, "base": base,
                              "intervals": intervals}
         return self._decide_batch(i, ctx, batch, results, base, intervals)
@@ -477,7 +414,7 @@ class Engine:
                 seeded = apply_changes(src, {seed_name: seed})
                 self.target_path.write_text(seeded)
                 key = TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i))
-                result = self._measure(key, {seed_name: seed}, seeded, self._timeout(),
+                result = self.journal.measure(key, {seed_name: seed}, seeded, self._timeout(),
                                        log=f"confirm-{of}-s{seed}")
                 rec = self._record(key, result, {seed_name: seed}, "", {}, None, of=of,
                                    seed=seed, seq=key.seq)
@@ -496,7 +433,7 @@ class Engine:
         """Time mode: re-measure the best so drift in machine speed is seen, not mistaken."""
         self.target_path.write_text(self.best.source)
         key = TrialKey(i, TrialKind.REBASELINE)
-        result = self._measure(key, {}, self.best.source, self._timeout())
+        result = self.journal.measure(key, {}, self.best.source, self._timeout())
         before = self.best.metric
         rec = self._record(key, result, {}, "", dict(self.best.config), None, best_before=before)
         self.records.append(rec)
@@ -506,49 +443,18 @@ class Engine:
                                f"(drift {rec.metric - before:+.4g})")
 
     # ---- trials ------------------------------------------------------------------------------
+    def _record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],
+                hypothesis: str, config: Mapping[str, Any], state: TrialState | None,
+                **extra: Any) -> TraceRecord:
+        extra.setdefault("best_before", self.best.metric if self.best else None)
+        return self.journal.record(key, result, changes, hypothesis, config, state, **extra)
+
     def _timeout(self) -> float:
         return self.config.trial_timeout(self._baseline_wall or self._recorded_baseline_wall())
 
     def _recorded_baseline_wall(self) -> float | None:
         base = next((r for r in self.records if r.state is TrialState.BASELINE), None)
         return base.get("wall_s") if base else None
-
-    def _measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
-                 log: str | None = None, **start: Any) -> TrialResult:
-        """Journal the start of trial ``key``, then have the trial runner measure it."""
-        extra = {"seq": key.seq} if key.seq else {}
-        self.trace.start(key.iteration, key.kind, changes, **start, **extra)
-        request = TrialRequest(key, dict(changes), source, timeout,
-                               f"{key.iteration:04d}-{log or key.kind}")
-        result = self.trials.run(request)
-        self.trials_run += 1
-        self.trial_seconds += result.wall_s
-        return result
-
-    def _record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],
-                hypothesis: str, config: Mapping[str, Any], state: TrialState | None,
-                **extra: Any) -> TraceRecord:
-        if state is None:
-            state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE)
-                     and result.status is ExecStatus.OK
-                     else _EXEC_TO_STATE.get(result.status, TrialState.CRASH))
-        best_before = self.best.metric if self.best else None
-        metric = result.metric if result.metric is not None and math.isfinite(result.metric) else None
-        data = {
-            "run": self.ws.name, "iteration": key.iteration, "kind": key.kind, "status": state,
-            "changes": dict(changes), "hypothesis": hypothesis, "config": dict(config),
-            "metric": metric, "best_before": best_before,
-            "delta": (metric - best_before) if metric is not None and best_before is not None else None,
-            "wall_s": round(result.wall_s, 3), "returncode": result.returncode,
-            "reason": result.reason,
-            "seed": config.get(self.target.seed_constant) if self.target.seed_constant else None,
-            "finished_at": self.clock.stamp(key),
-            **{k: result.summary[k] for k in SUMMARY_KEYS if k in result.summary},
-        }
-        if state.is_failure:
-            data["log_tail"] = result.log_tail
-        data.update(extra)
-        return self.trace.record(data)
 
     def _commit_keep(self, record: TraceRecord, recovered: bool = False) -> None:
         subject, body, trailers = commits.keep_message(

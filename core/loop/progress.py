@@ -6,8 +6,11 @@ no reporter can read or change the engine's state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from arx.core.states import TrialKind
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,15 @@ class RunProgress:
         if self.best_metric is None or self.baseline_metric is None:
             return None
         return self.best_metric - self.baseline_metric
+
+
+def trial_counts(records: Iterable[Any]) -> dict[str, int]:
+    """Trial status -> number of trial records (confirmations and re-measurements excluded)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.kind == TrialKind.TRIAL:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    return counts
 
 
 class Reporter:

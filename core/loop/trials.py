@@ -2,7 +2,8 @@
 
 The engine never starts a process itself. It hands a ``TrialRequest`` (which trial, what it
 changes, the file it trains, its timeout) to a ``TrialRunner`` and gets a ``TrialResult`` back;
-it stamps the finished record with a ``Clock``. ``LiveTrials`` and ``Clock`` are the real ones;
+it stamps the finished record with a ``Clock``; the ``TrialJournal`` writes both to the trace.
+``LiveTrials`` and ``Clock`` are the real ones;
 replay hands the engine a runner that serves recorded results and a clock that serves recorded
 times (``arx.core.replay.engine``), so the same engine code decides in both.
 """
@@ -10,6 +11,7 @@ times (``arx.core.replay.engine``), so the same engine code decides in both.
 from __future__ import annotations
 
 import abc
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -17,12 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arx.core.config import TargetConfig
+from arx.core.config import TargetConfig, load_toml, plain
 from arx.core.errors import RunError
+from arx.core.execution.executor import Executor, make_executor
 from arx.core.execution.process import kill_stale
-from arx.core.execution.trial import TrialResult, TrialSpec, run_trial
-from arx.core.states import TrialKind
+from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
+from arx.core.loop.trace import Trace, TraceRecord
+from arx.core.repo.workspace import Workspace
+from arx.core.states import TrialKind, TrialState
 
+_EXEC_TO_STATE = {
+    ExecStatus.CRASH: TrialState.CRASH,
+    ExecStatus.FAIL: TrialState.FAIL,
+    ExecStatus.NAN: TrialState.NAN,
+    ExecStatus.NO_METRIC: TrialState.NO_METRIC,
+    ExecStatus.TIMEOUT: TrialState.TIMEOUT,
+    ExecStatus.INTERRUPTED: TrialState.INTERRUPTED,
+}
+#: summary keys copied from the target's output into each trace record
+SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
+                "peak_mem_mb", "peak_vram_mb", "num_params_M")
 #: seconds the target's setup command may take (it may download and tokenize a data set)
 SETUP_TIMEOUT_S = 3600.0
 _LABEL = re.compile(r"^(\d+)-([a-z]+)(?:-c(\d+))?$")
@@ -131,3 +147,73 @@ class Clock:
 
     def stamp(self, key: TrialKey) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class TrialJournal:
+    """The one writer of trial events: a ``start`` before a trial is measured (so a kill leaves
+    it pending, to be marked interrupted on resume), a trial record after. Counts the trials
+    this process ran and their seconds."""
+
+    def __init__(self, trace: Trace, trials: TrialRunner, clock: Clock, run: str,
+                 seed_constant: str | None):
+        self.trace = trace
+        self.trials = trials
+        self.clock = clock
+        self.run = run
+        self.seed_constant = seed_constant
+        self.trials_run = 0
+        self.trial_seconds = 0.0
+
+    def count(self, trials: int, seconds: float) -> None:
+        self.trials_run += trials
+        self.trial_seconds += seconds
+
+    def measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
+                log: str | None = None, **start: Any) -> TrialResult:
+        """Journal the start of trial ``key``, then have the trial runner measure it."""
+        extra = {"seq": key.seq} if key.seq else {}
+        self.trace.start(key.iteration, key.kind, changes, **start, **extra)
+        request = TrialRequest(key, dict(changes), source, timeout,
+                               f"{key.iteration:04d}-{log or key.kind}")
+        result = self.trials.run(request)
+        self.count(1, result.wall_s)
+        return result
+
+    def record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],
+               hypothesis: str, config: Mapping[str, Any], state: TrialState | None, *,
+               best_before: float | None, **extra: Any) -> TraceRecord:
+        """The trace record of a measured trial; ``state`` None: from the result's status."""
+        if state is None:
+            state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE)
+                     and result.status is ExecStatus.OK
+                     else _EXEC_TO_STATE.get(result.status, TrialState.CRASH))
+        metric = result.metric if result.metric is not None and math.isfinite(result.metric) else None
+        data = {
+            "run": self.run, "iteration": key.iteration, "kind": key.kind, "status": state,
+            "changes": dict(changes), "hypothesis": hypothesis, "config": dict(config),
+            "metric": metric, "best_before": best_before,
+            "delta": (metric - best_before) if metric is not None and best_before is not None else None,
+            "wall_s": round(result.wall_s, 3), "returncode": result.returncode,
+            "reason": result.reason,
+            "seed": config.get(self.seed_constant) if self.seed_constant else None,
+            "finished_at": self.clock.stamp(key),
+            **{k: result.summary[k] for k in SUMMARY_KEYS if k in result.summary},
+        }
+        if state.is_failure:
+            data["log_tail"] = result.log_tail
+        data.update(extra)
+        return self.trace.record(data)
+
+
+def default_executor(ws: Workspace) -> Executor | None:
+    """The executor a run's settings ask for (``--parallel``, ``--executor``, ``[executor]``);
+    None for one candidate at a time on this machine (trials run in the worktree)."""
+    config = ws.config
+    if config.parallel <= 1 and config.executor == "local":
+        return None
+    table = plain(load_toml(ws.path).get("executor", {}))
+    return make_executor(
+        config.executor, ws.local.slots_dir, config.parallel, config.address,
+        log_dir=ws.log_dir, pid_dir=ws.local.slot_pid_dir,
+        num_cpus=float(table.get("num_cpus", 1)), num_gpus=float(table.get("num_gpus", 0)),
+        runtime_env=table.get("runtime_env"))

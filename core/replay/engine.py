@@ -26,9 +26,8 @@ from arx.core.codemods.constants import discover_constants
 from arx.core.execution.executor import Executor, JobResult, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.llm.client import ChatResult
-from arx.core.loop.engine import SUMMARY_KEYS
 from arx.core.loop.trace import Trace
-from arx.core.loop.trials import Clock, TrialKey, TrialRequest, TrialRunner
+from arx.core.loop.trials import SUMMARY_KEYS, Clock, TrialKey, TrialRequest, TrialRunner
 from arx.core.replay.source import Divergence, DivergenceFound, Recording, norm
 
 _STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,

@@ -28,7 +28,7 @@ from typing import Any
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
 from arx.core.execution.trial import TrialSpec, run_trial
-from arx.core.llm.client import secret_names_in
+from arx.core.llm.settings import secret_names_in
 from arx.core.replay.source import Recording, ReplayError, norm
 from arx.core.states import MEASURED
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from arx.core.execution.env import PROVIDER_KEY_ENV, looks_secret, scrub_env
-from arx.core.llm.client import PRESETS, secret_names
+from arx.core.llm.settings import PRESETS, secret_names
 
 ENVIRON = {
     "PATH": "/usr/bin", "HOME": "/home/u", "ARX_HOME": "kept", "CUDA_VISIBLE_DEVICES": "0",

@@ -90,7 +90,8 @@ def test_group_b_commits_each_cycle_and_frozen_parameters_are_not_proposed(toy_r
 
 
 def test_group_b_with_an_llm_records_the_exchange(toy_repo, llm_server):
-    from arx.core.llm.client import ChatClient, resolve_llm
+    from arx.core.llm.client import ChatClient
+    from arx.core.llm.settings import resolve_llm
 
     llm_server.script([ok('{"freeze": ["DEPTH"], "unfreeze": [], "guidance": "Look at LR."}')])
     ws_path = toy_repo / ".arx" / "worktrees" / "bl"

@@ -12,7 +12,8 @@ import json
 import git
 import pytest
 
-from arx.core.llm.client import ChatClient, resolve_llm
+from arx.core.llm.client import ChatClient
+from arx.core.llm.settings import resolve_llm
 from arx.core.loop.engine import Engine
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import OptunaProposer

@@ -7,14 +7,12 @@ import time
 import pytest
 
 from arx.core.errors import ConfigError, LLMError
-from arx.core.llm.client import (
+from arx.core.llm.client import ChatClient, _retry_after, next_number
+from arx.core.llm.settings import (
     DUMMY_KEY,
     PRESETS,
-    ChatClient,
     LLMSettings,
-    _retry_after,
     api_key,
-    next_number,
     public_url,
     resolve_llm,
     secret_names,

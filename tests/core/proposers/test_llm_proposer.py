@@ -5,7 +5,8 @@ import json
 import pytest
 
 from arx.core.errors import LLMError
-from arx.core.llm.client import ChatClient, LLMSettings
+from arx.core.llm.client import ChatClient
+from arx.core.llm.settings import LLMSettings
 from arx.core.proposers.base import ProposalRequest
 from arx.core.proposers.llm import DEFAULT_SYSTEM, LLMProposer
 

@@ -17,7 +17,8 @@ import pytest
 
 from arx.core.codemods.constants import apply_changes
 from arx.core.errors import TraceError
-from arx.core.llm.client import ChatClient, resolve_llm
+from arx.core.llm.client import ChatClient
+from arx.core.llm.settings import resolve_llm
 from arx.core.loop.engine import Engine, run_to_end
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import OptunaProposer
