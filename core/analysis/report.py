@@ -29,6 +29,7 @@ from arx.core.analysis.figures import Marker, build_figure
 from arx.core.analysis.summary import as_number, summary_blocks, to_html, to_markdown
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
+from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import RunFiles, branch_of
@@ -124,7 +125,7 @@ def load_run(repo: GitRepo, name: str) -> RunData:
     group = RunConfig.from_json(stored).group.upper() if stored else "A"
     events = trace_events(repo, name)
     commits = [c for c in reversed(repo.log(branch_of(name)))
-               if c.trailers.get("Arx-Run") == name or "Arx-Mechanism" in c.trailers]
+               if c.trailers.get(Trailer.RUN) == name or Trailer.MECHANISM in c.trailers]
     return RunData(
         name=name, metric=status.metric, direction=status.direction, group=group,
         state=status.state, iterations=status.iterations,

@@ -12,8 +12,14 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from arx.core.repo.commits import describe_changes, fmt_metric
-from arx.core.states import FAILED
+from arx.core.levels.mechanism_state import (
+    attempt_state,
+    events_from_commits,
+    mechanism_records,
+    verdict_of,
+)
+from arx.core.repo.commits import describe_changes, fmt_metric, level15_facts
+from arx.core.states import FAILED, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
     from arx.core.analysis.report import RunData
@@ -92,9 +98,9 @@ def run_blocks(run: RunData) -> list[Block]:
         blocks.append(("h", 3, "Level 2 mechanisms"))
         if mechs:
             blocks.append(("table", ["after iteration", "mechanism", "domain", "source", "gate",
-                                     "result"], [
+                                     "result", "now"], [
                 [str(m.get("iteration")), str(m["mechanism"]), str(m.get("domain") or "-"),
-                 str(m.get("source") or "-"), m["gate"], m["result"]] for m in mechs]))
+                 str(m.get("source") or "-"), m["gate"], m["result"], m["now"]] for m in mechs]))
         else:
             blocks.append(("p", "No Level 2 mechanism yet."))
     return blocks
@@ -146,69 +152,34 @@ def level15_rows(run: RunData) -> list[dict[str, Any]]:
     rows = [dict(e) for e in run.events if e.get("event") == "level15"]
     if rows:
         return rows
-    for c in run.commits:
-        t = c.trailers
-        if t.get("Arx-Level") == "1.5":
-            rows.append({
-                "iteration": as_int(t.get("Arx-Iteration")), "cycle": as_int(t.get("Arx-Cycle")),
-                "freeze": _names(t.get("Arx-Freeze")), "unfreeze": _names(t.get("Arx-Unfreeze")),
-                "frozen": None, "guidance": t.get("Arx-Guidance", ""), "source": "commit",
-            })
-    return rows
+    return [facts for facts in map(level15_facts, run.commits) if facts is not None]
 
 
 def level2_rows(run: RunData) -> list[dict[str, Any]]:
-    """Level 2 outcomes, oldest first: ``result`` is active, refused (the patch did not apply or
-    the gate failed; reverted at once) or reverted (it failed at run time), ``gate`` a line.
-
-    From ``level2`` trace events (the engine's ``verdict`` pass/fail/refused/runtime_revert, or
-    a ``gate`` line "pass" / "fail: ..." with ``reverted``). A mechanism that shows only in
-    commits (``Arx-Level: 2`` with ``Arx-Mechanism`` and ``Arx-Gate``; its revert carries
-    ``Arx-Reverts``) is read from there."""
-    rows = [_level2_event(e) for e in run.events if e.get("event") == "level2"]
-    seen = {r["mechanism"] for r in rows}
-    by_sha = {c.sha: c for c in run.commits}
-    activations: dict[str, dict[str, Any]] = {}  # sha of the mechanism's commit -> its row
-    at = 0  # iteration of the latest commit that names one (reverts do not)
-    for c in run.commits:
-        t = c.trailers
-        at = as_int(t.get("Arx-Iteration"), at)
-        undone = by_sha.get(t.get("Arx-Reverts", ""))
-        mech = t.get("Arx-Mechanism") or (undone.trailers.get("Arx-Mechanism") if undone else None)
-        if not mech or mech in seen:
-            continue
-        gate = t.get("Arx-Gate") or "pass"
-        reason = c.body.strip().splitlines()[0] if c.body.strip() else ""
-        if undone is None and not c.subject.startswith("Revert"):
-            row = {"iteration": at, "mechanism": mech, "gate": gate, "reason": "",
-                   "result": "active" if gate.startswith("pass") else "refused",
-                   "source": "commit"}
-            activations[c.sha] = row
-            rows.append(row)
-            continue
-        row = activations.get(undone.sha if undone else "")
-        if row is not None and not gate.startswith(("pass", "runtime")):
-            row.update(result="refused", gate=gate, reason=reason)  # the gate's own revert
-        else:
-            rows.append({"iteration": at, "mechanism": mech, "gate": gate, "result": "reverted",
-                         "reason": reason, "source": "commit"})
+    """Level 2 attempts, oldest first: ``result`` is what the attempt did (active, refused, or
+    reverted at run time), ``now`` where its mechanism stands, ``gate`` a line. From the trace's
+    ``level2`` events, and for mechanisms the trace does not name, from the branch's commits;
+    both read by ``mechanism_state``, the one place that decides."""
+    events = [dict(e) for e in run.events if e.get("event") == "level2"]
+    events += events_from_commits(run.commits, {str(e.get("mechanism")) for e in events})
+    now = {m.name: m.state.value for m in mechanism_records(events)}
+    rows = []
+    for e in events:
+        name = str(e.get("mechanism") or "?")
+        rows.append({**e, "mechanism": name, "gate": _gate_line(e),
+                     "result": attempt_state(e).value, "now": now[name],
+                     "reason": str(e.get("reason") or ""), "iteration": as_int(e.get("iteration"))})
     return sorted(rows, key=lambda r: r["iteration"])
 
 
-def _level2_event(e: Mapping[str, Any]) -> dict[str, Any]:
-    verdict = e.get("verdict")
-    reason = str(e.get("reason") or "")
-    gate = e.get("gate")
-    if verdict is not None:
-        result = {"pass": "active", "runtime_revert": "reverted"}.get(str(verdict), "refused")
-        line = {"pass": "pass", "fail": f"fail: {reason}", "refused": f"refused: {reason}",
-                "runtime_revert": "pass (failed at run time)"}.get(str(verdict), str(verdict))
-    else:
-        line = str(gate if isinstance(gate, str) else "pass")
-        result = ("refused" if not line.startswith("pass") else
-                  "reverted" if e.get("reverted") else "active")
-    return {**e, "mechanism": e.get("mechanism") or e.get("name") or "?", "gate": line,
-            "result": result, "reason": reason, "iteration": as_int(e.get("iteration"))}
+def _gate_line(e: Mapping[str, Any]) -> str:
+    verdict, reason = e.get("verdict"), str(e.get("reason") or "")
+    if verdict is None:
+        gate = e.get("gate")
+        return gate if isinstance(gate, str) else "pass"
+    return {Verdict.PASS: "pass", Verdict.FAIL: f"fail: {reason}",
+            Verdict.REFUSED: f"refused: {reason}",
+            Verdict.RUNTIME_REVERT: "pass (failed at run time)"}.get(verdict_of(e), str(verdict))
 
 
 def _md_cell(value: Any) -> str:
@@ -231,6 +202,3 @@ def as_int(value: Any, default: int = 0) -> int:
     except (TypeError, ValueError):
         return default
 
-
-def _names(text: str | None) -> list[str]:
-    return [n for n in (text or "").split(",") if n and n != "-"]

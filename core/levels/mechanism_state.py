@@ -1,7 +1,8 @@
 """Where each Level-2 mechanism of a run stands: the one place that says "active".
 
 Every Level-2 attempt (LLM, catalog, repair or `arx mechanism add`) writes one ``level2`` event to
-the run's trace (``note``); a mechanism's state is derived from those events alone, oldest first:
+the run's trace (``note``); a mechanism's state is derived from those events, oldest first (a
+branch whose trace lacks them is read from its commits by ``events_from_commits``):
 
 - ``pass`` makes it **active**;
 - ``runtime_revert`` (and any event marked ``reverted`` after it was active) makes it **reverted**;
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from arx.core.repo.commits import Commit, Trailer, is_revert, trailer_int
 from arx.core.states import MechanismState, Verdict
 
 
@@ -49,11 +51,65 @@ class MechanismRecord:
         return self.state is MechanismState.ACTIVE
 
 
-def _verdict(event: Mapping[str, Any]) -> Verdict | None:
-    try:
-        return Verdict(event.get("verdict"))
-    except ValueError:
-        return None
+def verdict_of(event: Mapping[str, Any]) -> Verdict | None:
+    """The attempt's verdict; events without one (``gate`` as a line, ``reverted`` a flag; the
+    form of commit-derived events too) are read by their gate line."""
+    if event.get("verdict") is not None:
+        try:
+            return Verdict(event["verdict"])
+        except ValueError:
+            return None
+    gate = event.get("gate")
+    line = gate if isinstance(gate, str) else "pass"
+    if not line.startswith("pass"):
+        return Verdict.FAIL
+    return Verdict.RUNTIME_REVERT if event.get("reverted") else Verdict.PASS
+
+
+def attempt_state(event: Mapping[str, Any]) -> MechanismState:
+    """What one attempt did to its mechanism: activated, reverted it, or was refused."""
+    verdict = verdict_of(event)
+    return (MechanismState.ACTIVE if verdict is Verdict.PASS else
+            MechanismState.REVERTED if verdict is Verdict.RUNTIME_REVERT else
+            MechanismState.REFUSED)
+
+
+def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) -> list[dict]:
+    """``level2`` events read from a branch's commits (oldest first), for mechanisms the trace
+    does not name (``known``): a mechanism commit is an attempt whose gate line is its
+    ``Arx-Gate``; the revert of an active one is a run-time revert; the gate's own revert of a
+    refused one adds nothing."""
+    commits = list(commits)
+    known = set(known)
+    by_sha = {c.sha: c for c in commits}
+    events: list[dict] = []
+    activated: dict[str, dict] = {}  # sha of the mechanism's commit -> its event
+    at = 0  # iteration of the latest commit that names one (reverts do not)
+    for c in commits:
+        t = c.trailers
+        at = trailer_int(c, Trailer.ITERATION) or at
+        undone = by_sha.get(t.get(Trailer.REVERTS, ""))
+        name = t.get(Trailer.MECHANISM) or (undone.trailers.get(Trailer.MECHANISM)
+                                            if undone else None)
+        if not name or name in known:
+            continue
+        gate = t.get(Trailer.GATE) or "pass"
+        reason = c.body.strip().splitlines()[0] if c.body.strip() else ""
+        if undone is None and not is_revert(c):
+            event = {"event": "level2", "mechanism": name, "iteration": at, "gate": gate,
+                     "reason": "", "source": "commit", "commit": c.sha}
+            activated[c.sha] = event
+            events.append(event)
+        elif undone is not None and undone.sha in activated and not gate.startswith("pass") \
+                and not gate.startswith("runtime"):
+            activated[undone.sha].update(gate=gate, reason=reason)  # the gate's own revert
+        else:
+            events.append({"event": "level2", "mechanism": name, "iteration": at,
+                           "verdict": Verdict.RUNTIME_REVERT.value, "gate": gate,
+                           "reverted": True, "reason": reason,
+                           "source": "commit", "revert": c.sha,
+                           "commit": undone.sha if undone else None})
+    return events
 
 
 def mechanism_records(events: Iterable[Mapping[str, Any]]) -> list[MechanismRecord]:
@@ -62,7 +118,7 @@ def mechanism_records(events: Iterable[Mapping[str, Any]]) -> list[MechanismReco
     for position, e in enumerate(e for e in events if e.get("event", "level2") == "level2"):
         name = str(e.get("mechanism") or "?")
         prev = out.get(name)
-        verdict = _verdict(e)
+        verdict = verdict_of(e)
         was_active = prev is not None and prev.active
         commit = prev.commit if prev is not None else None
         activated = prev.activated if prev is not None else -1

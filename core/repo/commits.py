@@ -256,6 +256,21 @@ def unreverted_gate_failure(head: Commit) -> tuple[str, str] | None:
     return None
 
 
+def level15_facts(commit: Commit) -> dict[str, Any] | None:
+    """A Level 1.5 commit's decision as a trace ``level15`` event has it (None: not one)."""
+    if level_of(commit) is not Level.L15:
+        return None
+    t = commit.trailers
+
+    def names(key: str) -> list[str]:
+        return [n for n in (t.get(key) or "").split(",") if n and n != "-"]
+
+    return {"iteration": trailer_int(commit, Trailer.ITERATION) or 0,
+            "cycle": trailer_int(commit, Trailer.CYCLE) or 0, "freeze": names(Trailer.FREEZE),
+            "unfreeze": names(Trailer.UNFREEZE), "frozen": None,
+            "guidance": t.get(Trailer.GUIDANCE, ""), "source": "commit"}
+
+
 def has_ended(log: Iterable[Commit], run: str | None = None) -> bool:
     """Whether ``log`` holds an end-of-run commit (of ``run``, when given)."""
     return any(level_of(c) is Level.END and (run is None or c.trailers.get(Trailer.RUN) == run)

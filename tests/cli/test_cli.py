@@ -163,6 +163,13 @@ def test_mechanism_add_and_list(toy_repo, tmp_path):
     # the gate refused Nope: status must not count it as active (its trace commit names it too)
     status = json.loads(invoke("-C", str(toy_repo), "status", "m", "--json").output)
     assert status[0]["mechanisms"] == ["OnlyLR"]
+    out = invoke("-C", str(toy_repo), "report", "m", "--out", str(tmp_path / "m.png"))
+    assert out.exit_code == 0, out.output
+    summary = (tmp_path / "m.md").read_text()
+    assert "| OnlyLR | by hand | manual | pass | active | active |" in summary
+    assert "| Nope | - | manual | fail: ruff: F821" in summary
+    nope = next(line for line in summary.splitlines() if "| Nope |" in line)
+    assert nope.endswith("| refused | refused |")
     log = json.loads(invoke("-C", str(toy_repo), "log", "m", "--level", "2", "--json").output)
     gates = [c["Arx-Gate"] for c in log if c["subject"].startswith(("L2", "Revert"))]
     assert gates[0] == "pass" and gates[1].startswith("fail: ruff") and len(gates) == 3
