@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from arx.core.execution.executor import Executor, LocalExecutor, TrialJob
+from arx.core.execution.executor import Executor, TrialJob
+from arx.core.execution.local import LocalExecutor
 
 TARGET = 'import time\nSLEEP = {sleep}\ntime.sleep(SLEEP)\nprint("---\\nval_bpb: 1.0")\n'
 

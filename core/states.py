@@ -66,6 +66,23 @@ class TrialKind(_Word):
     REBASELINE = "rebaseline"  # the best re-measured (time mode)
 
 
+class Event(_Word):
+    """What a trace line records (trace field ``event``)."""
+
+    START = "start"  # a trial is about to run (a kill leaves it pending)
+    TRIAL = "trial"  # a finished trial record
+    LEVEL15 = "level15"  # a Level 1.5 decision
+    LEVEL2 = "level2"  # a Level 2 attempt
+
+
+class RunState(_Word):
+    """Where a run stands (`arx status`): derived from its lock, its commits and its trace."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+
+
 class Level(_Word):
     """Which part of arx made a commit (trailer ``Arx-Level``)."""
 

@@ -30,10 +30,13 @@ from arx.core.config import load_toml, resolve
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import run_to_end
 from arx.core.proposers.base import Proposer
+from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.random_search import RandomProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import branch_of
 from arx.core.repo.runs import read_trace, run_status
 from arx.core.repo.workspace import Workspace, check_name, open_run
+from arx.core.states import RunState, TrialKind, TrialState
 
 GROUPS = ("A", "B", "C", "D")
 BASELINES = ("optuna", "random")
@@ -87,7 +90,7 @@ class Row:
 
     @property
     def deltas(self) -> list[float]:
-        return [o.delta for o in self.outcomes if o.state == "finished" and o.delta is not None]
+        return [o.delta for o in self.outcomes if o.state == RunState.FINISHED and o.delta is not None]
 
     @property
     def mean(self) -> float | None:
@@ -158,11 +161,7 @@ def split_list(text: str | None) -> list[str]:
 
 def offline_proposer(arm: Arm, seed: int) -> Proposer:
     if arm.proposer == "random":
-        from arx.core.proposers.random_search import RandomProposer
-
         return RandomProposer(seed=seed)
-    from arx.core.proposers.offline import OptunaProposer
-
     return OptunaProposer(seed=seed)
 
 
@@ -241,7 +240,7 @@ def _run_arm(repo: GitRepo, arm: Arm, prefix: str, repeats: int, flags: Mapping[
                 break
         st = run_status(repo, name)
         outcomes.append(Outcome(name, r, st.state, action, st.baseline, st.best, st.delta))
-        if st.state == "finished":
+        if st.state == RunState.FINISHED:
             note(f"ablate: {name}: delta " + fmt(st.delta, "+.6f"))
     if refusal:
         note(f"ablate: {arm.label}: unavailable ({refusal})")
@@ -266,11 +265,11 @@ def _next_action(repo: GitRepo, name: str, iterations: int) -> str:
     if not repo.branch_exists(branch_of(name)):
         return "started"
     st = run_status(repo, name)
-    if st.state == "running":
+    if st.state == RunState.RUNNING:
         return "running"
-    if st.state == "finished":
+    if st.state == RunState.FINISHED:
         reached = max((int(r["iteration"]) for r in read_trace(repo, name)
-                       if r.get("kind") == "trial" and r.get("status") != "interrupted"),
+                       if r.get("kind") == TrialKind.TRIAL and r.get("status") != TrialState.INTERRUPTED),
                       default=0)
         return "skipped" if reached >= iterations else "extended"
     return "resumed"
@@ -326,7 +325,7 @@ def table_rows(result: Ablation) -> tuple[list[str], list[list[str]]]:
         cells = []
         for r in range(1, result.repeats + 1):
             o = next((o for o in row.outcomes if o.repeat == r), None)
-            cells.append(fmt(o.delta) if o and o.state == "finished" else
+            cells.append(fmt(o.delta) if o and o.state == RunState.FINISHED else
                          (o.state if o else "-"))
         ratio = result.ratio(row)
         mean_std = (f"{fmt(row.mean)} ± {fmt(row.std, '.4f')}" if row.mean is not None
@@ -359,7 +358,7 @@ def csv_rows(result: Ablation) -> list[list[Any]]:
         deltas, states = [], []
         for r in range(1, result.repeats + 1):
             o = next((o for o in row.outcomes if o.repeat == r), None)
-            deltas.append(_cell(o.delta if o and o.state == "finished" else None))
+            deltas.append(_cell(o.delta if o and o.state == RunState.FINISHED else None))
             states.append(o.state if o else "missing")
         state = (f"unavailable: {row.unavailable}" if row.unavailable else
                  "finished" if all(s == "finished" for s in states) else " ".join(states))
@@ -389,13 +388,13 @@ def write_outputs(result: Ablation, repo: GitRepo, stem: Path) -> None:
 def running_delta(repo: GitRepo, run: str, iterations: int) -> list[float] | None:
     """Best - baseline after each iteration 0..iterations (held after the last trial)."""
     records = read_trace(repo, run)
-    base = next((r.get("metric") for r in records if r.get("status") == "baseline"), None)
+    base = next((r.get("metric") for r in records if r.get("status") == TrialState.BASELINE), None)
     if not isinstance(base, (int, float)):
         return None
     best, out = base, []
     by_iteration = {}
     for r in records:
-        if r.get("kind") == "trial" and r.get("status") == "keep":
+        if r.get("kind") == TrialKind.TRIAL and r.get("status") == TrialState.KEEP:
             by_iteration[int(r["iteration"])] = r.get("metric")
     for i in range(iterations + 1):
         best = by_iteration.get(i, best)
@@ -425,7 +424,7 @@ def figure(result: Ablation, repo: GitRepo) -> Any:
     ax_bar.set_title(f"mean ± std over {result.repeats} repeat(s)")
     for i, row in zip(xs, rows):
         curves = [c for c in (running_delta(repo, o.run, result.iterations)
-                              for o in row.outcomes if o.state == "finished") if c]
+                              for o in row.outcomes if o.state == RunState.FINISHED) if c]
         if curves:
             mean = [statistics.fmean(v) for v in zip(*curves)]
             ax_line.step(range(len(mean)), mean, where="post", color=f"C{i}",

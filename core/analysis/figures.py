@@ -20,7 +20,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from arx.core.analysis.summary import as_int, as_number, level2_rows, level15_rows
 from arx.core.repo.commits import fmt_metric
-from arx.core.states import FAILED
+from arx.core.states import FAILED, TrialKind, TrialState
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
     from arx.core.analysis.report import RunData
@@ -121,7 +121,7 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
     top = blended_transform_factory(ax.transData, ax.transAxes)
     xs, ys = run.running_best()
     measured = [(int(r["iteration"]), as_number(r.get("metric")), r.get("status"))
-                for r in run.records if r.get("kind") in ("baseline", "trial")
+                for r in run.records if r.get("kind") in (TrialKind.BASELINE, TrialKind.TRIAL)
                 and as_number(r.get("metric")) is not None]
     last = max([int(r["iteration"]) for r in run.records] + [run.iterations, 1])
     if xs:
@@ -214,7 +214,7 @@ def param_panel(ax: Any, run: RunData) -> None:
 
 def _trial_names(rec: Mapping[str, Any]) -> list[str]:
     names = list(rec.get("changes") or {})
-    if not names and rec.get("status") == "invalid_proposal":
+    if not names and rec.get("status") == TrialState.INVALID:
         names = [str(n) for n in (rec.get("proposal") or {})]
     return names
 

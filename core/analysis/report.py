@@ -34,6 +34,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import RunFiles, branch_of
 from arx.core.repo.runs import run_names, run_status, trace_events
+from arx.core.states import Event, TrialKind, TrialState
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,18 +63,18 @@ class RunData:
 
     @property
     def trials(self) -> list[Mapping[str, Any]]:
-        return [r for r in self.records if r.get("kind", "trial") == "trial"
-                and r.get("status") != "interrupted"]
+        return [r for r in self.records if r.get("kind", "trial") == TrialKind.TRIAL
+                and r.get("status") != TrialState.INTERRUPTED]
 
     @property
     def baseline(self) -> float | None:
         return next((as_number(r.get("metric")) for r in self.records
-                     if r.get("status") == "baseline"), None)
+                     if r.get("status") == TrialState.BASELINE), None)
 
     @property
     def best(self) -> float | None:
         kept = [as_number(r.get("metric")) for r in self.records
-                if r.get("status") in ("baseline", "keep")]
+                if r.get("status") in (TrialState.BASELINE, TrialState.KEEP)]
         return kept[-1] if kept else None
 
     @property
@@ -93,10 +94,10 @@ class RunData:
         """(iterations, best metric after each), from the baseline to the last trial."""
         xs, ys, best = [], [], None
         for rec in self.records:
-            if rec.get("kind") not in ("baseline", "trial") or rec.get("status") == "interrupted":
+            if rec.get("kind") not in (TrialKind.BASELINE, TrialKind.TRIAL) or rec.get("status") == TrialState.INTERRUPTED:
                 continue
             metric = as_number(rec.get("metric"))
-            if rec.get("status") in ("baseline", "keep") and metric is not None:
+            if rec.get("status") in (TrialState.BASELINE, TrialState.KEEP) and metric is not None:
                 best = metric
             if best is not None:
                 if xs and xs[-1] == int(rec["iteration"]):
@@ -129,8 +130,8 @@ def load_run(repo: GitRepo, name: str) -> RunData:
     return RunData(
         name=name, metric=status.metric, direction=status.direction, group=group,
         state=status.state, iterations=status.iterations,
-        records=tuple(e for e in events if e.get("event") == "trial"),
-        events=tuple(e for e in events if e.get("event") in ("level15", "level2")),
+        records=tuple(e for e in events if e.get("event") == Event.TRIAL),
+        events=tuple(e for e in events if e.get("event") in (Event.LEVEL15, Event.LEVEL2)),
         commits=tuple(commits), mechanisms=status.mechanisms,
     )
 

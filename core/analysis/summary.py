@@ -19,7 +19,7 @@ from arx.core.levels.mechanism_state import (
     verdict_of,
 )
 from arx.core.repo.commits import describe_changes, fmt_metric, level15_facts
-from arx.core.states import FAILED, Verdict
+from arx.core.states import FAILED, Event, TrialState, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
     from arx.core.analysis.report import RunData
@@ -72,7 +72,7 @@ def delta_convention(metric: str, direction: str) -> str:
 
 def run_blocks(run: RunData) -> list[Block]:
     blocks: list[Block] = [("h", 2, f"{run.name} (group {run.group})")]
-    kept = [r for r in run.trials if r.get("status") == "keep"]
+    kept = [r for r in run.trials if r.get("status") == TrialState.KEEP]
     blocks.append(("h", 3, "Kept changes"))
     if kept:
         blocks.append(("table", ["iteration", "change", run.metric, "delta", "hypothesis"], [
@@ -149,7 +149,7 @@ def to_html(blocks: Iterable[Block], title: str = "arx report") -> str:
 # ---- rows read from a run -----------------------------------------------------------------
 def level15_rows(run: RunData) -> list[dict[str, Any]]:
     """Level 1.5 decisions, from the trace, else from ``Arx-Level: 1.5`` commits."""
-    rows = [dict(e) for e in run.events if e.get("event") == "level15"]
+    rows = [dict(e) for e in run.events if e.get("event") == Event.LEVEL15]
     if rows:
         return rows
     return [facts for facts in map(level15_facts, run.commits) if facts is not None]
@@ -160,7 +160,7 @@ def level2_rows(run: RunData) -> list[dict[str, Any]]:
     reverted at run time), ``now`` where its mechanism stands, ``gate`` a line. From the trace's
     ``level2`` events, and for mechanisms the trace does not name, from the branch's commits;
     both read by ``mechanism_state``, the one place that decides."""
-    events = [dict(e) for e in run.events if e.get("event") == "level2"]
+    events = [dict(e) for e in run.events if e.get("event") == Event.LEVEL2]
     events += events_from_commits(run.commits, {str(e.get("mechanism")) for e in events})
     now = {m.name: m.state.value for m in mechanism_records(events)}
     rows = []

@@ -1,14 +1,15 @@
-"""Run several trials at once: the executor contract, local slots, and the factory.
+"""Run several trials at once: the executor contract and what every executor shares.
 
 An engine that evaluates several candidates per iteration hands them to an ``Executor`` as
 ``TrialJob``s: every file the command needs (the candidate's patched target among them), the
 command, its timeout and environment. The executor writes the files into a directory of its own,
 runs ``run_trial`` there and hands back one ``JobResult`` per job, in job order. Executors never
-touch the run's worktree or its git repository: git writes stay on the driver (DESIGN.md §8).
+touch the run's worktree or its git repository: git writes stay on the driver.
 
-``LocalExecutor`` is the reference implementation: N slots on this machine, each a directory and
-a thread running one trial subprocess at a time. ``RayExecutor`` (``executor_ray.py``, needs the
-``ray`` extra) runs each job as a Ray task on a cluster.
+``LocalExecutor`` (``local.py``) is the reference implementation: N slots on this machine, each a
+directory and a thread running one trial subprocess at a time. ``RayExecutor`` (``ray.py``, needs
+the ``ray`` extra) runs each job as a Ray task on a cluster; ``make_executor`` (``factory.py``)
+picks one.
 
     with make_executor("local", run_dir / "slots", slots=2) as ex:
         results = ex.run([TrialJob("0001-trial-c0", files, "python train.py", 600, "val_bpb"), ...])
@@ -18,18 +19,11 @@ from __future__ import annotations
 
 import abc
 import json
-import os
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
-from arx.core.errors import ConfigError
-from arx.core.execution.process import KILL_GRACE_S, SignalGuard, kill_stale, signal_recorded
 from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
 
 #: hard timeout of a job's setup command (it may download and tokenize a data set)
@@ -171,176 +165,3 @@ def run_setup(job: TrialJob, cwd: Path, log_path: Path | None,
         return None
     return error_result(f"setup command `{job.setup}` failed: {result.reason}", result.wall_s,
                         log_tail=result.log_tail)
-
-
-# ---------------------------------------------------------------------- local slots
-
-
-def detect_gpus() -> list[str] | None:
-    """The GPUs trials may use: ``CUDA_VISIBLE_DEVICES`` if set, else ``nvidia-smi``'s list;
-    None without GPUs (or without nvidia-smi)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-        return ids or None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    ids = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return ids if out.returncode == 0 and ids else None
-
-
-def split_gpus(gpus: Sequence[str], slots: int) -> list[str]:
-    """``CUDA_VISIBLE_DEVICES`` per slot: contiguous shares when there are at least as many
-    GPUs as slots (4 GPUs, 2 slots: "0,1" and "2,3"), else slots share GPUs round-robin."""
-    n = len(gpus)
-    if n >= slots:
-        sizes = [n // slots + (i < n % slots) for i in range(slots)]
-        starts = [sum(sizes[:i]) for i in range(slots)]
-        return [",".join(gpus[s:s + k]) for s, k in zip(starts, sizes)]
-    return [gpus[i % n] for i in range(slots)]
-
-
-class LocalExecutor(Executor):
-    """``slots`` trial subprocesses at a time on this machine (the reference executor).
-
-    Slot ``i`` runs its jobs in ``workdir/slot-<i>``, records the running trial's process group
-    in ``pid_dir/slot-<i>.pid`` (default: ``workdir``) for ``kill_stale``, writes each job's log
-    to ``log_dir/<key>.log`` (none without ``log_dir``), and, when ``gpus`` are given, sets
-    ``CUDA_VISIBLE_DEVICES`` to its share of them (see ``split_gpus``). Every trial also gets
-    ``ARX_SLOT=<i>`` (e.g. to pick a free port). In the main thread, SIGINT, SIGTERM and SIGHUP
-    stop every running trial before they reach arx's own handlers, as with ``run_trial``.
-    """
-
-    def __init__(self, workdir: Path, slots: int = 1, gpus: Sequence[str] | None = None,
-                 log_dir: Path | None = None, pid_dir: Path | None = None):
-        if slots < 1:
-            raise ConfigError(f"the number of parallel trials must be at least 1, got {slots}",
-                              hint="pass --parallel N with N >= 1")
-        self.workdir = Path(workdir)
-        self.slots = slots
-        self.log_dir = Path(log_dir) if log_dir is not None else None
-        self.pid_dir = Path(pid_dir) if pid_dir is not None else self.workdir
-        self.slot_gpus = split_gpus(list(gpus), slots) if gpus else None
-        self._setup_done: list[set[str]] = [set() for _ in range(slots)]
-        self._closed = False
-
-    def slot_dir(self, slot: int) -> Path:
-        return self.workdir / f"slot-{slot}"
-
-    def pid_path(self, slot: int) -> Path:
-        return self.pid_dir / f"slot-{slot}.pid"
-
-    def kill_stale(self) -> bool:
-        return any([kill_stale(self.pid_path(i)) for i in range(self.slots)])
-
-    def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
-        if self._closed:
-            raise RuntimeError("the executor is closed")
-        check_keys(jobs)
-        results: list[JobResult | None] = [None] * len(jobs)
-        pending = list(enumerate(jobs))
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def work(slot: int) -> None:
-            while not stop.is_set():
-                with lock:
-                    if not pending:
-                        return
-                    index, job = pending.pop(0)
-                results[index] = self._run_in_slot(slot, job, stop)
-
-        threads = [threading.Thread(target=work, args=(i,), name=f"arx-slot-{i}", daemon=True)
-                   for i in range(min(self.slots, len(jobs)))]
-        with SignalGuard(on_signal=lambda _signum: stop.set()) as guard:
-            try:
-                for t in threads:
-                    t.start()
-                self._wait(threads, stop)
-            except BaseException:
-                stop.set()
-                self._wait(threads, stop)
-                raise
-        guard.redeliver()  # trials are stopped: now let arx's handler act
-        now = time.time()
-        return [r or JobResult(job.key, error_result("not started: arx was interrupted", 0.0,
-                                                     ExecStatus.INTERRUPTED), now, now, "local")
-                for r, job in zip(results, jobs)]
-
-    def close(self) -> None:
-        self._closed = True
-
-    def _wait(self, threads: list[threading.Thread], stop: threading.Event) -> None:
-        """Join the slot threads; once ``stop`` is set, stop their trials (TERM, then KILL)."""
-        stopping_since: float | None = None
-        while any(t.is_alive() for t in threads):
-            if stop.is_set():
-                now = time.monotonic()
-                stopping_since = stopping_since or now
-                sig = signal.SIGTERM if now - stopping_since < KILL_GRACE_S else signal.SIGKILL
-                for i in range(self.slots):
-                    signal_recorded(self.pid_path(i), sig)
-            for t in threads:
-                t.join(timeout=0.1)
-
-    def _run_in_slot(self, slot: int, job: TrialJob, stop: threading.Event) -> JobResult:
-        worker = f"local-slot-{slot}"
-        started = time.time()
-        env = {"ARX_SLOT": str(slot)}
-        if self.slot_gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.slot_gpus[slot]
-        cwd = self.slot_dir(slot)
-        try:
-            write_files(cwd, job.files)
-            result = None
-            if job.setup and job.setup not in self._setup_done[slot]:
-                log = self.log_dir / f"setup-slot-{slot}.log" if self.log_dir else None
-                result = run_setup(job, cwd, log, env, self.pid_path(slot))
-                if result is None:
-                    self._setup_done[slot].add(job.setup)
-            if result is None:
-                log = self.log_dir / f"{job.key}.log" if self.log_dir else None
-                result = run_trial(job.spec(cwd, log, self.pid_path(slot), env))
-        except Exception as exc:  # the executor's own failure (disk full, ...) is the job's
-            result = error_result(f"{worker} could not run the job: {exc}",
-                                  time.time() - started)
-        if stop.is_set() and not result.ok:
-            result = error_result("stopped: arx was interrupted", result.wall_s,
-                                  ExecStatus.INTERRUPTED, result.log_tail)
-        return JobResult(job.key, result, started, time.time(), worker)
-
-
-# ---------------------------------------------------------------------- factory
-
-
-def make_executor(kind: str, workdir: Path, slots: int | None = 1, address: str | None = None,
-                  *, log_dir: Path | None = None, pid_dir: Path | None = None,
-                  gpus: Sequence[str] | None | str = "auto", num_cpus: float = 1,
-                  num_gpus: float = 0, runtime_env: Mapping | None = None) -> Executor:
-    """``--executor local|ray``: the executor to run a run's trials with.
-
-    local: ``slots`` (default 1) subprocesses; ``gpus="auto"`` shares ``detect_gpus()`` among
-    them. ray: ``slots`` None or 0 sizes itself to the cluster; ``address`` None starts a local
-    Ray instance, "auto" joins the running one; ``num_cpus``/``num_gpus`` per trial.
-    """
-    if kind == "local":
-        if address is not None:
-            raise ConfigError("--address is only used with --executor ray",
-                              hint="add --executor ray, or drop --address")
-        return LocalExecutor(workdir, slots or 1, detect_gpus() if gpus == "auto" else gpus,
-                             log_dir=log_dir, pid_dir=pid_dir)
-    if kind == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ConfigError("--executor ray needs Ray, which is not installed",
-                              hint='pip install "arx-autoresearch[ray]"') from None
-        from arx.core.execution.ray import RayExecutor
-
-        return RayExecutor(address=address, slots=slots or None, num_cpus=num_cpus,
-                           num_gpus=num_gpus, runtime_env=runtime_env, log_dir=log_dir)
-    raise ConfigError(f"unknown executor {kind!r}", hint="use --executor local or --executor ray")
-

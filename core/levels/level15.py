@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.llm.jsonextract import extract_json_object
+from arx.core.states import TrialKind, TrialState
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,11 @@ def param_stats(records: Sequence[Mapping[str, Any]], direction: str) -> dict[st
     best: dict[str, float] = {}
     sign = 1.0 if direction == "min" else -1.0
     for rec in records:
-        if rec.get("kind", "trial") != "trial" or rec.get("status") == "interrupted":
+        if rec.get("kind", "trial") != TrialKind.TRIAL or rec.get("status") == TrialState.INTERRUPTED:
             continue
         for name in rec.get("changes") or {}:
             tried[name] += 1
-            if rec.get("status") == "keep":
+            if rec.get("status") == TrialState.KEEP:
                 kept[name] += 1
             delta = rec.get("delta")
             if isinstance(delta, (int, float)) and (
@@ -124,7 +125,7 @@ def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, activ
         lines.append(f"- {name}: tried {s.tried}, kept {s.kept}, best delta "
                      f"{'n/a' if s.best_delta is None else f'{s.best_delta:+.4g}'}")
     lines.append("Currently frozen: " + (", ".join(sorted(state.frozen)) or "none"))
-    recent = [r for r in records if r.get("kind", "trial") == "trial"][-10:]
+    recent = [r for r in records if r.get("kind", "trial") == TrialKind.TRIAL][-10:]
     lines.append("Recent trials: " + "; ".join(
         f"#{r['iteration']} {r.get('changes')} {r.get('status')}" for r in recent))
     lines.append('Answer with one JSON object: {"freeze": [names tried often with no gain], '

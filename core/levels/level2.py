@@ -30,7 +30,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
 from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import Workspace
-from arx.core.states import Source, Verdict
+from arx.core.states import Event, Source, TrialKind, TrialState, Verdict
 
 ROUNDS = ("explore", "critique", "specify", "generate")
 
@@ -205,8 +205,8 @@ def _selected(text: str) -> str:
 
 
 def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int = 20) -> str:
-    trials = [r for r in records if r.get("kind", "trial") == "trial"]
-    keeps = sum(1 for r in trials if r.get("status") == "keep")
+    trials = [r for r in records if r.get("kind", "trial") == TrialKind.TRIAL]
+    keeps = sum(1 for r in trials if r.get("status") == TrialState.KEEP)
     lines = [f"{len(trials)} trials, {keeps} kept."]
     for r in trials[-limit:]:
         metric_text = f"{r['metric']:.6g}" if isinstance(r.get("metric"), (int, float)) else "-"
@@ -222,7 +222,7 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) ->
                       iteration=None, gate_timeout_s=gate_timeout_s,
                       drop_env=secret_names_in(ws.path))
     last = max((int(r.iteration) for r in trace.records()), default=0)
-    trace.note("level2", level2_note(
+    trace.note(Event.LEVEL2, level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,
         outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate)))
     ws.tree.commit(ws.run_files(), *commits.manual_trace_message(ws.name, mech.name,
@@ -232,4 +232,4 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) ->
 
 def notes_on_branch(repo: GitRepo, name: str) -> list[dict[str, Any]]:
     """The run's Level-2 outcomes as recorded in its trace."""
-    return [e for e in trace_events(repo, name) if e.get("event") == "level2"]
+    return [e for e in trace_events(repo, name) if e.get("event") == Event.LEVEL2]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arx.core.repo.commits import Commit, Trailer, is_revert, trailer_int
-from arx.core.states import MechanismState, Verdict
+from arx.core.states import Event, MechanismState, Verdict
 
 
 def level2_note(run: str, cycle: int | None, iteration: int | None, mechanism: str,
@@ -96,7 +96,7 @@ def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) ->
         gate = t.get(Trailer.GATE) or "pass"
         reason = c.body.strip().splitlines()[0] if c.body.strip() else ""
         if undone is None and not is_revert(c):
-            event = {"event": "level2", "mechanism": name, "iteration": at, "gate": gate,
+            event = {"event": Event.LEVEL2.value, "mechanism": name, "iteration": at, "gate": gate,
                      "reason": "", "source": "commit", "commit": c.sha}
             activated[c.sha] = event
             events.append(event)
@@ -104,7 +104,7 @@ def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) ->
                 and not gate.startswith("runtime"):
             activated[undone.sha].update(gate=gate, reason=reason)  # the gate's own revert
         else:
-            events.append({"event": "level2", "mechanism": name, "iteration": at,
+            events.append({"event": Event.LEVEL2.value, "mechanism": name, "iteration": at,
                            "verdict": Verdict.RUNTIME_REVERT.value, "gate": gate,
                            "reverted": True, "reason": reason,
                            "source": "commit", "revert": c.sha,
@@ -115,7 +115,7 @@ def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) ->
 def mechanism_records(events: Iterable[Mapping[str, Any]]) -> list[MechanismRecord]:
     """Every mechanism named by the ``level2`` events in ``events``, in order of first mention."""
     out: dict[str, MechanismRecord] = {}
-    for position, e in enumerate(e for e in events if e.get("event", "level2") == "level2"):
+    for position, e in enumerate(e for e in events if e.get("event", Event.LEVEL2) == Event.LEVEL2):
         name = str(e.get("mechanism") or "?")
         prev = out.get(name)
         verdict = verdict_of(e)

@@ -24,7 +24,7 @@ from arx.core.loop.trace import Trace
 from arx.core.repo import commits
 from arx.core.repo.paths import RUNNER_PATH, STATE_PATH
 from arx.core.repo.workspace import Workspace
-from arx.core.states import Group, Source, Verdict
+from arx.core.states import Event, Group, Source, Verdict
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class OuterLoop:
         if failed is not None:
             mech, gate = failed
             tree.revert(head.sha, *commits.resumed_gate_revert_message(mech, gate))
-            self.trace.note("level2", level2_note(
+            self.trace.note(Event.LEVEL2, level2_note(
                 self.ws.name, commits.trailer_int(head, commits.Trailer.CYCLE),
                 commits.trailer_int(head, commits.Trailer.ITERATION), mech, None,
                 head.trailers.get(commits.Trailer.SOURCE), Verdict.FAIL, gate[6:],
@@ -99,11 +99,11 @@ class OuterLoop:
     # ---- Level 2 -----------------------------------------------------------------------------
     def active(self) -> list[MechanismRecord]:
         """Mechanisms active on this run, oldest activation first."""
-        return active_mechanisms(self.trace.notes("level2"))
+        return active_mechanisms(self.trace.notes(Event.LEVEL2))
 
     def level2(self, cycle: int, iteration: int, view: SearchView) -> bool:
         """One Level-2 cycle; returns whether the runner changed."""
-        notes = self.trace.notes("level2")
+        notes = self.trace.notes(Event.LEVEL2)
         if any(n.get("cycle") == cycle for n in notes):
             return False  # already done before a resume
         tried = [n["mechanism"] for n in notes]
@@ -116,7 +116,7 @@ class OuterLoop:
             transcripts += session.transcripts
             mech, source = session.mechanism, Source.LLM
             if mech is None:
-                self.trace.note("level2", level2_note(
+                self.trace.note(Event.LEVEL2, level2_note(
                     self.ws.name, cycle, iteration, "?", "", source.value, Verdict.REFUSED,
                     session.error, transcripts=transcripts))
                 return False
@@ -137,7 +137,7 @@ class OuterLoop:
                 outcome = self._install(repair.mechanism, Source.LLM_REPAIR, cycle, iteration)
                 if outcome.verdict is Verdict.PASS:
                     break
-        self.trace.note("level2", level2_note(
+        self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
             outcome.verdict, outcome.reason, commit=outcome.commit, revert=outcome.revert,
             gate=outcome.gate, transcripts=transcripts))
@@ -166,7 +166,7 @@ class OuterLoop:
         target = (named or active)[-1]
         sha = level2.revert_runtime(self.ws.tree, target.commit, target.name, fault.hook,
                                     fault.error)
-        self.trace.note("level2", level2_note(
+        self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, target.cycle, iteration, target.name, target.domain, target.source,
             Verdict.RUNTIME_REVERT, str(fault), commit=target.commit, revert=sha,
             hook=fault.hook, error=fault.error[-2000:], reverted=True))
@@ -190,7 +190,7 @@ class OuterLoop:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
-        self.trace.note("level15", {
+        self.trace.note(Event.LEVEL15, {
             "run": self.ws.name, "iteration": iteration, "cycle": decision.cycle,
             "freeze": list(decision.freeze), "unfreeze": list(decision.unfreeze),
             "frozen": sorted(self.state.frozen), "guidance": decision.guidance,

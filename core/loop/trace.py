@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import TraceError
-from arx.core.states import TrialState
+from arx.core.states import Event, TrialState
 
 TRACE_VERSION = 1
 
@@ -83,21 +83,21 @@ class Trace:
 
     def start(self, iteration: int, kind: str, changes: Mapping[str, Any], **extra: Any) -> None:
         self._append(
-            {"event": "start", "iteration": iteration, "kind": kind, "changes": changes, **extra}
+            {"event": Event.START, "iteration": iteration, "kind": kind, "changes": changes, **extra}
         )
 
     def record(self, record: Mapping[str, Any]) -> TraceRecord:
-        data = {"event": "trial", **record}
+        data = {"event": Event.TRIAL, **record}
         if "status" in data and isinstance(data["status"], TrialState):
             data["status"] = data["status"].value
         self._append(data)
         return TraceRecord(_clean(data))
 
-    def note(self, event: str, data: Mapping[str, Any]) -> None:
+    def note(self, event: Event, data: Mapping[str, Any]) -> None:
         """An outer-loop decision (``level15``, ``level2``): read back by report and replay."""
         self._append({"event": event, **data})
 
-    def notes(self, event: str) -> list[Mapping[str, Any]]:
+    def notes(self, event: Event) -> list[Mapping[str, Any]]:
         return [e for e in self.events() if e.get("event") == event]
 
     def events(self) -> Iterator[Mapping[str, Any]]:
@@ -126,16 +126,16 @@ class Trace:
                 yield obj
 
     def records(self) -> list[TraceRecord]:
-        return [TraceRecord(e) for e in self.events() if e.get("event") == "trial"]
+        return [TraceRecord(e) for e in self.events() if e.get("event") == Event.TRIAL]
 
     def pending(self) -> list[Mapping[str, Any]]:
         """Start events with no matching finished record: trials a killed run left behind."""
         open_starts: dict[tuple[int, str, int], Mapping[str, Any]] = {}
         for event in self.events():
             key = (event["iteration"], event.get("kind", "trial"), event.get("seq", 0))
-            if event.get("event") == "start":
+            if event.get("event") == Event.START:
                 open_starts[key] = event
-            elif event.get("event") == "trial":
+            elif event.get("event") == Event.TRIAL:
                 open_starts.pop(key, None)
         return list(open_starts.values())
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from arx.core.config import TargetConfig, load_toml, plain
 from arx.core.errors import RunError
-from arx.core.execution.executor import Executor, make_executor
+from arx.core.execution.executor import Executor
+from arx.core.execution.factory import make_executor
 from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
 from arx.core.loop.trace import Trace, TraceRecord

@@ -34,6 +34,7 @@ from arx.core.replay.engine import first_difference, trim
 from arx.core.replay.source import Divergence, ReplayGit, norm
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import SMOKE_PATH, RunFiles
+from arx.core.states import Event
 
 TRIAL_FIELDS = ("iteration", "kind", "seq", "status", "changes", "before", "config", "metric",
                 "best_before", "delta", "hypothesis", "proposer", "focus", "candidates",
@@ -44,7 +45,7 @@ LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidanc
                   "note", "transcripts")
 LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
                  "reverted", "commit", "revert", "hook", "transcripts")
-_FIELDS = {"trial": TRIAL_FIELDS, "level15": LEVEL15_FIELDS, "level2": LEVEL2_FIELDS}
+_FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS}
 #: defaults the engine leaves out of a record (absent and default compare equal)
 _DEFAULTS = {"seq": 0}
 
@@ -71,10 +72,10 @@ class Step:
 
 def event_label(e: Mapping[str, Any]) -> str:
     kind = e.get("event")
-    if kind == "trial":
+    if kind == Event.TRIAL:
         return TrialKey(int(e.get("iteration", -1)), e.get("kind", "trial"),
                         int(e.get("seq", 0) or 0)).describe()
-    if kind == "level15":
+    if kind == Event.LEVEL15:
         return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
     return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"
 
@@ -119,9 +120,9 @@ def project(e: Mapping[str, Any], side: Side) -> dict[str, Any]:
     out = {}
     for name in _FIELDS[e.get("event")]:
         value = e.get(name, _DEFAULTS.get(name))
-        if e.get("event") == "level2" and name in ("commit", "revert"):
+        if e.get("event") == Event.LEVEL2 and name in ("commit", "revert"):
             value = side.where(value)
-        elif e.get("event") == "level2" and name == "reason" and isinstance(value, str):
+        elif e.get("event") == Event.LEVEL2 and name == "reason" and isinstance(value, str):
             value = value.strip().split("\n", 1)[0]
         out[name] = norm(value)
     return out

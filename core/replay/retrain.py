@@ -30,7 +30,7 @@ from arx.core.config import RunConfig
 from arx.core.execution.trial import TrialSpec, run_trial
 from arx.core.llm.settings import secret_names_in
 from arx.core.replay.source import Recording, ReplayError, norm
-from arx.core.states import MEASURED
+from arx.core.states import MEASURED, TrialKind, TrialState
 
 DEFAULT_TOLERANCE = 0.02
 
@@ -102,12 +102,12 @@ def judge(rec: Mapping[str, Any], new: float | None, reason: str, mode: str,
     drift = new - recorded
     flip = None
     best_before = rec.get("best_before")
-    if (rec.get("status") in ("keep", "discard") and isinstance(best_before, (int, float))
+    if (rec.get("status") in (TrialState.KEEP, TrialState.DISCARD) and isinstance(best_before, (int, float))
             and not rec.get("confirm_metrics")):
         wins = better(new, float(best_before), direction)
-        if rec["status"] == "keep" and not wins:
+        if rec["status"] == TrialState.KEEP and not wins:
             flip = "keep would now be a discard"
-        elif rec["status"] == "discard" and wins:
+        elif rec["status"] == TrialState.DISCARD and wins:
             flip = "discard would now be a keep"
     if mode == "steps" and tolerance is None:
         ok = new == recorded
@@ -119,12 +119,12 @@ def judge(rec: Mapping[str, Any], new: float | None, reason: str, mode: str,
 
 
 def _config_of(rec: Mapping[str, Any], records: list[Mapping[str, Any]]) -> dict[str, Any]:
-    if rec.get("kind") != "confirm":
+    if rec.get("kind") != TrialKind.CONFIRM:
         return dict(rec.get("config") or {})
     of = rec.get("of")
     origin = next((r for r in records if r.get("iteration") == of
-                   and r.get("kind", "trial") in ("baseline", "trial")
-                   and r.get("status") in ("baseline", "keep", "discard")), None)
+                   and r.get("kind", "trial") in (TrialKind.BASELINE, TrialKind.TRIAL)
+                   and r.get("status") in (TrialState.BASELINE, TrialState.KEEP, TrialState.DISCARD)), None)
     return {**dict((origin or {}).get("config") or {}), **dict(rec.get("changes") or {})}
 
 
@@ -148,8 +148,8 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
     records = recording.records()
     statuses = ("baseline", "keep") if only_kept else MEASURED
     todo = [r for r in records if r.get("status") in statuses]
-    todo.sort(key=lambda r: r.get("status") != "baseline")  # the baseline first (the data check)
-    base_wall = next((r.get("wall_s") for r in records if r.get("status") == "baseline"), None)
+    todo.sort(key=lambda r: r.get("status") != TrialState.BASELINE)  # the baseline first (the data check)
+    base_wall = next((r.get("wall_s") for r in records if r.get("status") == TrialState.BASELINE), None)
     timeout = config.trial_timeout(base_wall)
     path = Path(worktree) / target.file
     before = path.read_bytes() if path.exists() else None

@@ -23,11 +23,10 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from arx.core.errors import ArxError, ConfigError, RepoError
+from arx.core.errors import ArxError, RepoError
 from arx.core.loop.engine import Engine
 from arx.core.loop.trace import Trace
 from arx.core.proposers.llm import LLMProposer
@@ -54,13 +53,10 @@ from arx.core.replay.source import (
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import REPLAY_PREFIX, LocalPaths, replay_worktree_path
 from arx.core.repo.workspace import Workspace
+from arx.core.states import TrialKind
 
 __all__ = ["replay", "ReplayReport", "ReplayError", "Divergence", "COMPARED",
-           "DEFAULT_TOLERANCE", "REPLAY_PREFIX", "REPLAY_WORKFLOW_PATH", "replay_workflow_text",
-           "write_replay_workflow"]
-
-#: where `arx init --replay-ci` writes the workflow in a managed repository
-REPLAY_WORKFLOW_PATH = ".github/workflows/arx-replay.yml"
+           "DEFAULT_TOLERANCE", "REPLAY_PREFIX"]
 
 
 class ReplayWorkspace(Workspace):
@@ -181,7 +177,7 @@ def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
     if rec.settings_bytes is not None:
         (tree.root / rec.llm_settings_rel).write_bytes(rec.settings_bytes)
     done = max((int(r.get("iteration", 0)) for r in rec.records()
-                if r.get("kind", "trial") == "trial"), default=0)
+                if r.get("kind", "trial") == TrialKind.TRIAL), default=0)
     config = replace(rec.config, iterations=max(rec.config.iterations, done))
     ws = ReplayWorkspace(repo.root, repo, tree, rec.name, config, lock, False)
     client = ReplayChatClient(rec, tree.root) if rec.uses_llm else None
@@ -209,34 +205,3 @@ def _counts(rec: Recording, engine: Engine, client: Any, commits: int) -> dict[s
             "level2": kinds.count("level2"), "commits": commits,
             "trials_served": len(engine.trials.served),
             "llm_requests": len(client.served) if client is not None else 0}
-
-
-# ---- the CI workflow ------------------------------------------------------------------------
-
-def replay_workflow_text() -> str:
-    """The GitHub Actions workflow that replays every pushed ``arx/*`` branch."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        text = resources.files("arx.runner_repo").joinpath("replay.yml").read_text()
-    except (FileNotFoundError, OSError):
-        raise ConfigError("the replay workflow template (arx/runner_repo/replay.yml) is missing "
-                          "from this installation", hint="reinstall arx-autoresearch") from None
-    try:
-        spec = f"arx-autoresearch=={version('arx-autoresearch')}"
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout
-        spec = "arx-autoresearch"
-    return text.replace("__ARX_PIP_SPEC__", spec)
-
-
-def write_replay_workflow(root: Path | str, force: bool = False) -> Path:
-    """Write the workflow to ``REPLAY_WORKFLOW_PATH`` under ``root`` (not committed); refuses
-    to overwrite a different file unless ``force``."""
-    path = Path(root) / REPLAY_WORKFLOW_PATH
-    text = replay_workflow_text()
-    if path.exists() and path.read_text() != text and not force:
-        raise ConfigError(f"{path} exists and differs from arx's replay workflow",
-                          hint="pass --force to rewrite it, or merge the two by hand")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path

@@ -22,7 +22,7 @@ from arx.core.repo.commits import Trailer, level_of
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles
-from arx.core.states import Level
+from arx.core.states import Event, Level, Source, TrialKind, TrialState
 
 #: trace statuses of trials that never ran a command (nothing to serve or retrain)
 _NOT_RUN = ("invalid_proposal", "interrupted")
@@ -127,7 +127,7 @@ class Recording(RunFiles):
         return self.trials.get((int(iteration), kind, int(seq)))
 
     def records(self) -> list[Mapping[str, Any]]:
-        return [e for e in self.events if e.get("event") == "trial"]
+        return [e for e in self.events if e.get("event") == Event.TRIAL]
 
 
 def _resolve(repo: ReplayGit, branch: str) -> tuple[str, str]:
@@ -205,8 +205,8 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
     _check_replayable(name, rev, commits, events)
     transcripts = _transcripts(repo, rev, commits, files.llm_rel)
     settings = repo.blob(baseline.sha, files.llm_settings_rel)
-    proposers = {e.get("proposer") for e in events if e.get("event") == "trial"
-                 and e.get("kind", "trial") == "trial" and e.get("proposer")}
+    proposers = {e.get("proposer") for e in events if e.get("event") == Event.TRIAL
+                 and e.get("kind", "trial") == TrialKind.TRIAL and e.get("proposer")}
     proposer = "llm" if settings is not None or "llm" in proposers else "optuna"
     unknown = proposers - {proposer}
     if unknown:
@@ -216,7 +216,7 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
             hint="runs made with `arx run` use one of the two")
     trials = {}
     for e in events:
-        if e.get("event") == "trial" and e.get("status") not in _NOT_RUN:
+        if e.get("event") == Event.TRIAL and e.get("status") not in _NOT_RUN:
             trials[(int(e["iteration"]), e.get("kind", "trial"), int(e.get("seq", 0) or 0))] = e
     return Recording(name=name, branch=rev, tip=tip, baseline=baseline.sha, base=base,
                      commits=commits, trace_bytes=trace_bytes, events=events,
@@ -237,7 +237,7 @@ def _check_replayable(name: str, rev: str, commits: list[CommitRecord],
             "replay reproduces a run that ran to its end once",
             hint="replay the branch as it was at its first end commit: "
                  f"`git branch arx/{name}-first {ends[0].sha[:12]}` and `arx replay` that")
-    stopped = [e for e in events if e.get("event") == "trial" and e.get("status") == "interrupted"]
+    stopped = [e for e in events if e.get("event") == Event.TRIAL and e.get("status") == TrialState.INTERRUPTED]
     if stopped:
         it = stopped[0].get("iteration")
         raise ReplayError(
@@ -245,7 +245,7 @@ def _check_replayable(name: str, rev: str, commits: list[CommitRecord],
             "run again from its recorded proposal, which a straight replay cannot reproduce",
             hint="its decisions can still be audited with `arx log`; replay works on runs "
                  "that ran without interruption")
-    manual = [e for e in events if e.get("event") == "level2" and e.get("source") == "manual"]
+    manual = [e for e in events if e.get("event") == Event.LEVEL2 and e.get("source") == Source.MANUAL]
     if manual:
         raise ReplayError(
             f"run {name!r} holds a mechanism added by hand ({manual[0].get('mechanism')}, "

@@ -21,13 +21,13 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
-from arx.core.states import TrialState
+from arx.core.states import Event, RunState, TrialKind, TrialState
 
 
 @dataclass(frozen=True)
 class RunStatus:
     name: str
-    state: str
+    state: RunState
     iterations_done: int
     iterations: int
     baseline: float | None
@@ -72,7 +72,7 @@ def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[
 
 def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
     """Finished-trial records of a run, oldest first (see ``trace_events``)."""
-    return [e for e in trace_events(repo, name, rev) if e.get("event") == "trial"]
+    return [e for e in trace_events(repo, name, rev) if e.get("event") == Event.TRIAL]
 
 
 def is_locked(repo: GitRepo, name: str) -> bool:
@@ -86,24 +86,24 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     stored = repo.show(branch, RunFiles(name).config_rel)
     config = RunConfig.from_json(stored) if stored else None
     records_all = trace_events(repo, name)
-    records = [e for e in records_all if e.get("event") == "trial"]
-    trials = [r for r in records if r.get("kind") == "trial"
+    records = [e for e in records_all if e.get("event") == Event.TRIAL]
+    trials = [r for r in records if r.get("kind") == TrialKind.TRIAL
               and r.get("status") != TrialState.INTERRUPTED.value]
     counts: dict[str, int] = {}
     for r in trials:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
-    base = next((r.get("metric") for r in records if r.get("status") == "baseline"), None)
-    kept = [r.get("metric") for r in records if r.get("status") in ("baseline", "keep")]
+    base = next((r.get("metric") for r in records if r.get("status") == TrialState.BASELINE), None)
+    kept = [r.get("metric") for r in records if r.get("status") in (TrialState.BASELINE, TrialState.KEEP)]
     best = kept[-1] if kept else None
     iterations = config.iterations if config else 0
     ended = has_ended(repo.log(branch, max_count=50))
     if is_locked(repo, name):
-        state = "running"
+        state = RunState.RUNNING
     elif ended and done >= iterations:
-        state = "finished"
+        state = RunState.FINISHED
     else:
-        state = "interrupted"
+        state = RunState.INTERRUPTED
     tokens = sum(int((r.get("usage") or {}).get("prompt_tokens", 0))
                  + int((r.get("usage") or {}).get("completion_tokens", 0)) for r in records)
     cost = sum(float((r.get("usage") or {}).get("cost_usd", 0.0)) for r in records)

@@ -18,6 +18,7 @@ from arx.core.codemods.constants import discover_constants
 from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.space import ParameterSpace
+from arx.core.replay.workflow import REPLAY_WORKFLOW_PATH, replay_workflow_text
 from arx.core.repo.commits import init_message
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import LOCAL_DIR, RUNNER_PATH
@@ -182,8 +183,6 @@ def init_repo(
         gitignore = (gitignore.rstrip("\n") + "\n" if gitignore.strip() else "") + GITIGNORE_LINE + "\n"
     files[".gitignore"] = gitignore
     if replay_ci:  # CI that replays every pushed run branch (arx replay)
-        from arx.core.replay.run import REPLAY_WORKFLOW_PATH, replay_workflow_text
-
         files[REPLAY_WORKFLOW_PATH] = replay_workflow_text()
 
     # an adopted script that git does not know yet joins the init commit (nothing to lose)

@@ -14,11 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from arx.cli.main import cli
-from arx.cli.replay_cmd import replay
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import OptunaProposer
-from arx.core.replay.run import (
+from arx.core.replay.workflow import (
     REPLAY_WORKFLOW_PATH,
     replay_workflow_text,
     write_replay_workflow,
@@ -27,7 +26,6 @@ from arx.core.repo.workspace import open_run
 
 from support.repos import make_toy_repo
 
-cli.add_command(replay)  # the lead registers it in cli/main.py; idempotent here
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from arx.core.errors import ConfigError
-from arx.core.execution.executor import (
-    MANIFEST,
-    LocalExecutor,
-    TrialJob,
-    make_executor,
-    split_gpus,
-)
+from arx.core.execution.executor import MANIFEST, TrialJob
+from arx.core.execution.factory import make_executor
+from arx.core.execution.local import LocalExecutor, split_gpus
 from arx.core.execution.process import group_alive, write_pid_file
 from arx.core.execution.trial import ExecStatus
 

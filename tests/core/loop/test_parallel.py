@@ -11,7 +11,7 @@ import time
 
 import git
 
-from arx.core.execution.executor import LocalExecutor
+from arx.core.execution.local import LocalExecutor
 from arx.core.loop.engine import Engine, default_executor
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
