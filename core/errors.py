@@ -6,6 +6,9 @@ wrong and, in ``hint``, what to do about it. Only ``arx.cli`` turns these into c
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ArxError(Exception):
     """Root of all arx errors. ``hint`` names the flag, file or command that fixes it."""
@@ -57,3 +60,9 @@ class LLMError(ArxError):
 
 class RunError(ArxError):
     """The run cannot go on (baseline failed, proposer gone, runner broken); it is resumable."""
+
+
+def close_hint(name: str, names: Iterable[str]) -> str:
+    """`` (did you mean A, B?)`` for a misspelt ``name`` among ``names``; "" when none is close."""
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

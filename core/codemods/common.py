@@ -5,7 +5,6 @@ count of module-scope bindings that both the constant rewriter and the runner pa
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -13,7 +12,7 @@ import libcst as cst
 
 from arx.core.errors import PatchError
 
-__all__ = ["ModuleBindings", "close_hint", "ensure_once", "parse_expression", "parse_source"]
+__all__ = ["ModuleBindings", "ensure_once", "parse_expression", "parse_source"]
 
 
 def parse_source(source: str) -> cst.Module:
@@ -40,11 +39,6 @@ def ensure_once(counts: Mapping[str, int], wanted: Iterable[str], what: str) -> 
         n = counts.get(key, 0)
         if n != 1:
             raise PatchError(f"{what} {key!r} matched {n} times, expected exactly once")
-
-
-def close_hint(name: str, names: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(names), n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 class ModuleBindings(cst.CSTVisitor):

@@ -17,13 +17,12 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from arx.core.codemods.common import (
     ModuleBindings,
-    close_hint,
     ensure_once,
     parse_expression,
     parse_source,
 )
 from arx.core.codemods.values import NotConstant, evaluate, kind_of, render_value
-from arx.core.errors import PatchError
+from arx.core.errors import PatchError, close_hint
 
 __all__ = ["Constant", "ConstantTransformer", "apply_changes", "discover_constants"]
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 import libcst as cst
 import libcst.matchers as m
 
-from arx.core.codemods.common import ModuleBindings, close_hint, ensure_once, parse_source
-from arx.core.errors import PatchError
+from arx.core.codemods.common import ModuleBindings, ensure_once, parse_source
+from arx.core.errors import PatchError, close_hint
 
 __all__ = [
     "RUNNER_CLASS",

@@ -95,6 +95,13 @@ class Executor(abc.ABC):
     def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
         """Run ``jobs``, at most ``slots`` at once; their results in job order."""
 
+    @staticmethod
+    def check_keys(jobs: Sequence[TrialJob]) -> None:
+        """Misuse, raised: two jobs of one ``run`` with the same key."""
+        keys = [job.key for job in jobs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"job keys must be unique, got {keys}")
+
     def run_one(self, job: TrialJob) -> JobResult:
         return self.run([job])[0]
 
@@ -115,12 +122,6 @@ class Executor(abc.ABC):
     def __exit__(self, exc_type: type | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def check_keys(jobs: Sequence[TrialJob]) -> None:
-    keys = [job.key for job in jobs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"job keys must be unique, got {keys}")
 
 
 def error_result(reason: str, wall_s: float = 0.0, status: ExecStatus = ExecStatus.CRASH,
@@ -165,3 +166,18 @@ def run_setup(job: TrialJob, cwd: Path, log_path: Path | None,
         return None
     return error_result(f"setup command `{job.setup}` failed: {result.reason}", result.wall_s,
                         log_tail=result.log_tail)
+
+
+def run_in_dir(job: TrialJob, cwd: Path, setup_done: set[str], log_path: Path | None,
+               setup_log: Path | None = None, pid_path: Path | None = None,
+               env: Mapping[str, str] | None = None) -> TrialResult:
+    """Run ``job`` in its directory ``cwd``: lay in its files, run its setup unless
+    ``setup_done`` (this directory's record, updated here) already holds it, then the command.
+    A failed setup is the job's result."""
+    write_files(cwd, job.files)
+    if job.setup and job.setup not in setup_done:
+        failed = run_setup(job, cwd, setup_log, env, pid_path)
+        if failed is not None:
+            return failed
+        setup_done.add(job.setup)
+    return run_trial(job.spec(cwd, log_path, pid_path, env))

@@ -19,13 +19,11 @@ from arx.core.execution.executor import (
     Executor,
     JobResult,
     TrialJob,
-    check_keys,
     error_result,
-    run_setup,
-    write_files,
+    run_in_dir,
 )
 from arx.core.execution.process import KILL_GRACE_S, SignalGuard, kill_stale, signal_recorded
-from arx.core.execution.trial import ExecStatus, run_trial
+from arx.core.execution.trial import ExecStatus
 
 
 def detect_gpus() -> list[str] | None:
@@ -91,7 +89,7 @@ class LocalExecutor(Executor):
     def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
         if self._closed:
             raise RuntimeError("the executor is closed")
-        check_keys(jobs)
+        self.check_keys(jobs)
         results: list[JobResult | None] = [None] * len(jobs)
         pending = list(enumerate(jobs))
         lock = threading.Lock()
@@ -145,17 +143,12 @@ class LocalExecutor(Executor):
         if self.slot_gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slot_gpus[slot]
         cwd = self.slot_dir(slot)
+        logs = self.log_dir
         try:
-            write_files(cwd, job.files)
-            result = None
-            if job.setup and job.setup not in self._setup_done[slot]:
-                log = self.log_dir / f"setup-slot-{slot}.log" if self.log_dir else None
-                result = run_setup(job, cwd, log, env, self.pid_path(slot))
-                if result is None:
-                    self._setup_done[slot].add(job.setup)
-            if result is None:
-                log = self.log_dir / f"{job.key}.log" if self.log_dir else None
-                result = run_trial(job.spec(cwd, log, self.pid_path(slot), env))
+            result = run_in_dir(job, cwd, self._setup_done[slot],
+                                logs / f"{job.key}.log" if logs else None,
+                                logs / f"setup-slot-{slot}.log" if logs else None,
+                                self.pid_path(slot), env)
         except Exception as exc:  # the executor's own failure (disk full, ...) is the job's
             result = error_result(f"{worker} could not run the job: {exc}",
                                   time.time() - started)
@@ -163,8 +156,3 @@ class LocalExecutor(Executor):
             result = error_result("stopped: arx was interrupted", result.wall_s,
                                   ExecStatus.INTERRUPTED, result.log_tail)
         return JobResult(job.key, result, started, time.time(), worker)
-
-
-# ---------------------------------------------------------------------- factory
-
-

@@ -36,13 +36,11 @@ from arx.core.execution.executor import (
     Executor,
     JobResult,
     TrialJob,
-    check_keys,
     error_result,
-    run_setup,
-    write_files,
+    run_in_dir,
 )
 from arx.core.execution.process import pid_alive
-from arx.core.execution.trial import ExecStatus, run_trial
+from arx.core.execution.trial import ExecStatus
 
 #: most bytes of a trial's log sent back to the driver (its end is kept)
 LOG_LIMIT = 4 << 20
@@ -96,14 +94,7 @@ def _run_on_worker(job: TrialJob) -> dict[str, Any]:
                               stdin=subprocess.PIPE, start_new_session=True)
     reaper.wait()  # its fork lives on, holding the pipe's read end
     try:
-        write_files(cwd, job.files)
-        result = None
-        if job.setup and job.setup not in _setup_done:
-            result = run_setup(job, cwd, None, pid_path=pid_path)
-            if result is None:
-                _setup_done.add(job.setup)
-        if result is None:
-            result = run_trial(job.spec(cwd, log_path, pid_path))
+        result = run_in_dir(job, cwd, _setup_done, log_path, pid_path=pid_path)
     finally:
         assert reaper.stdin is not None
         reaper.stdin.close()
@@ -193,7 +184,7 @@ class RayExecutor(Executor):
     def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
         if self._closed:
             raise RuntimeError("the executor is closed")
-        check_keys(jobs)
+        self.check_keys(jobs)
         results: list[JobResult | None] = [None] * len(jobs)
         waiting = list(enumerate(jobs))
         running: dict[ray.ObjectRef, tuple[int, float, float]] = {}  # -> index, start, deadline

@@ -8,7 +8,6 @@ back with tomlkit, updating an existing table in place so the user's comments su
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -17,7 +16,7 @@ from typing import Any
 import tomlkit
 
 from arx.core.codemods.constants import Constant
-from arx.core.errors import ConfigError, ProposalError
+from arx.core.errors import ConfigError, ProposalError, close_hint
 from arx.core.loop.params import ParamSpec, entry_spec, infer_spec, unwrap_toml, value_key
 
 __all__ = ["ParameterSpace"]
@@ -80,7 +79,7 @@ class ParameterSpace:
             if name not in self.specs:
                 raise ConfigError(
                     f"cannot lock {name}: not a constant of the target"
-                    f"{_close_hint(name, self.specs)}"
+                    f"{close_hint(name, self.specs)}"
                 )
         return ParameterSpace(
             replace(s, locked=locked) if s.name in names else s for s in self.specs.values()
@@ -107,7 +106,7 @@ class ParameterSpace:
             spec = self.specs.get(name)
             if spec is None:
                 raise ProposalError(
-                    f"{name} is not a constant of the target{_close_hint(name, self.specs)}",
+                    f"{name} is not a constant of the target{close_hint(name, self.specs)}",
                     "unknown",
                     hint=f"tunable: {', '.join(s.name for s in self.tunable(frozen))}",
                 )
@@ -160,7 +159,7 @@ class ParameterSpace:
                 if key not in by_name:
                     raise ConfigError(
                         f"[params.{key}] in arx.toml names no constant of the target"
-                        f"{_close_hint(key, by_name)}",
+                        f"{close_hint(key, by_name)}",
                         hint=f"remove [params.{key}] or add a top-level `{key} = ...`",
                     )
             specs = [
@@ -173,7 +172,7 @@ class ParameterSpace:
         for name in sorted(locked - names):
             raise ConfigError(
                 f"[params] locked in arx.toml names {name}, which is not a constant"
-                f"{_close_hint(name, names)}"
+                f"{close_hint(name, names)}"
             )
         return cls(specs)
 
@@ -218,7 +217,3 @@ def _set(table: Any, key: str, value: object) -> None:
         return
     table[key] = _toml_value(value)
 
-
-def _close_hint(name: str, names: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(names), n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""

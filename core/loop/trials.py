@@ -21,7 +21,7 @@ from typing import Any
 
 from arx.core.config import TargetConfig, load_toml, plain
 from arx.core.errors import RunError
-from arx.core.execution.executor import Executor
+from arx.core.execution.executor import SETUP_TIMEOUT_S, Executor
 from arx.core.execution.factory import make_executor
 from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
@@ -40,8 +40,6 @@ _EXEC_TO_STATE = {
 #: summary keys copied from the target's output into each trace record
 SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
                 "peak_mem_mb", "peak_vram_mb", "num_params_M")
-#: seconds the target's setup command may take (it may download and tokenize a data set)
-SETUP_TIMEOUT_S = 3600.0
 _LABEL = re.compile(r"^(\d+)-([a-z]+)(?:-c(\d+))?$")
 
 
