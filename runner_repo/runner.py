@@ -1,6 +1,7 @@
 """The search policy of this run (phi): how proposals are asked for, filtered and accepted.
 
-arx loads this file from the run branch at every iteration. Level 2 rewrites it with structured
+arx loads this file from the run branch when a run starts or resumes and after every Level-2
+change (docs/levels.md has the whole contract). Level 2 rewrites it with structured
 patches (a new helper class, a new method, a replaced method, statements appended to __init__),
 each one a git commit that can be reverted. Keep it plain Python with standard-library imports
 only: it runs inside the arx process and the Level-2 gate refuses anything else.
@@ -13,7 +14,7 @@ The engine calls, in order, each iteration:
     confirm_seeds(ctx, metric, best)  extra seeds a would-be keep must win on (0 = none)
     accept(ctx, metrics, best_metrics) -> bool
     observe(ctx, record)              see every finished trial (a trace record dict)
-``ctx`` is a plain dict (see ``arx.core.loop.engine.Engine.context``); candidates are
+``ctx`` is a plain dict (built by ``arx.core.loop.context.hook_context``); candidates are
 ``{"changes": {NAME: value}, "hypothesis": str}`` dicts; ``self.n_candidates`` of them are asked
 for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
 ``extend_prompt(ctx, lines) -> lines``, ``focus(ctx) -> names``, ``filter_candidates(ctx, cands)
