@@ -36,11 +36,15 @@ class TrialState(_Word):
     INTERRUPTED = "interrupted"
     CONFIRM = "confirm"
     REBASELINE = "rebaseline"
+    NOISE = "noise"  # an extra measurement of the baseline, to measure the metric's spread
+    NO_EFFECT = "no_effect"  # measured, and equal to the best to the last printed digit
+    CONTENDED = "contended"  # ran without the machine the baseline had: never compared
 
     @property
     def is_measured(self) -> bool:
         """Its metric is usable."""
-        return self in (self.BASELINE, self.KEEP, self.DISCARD, self.CONFIRM, self.REBASELINE)
+        return self in (self.BASELINE, self.KEEP, self.DISCARD, self.CONFIRM, self.REBASELINE,
+                        self.NOISE, self.NO_EFFECT)
 
     @property
     def is_failure(self) -> bool:
@@ -64,6 +68,7 @@ class TrialKind(_Word):
     TRIAL = "trial"
     CONFIRM = "confirm"  # an extra seed of a would-be keep or of the best
     REBASELINE = "rebaseline"  # the best re-measured (time mode)
+    NOISE = "noise"  # the baseline measured again (another seed, or a repeat) for its spread
 
 
 class Event(_Word):
@@ -73,6 +78,8 @@ class Event(_Word):
     TRIAL = "trial"  # a finished trial record
     LEVEL15 = "level15"  # a Level 1.5 decision
     LEVEL2 = "level2"  # a Level 2 attempt
+    NOISE = "noise"  # the measured spread of the metric (see docs/trace.md)
+    RESUME = "resume"  # the run was resumed (with what, up to which iteration)
 
 
 class RunState(_Word):
