@@ -22,6 +22,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
+from arx.core.states import TrialState
 
 
 def _version() -> str:
@@ -86,6 +87,8 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
 @click.option("--confirm", type=int, help="Extra seeds a would-be keep must also win on [0].")
 @click.option("--confirm-margin", type=float, help="Margin the mean must win by when confirming.")
 @click.option("--rebaseline", type=int, help="Re-measure the best every K iterations (time mode).")
+@click.option("--noise", help="The metric's spread: auto (measure it on the baseline before "
+              "deciding anything), off, or a standard deviation [auto].")
 @click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "
               "that beats the current best is kept [1].")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
@@ -130,15 +133,18 @@ def status(ctx, name, as_json):
         click.echo("no runs yet: `arx run` starts one")
         return
     table = Table(title="arx runs")
-    for col in ("run", "state", "iter", "baseline", "best", "delta", "keep/discard/crash",
-                "tokens", "cost $", "mechanisms"):
+    for col in ("run", "state", "iter", "baseline", "best", "delta", "noise (sd)",
+                "keep/discard/other", "re-run", "tokens", "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
-        crashes = sum(v for k, v in r.counts.items() if k not in ("keep", "discard"))
+        other = sum(v for k, v in r.counts.items()
+                    if k not in (TrialState.KEEP, TrialState.DISCARD))
+        noise = "-" if r.noise_sd is None else f"{r.noise_sd:.4g}" + (
+            f" (n={r.noise_n})" if r.noise_n else " (given)")
         table.add_row(
             r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
-            "n/a" if r.delta is None else f"{r.delta:+.6f}",
-            f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{crashes}",
+            "n/a" if r.delta is None else f"{r.delta:+.6f}", noise,
+            f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{other}", str(r.reruns),
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
 

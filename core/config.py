@@ -81,6 +81,9 @@ class RunConfig:
     parallel: int = 1
     executor: str = "local"
     address: str | None = None
+    #: how the metric's spread is known: "auto" (measured at the start), "off", or a number (its
+    #: standard deviation). Runs stored before this setting existed read as "off".
+    noise: str = "off"
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -94,6 +97,19 @@ class RunConfig:
         if self.steps is not None:
             values[self.target.steps_constant] = self.steps
         return values
+
+    def noise_sd(self) -> float | None:
+        """The spread given as a number (``--noise 0.01``), else None ("auto" or "off")."""
+        try:
+            return float(self.noise)
+        except ValueError:
+            return None
+
+    @property
+    def time_mode(self) -> bool:
+        """Trials train for a wall-clock budget (not a fixed step count): the machine's speed
+        is part of the metric."""
+        return self.steps is None
 
     def trial_timeout(self, baseline_wall_s: float | None = None) -> float:
         """Hard wall-clock limit of one trial: explicit, else budget + margin, else generous."""
@@ -138,6 +154,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "parallel": (int, 1),
     "executor": (str, "local"),
     "address": (str, None),
+    "noise": (str, "auto"),
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
@@ -273,6 +290,9 @@ def check(config: RunConfig) -> None:
         raise ConfigError("--address is for --executor ray", hint="add --executor ray")
     if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
         raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
+    if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:
+        raise ConfigError(f"--noise must be off, auto or a positive number, not {config.noise!r}",
+                          hint="--noise auto measures the spread of the baseline's metric")
     if config.confirm and not config.target.seed_constant:
         raise ConfigError(
             "--confirm needs a seed constant to vary",

@@ -25,7 +25,19 @@ import math
 
 
 class Runner:
-    """Baseline policy: one candidate, strictly-better acceptance, optional seed confirmation."""
+    """Baseline policy: one candidate; a keep must beat the best by more than the measured noise.
+
+    With a measured spread ``sd`` (``ctx["noise"]``) a candidate that beats the best by at least
+    ``confirm_sd`` (in units of sd) is trained on ``noise_seeds`` more seeds (the best on the
+    same seeds, once) and kept only if its mean still beats the best's mean by ``mean_keep_sd``;
+    one lucky measurement is never a keep. Without a spread (``--noise off``) or with
+    ``--confirm N``, the older rules hold: strictly better, or better on N more seeds by
+    ``confirm_margin``.
+    """
+
+    confirm_sd = 1.0
+    noise_seeds = 2
+    mean_keep_sd = 2.0
 
     def __init__(self, config):
         self.config = dict(config)
@@ -108,14 +120,27 @@ class Runner:
             return True
         return metric < best if self.direction == "min" else metric > best
 
+    def gain_sd(self, ctx, metric, best):
+        """How far ``metric`` beats ``best``, in units of the measured noise (None: unknown)."""
+        sd = (ctx.get("noise") or {}).get("sd")
+        if not sd or metric is None or best is None or not math.isfinite(metric):
+            return None
+        return (best - metric if self.direction == "min" else metric - best) / sd
+
     def confirm_seeds(self, ctx, metric, best):
         """How many more seeds a would-be keep must also win on (noise guard)."""
-        return self.confirm if self.is_better(metric, best) else 0
+        gain = None if self.confirm else self.gain_sd(ctx, metric, best)
+        if gain is None:
+            return self.confirm if self.is_better(metric, best) else 0
+        return self.noise_seeds if gain >= self.confirm_sd else 0
 
     def accept(self, ctx, metrics, best_metrics):
-        """Keep iff the candidate's mean beats the best's mean, by the margin when confirming."""
+        """Keep iff the candidate's mean beats the best's mean by more than noise (see above)."""
         cand = mean(metrics)
         best = mean(best_metrics)
+        gain = None if self.confirm else self.gain_sd(ctx, cand, best)
+        if gain is not None:
+            return len(metrics) > 1 and gain >= self.mean_keep_sd
         if len(metrics) > 1 and best is not None:
             best = best - self.confirm_margin if self.direction == "min" else best + self.confirm_margin
         return self.is_better(cand, best)

@@ -29,6 +29,7 @@ __all__ = ["MARKER_STYLES", "OUTCOME_COLOURS", "Marker", "build_figure", "marker
            "metric_panel", "overlay", "param_panel"]
 
 OUTCOME_COLOURS = {"keep": "#2ca02c", "discard": "#9a9a9a", "failure": "#d62728",
+                   "contended": "#e377c2",
                    "invalid_proposal": "#ff7f0e", "baseline": "#1f77b4"}
 #: vertical-line styles of outer-loop markers, by action
 MARKER_STYLES = {
@@ -127,11 +128,27 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
     if xs:
         ax.step(xs + [last], ys + [ys[-1]], where="post", color="black", linewidth=1.5,
                 label="best so far")
+        sd = as_number((run.noise or {}).get("sd"))
+        if sd:
+            ax.fill_between(xs + [last], [y - sd for y in ys] + [ys[-1] - sd],
+                            [y + sd for y in ys] + [ys[-1] + sd], step="post", color="black",
+                            alpha=0.12, linewidth=0, label=f"noise (best ± sd {sd:.3g})")
+    confirmed = [(int(r["iteration"]), as_number(r.get("metric"))) for r in run.trials
+                 if r.get("confirm_metrics") and as_number(r.get("metric")) is not None]
+    if confirmed:
+        ax.scatter(*zip(*confirmed), s=110, facecolors="none", edgecolors="#555555",
+                   linewidths=1.0, label="confirmed on more seeds", zorder=2)
     for status, kw in (("discard", {"s": 14, "alpha": 0.6}), ("keep", {"s": 40, "zorder": 3}),
                        ("baseline", {"s": 40, "marker": "s", "zorder": 3})):
         pts = [(i, m) for i, m, s in measured if s == status]
         if pts:
             ax.scatter(*zip(*pts), color=OUTCOME_COLOURS[status], label=status, **kw)
+    contended = [int(r["iteration"]) for r in run.records
+                 if r.get("status") == TrialState.CONTENDED]
+    if contended:
+        ax.scatter(contended, [0.88] * len(contended), transform=top, marker="s", s=30,
+                   color=OUTCOME_COLOURS["contended"], label="contended (run again)",
+                   clip_on=False, zorder=4)
     for label, statuses, mk in (("crash/failure", FAILED, "X"),
                                 ("invalid proposal", ("invalid_proposal",), "v")):
         its = [int(r["iteration"]) for r in run.trials if r.get("status") in statuses]
@@ -163,6 +180,14 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
     ax.set_ylabel(run.metric)
     ax.set_xlim(-0.5, last + 0.8)
     ax.grid(alpha=0.3)
+    rates = [(int(r["iteration"]), as_number(r.get("throughput"))) for r in run.records
+             if r.get("kind") in (TrialKind.BASELINE, TrialKind.TRIAL)
+             and as_number(r.get("throughput")) is not None]
+    if rates:  # what each trial got done per second: a slow machine shows here first
+        twin = ax.twinx()
+        twin.plot(*zip(*rates), linestyle="none", marker=".", color="#8c8c8c", alpha=0.7)
+        twin.set_ylabel("steps/s", color="#8c8c8c", fontsize=8)
+        twin.tick_params(axis="y", colors="#8c8c8c", labelsize=7)
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.tick_params(labelbottom=False)
     return drawn

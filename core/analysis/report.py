@@ -29,6 +29,7 @@ from arx.core.analysis.figures import Marker, build_figure
 from arx.core.analysis.summary import as_number, summary_blocks, to_html, to_markdown
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
+from arx.core.loop.noise import latest_noise
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
@@ -64,7 +65,12 @@ class RunData:
     @property
     def trials(self) -> list[Mapping[str, Any]]:
         return [r for r in self.records if r.get("kind", "trial") == TrialKind.TRIAL
-                and r.get("status") != TrialState.INTERRUPTED]
+                and r.get("status") not in (TrialState.INTERRUPTED, TrialState.CONTENDED)]
+
+    @property
+    def noise(self) -> Mapping[str, Any] | None:
+        """The run's measured (or given) spread of the metric, or None."""
+        return latest_noise(self.events)
 
     @property
     def baseline(self) -> float | None:
@@ -91,12 +97,18 @@ class RunData:
         return out
 
     def running_best(self) -> tuple[list[int], list[float]]:
-        """(iterations, best metric after each), from the baseline to the last trial."""
+        """(iterations, best metric after each), from the baseline to the last trial. With a
+        measured noise the best is what the engine compared with: the mean of its
+        measurements (the noise mean for the baseline, a keep's ``reference``)."""
         xs, ys, best = [], [], None
+        noise_mean = as_number((self.noise or {}).get("mean"))
         for rec in self.records:
-            if rec.get("kind") not in (TrialKind.BASELINE, TrialKind.TRIAL) or rec.get("status") == TrialState.INTERRUPTED:
+            if rec.get("kind") not in (TrialKind.BASELINE, TrialKind.TRIAL) \
+                    or rec.get("status") in (TrialState.INTERRUPTED, TrialState.CONTENDED):
                 continue
-            metric = as_number(rec.get("metric"))
+            metric = as_number(rec.get("reference")) or as_number(rec.get("metric"))
+            if rec.get("status") == TrialState.BASELINE and noise_mean is not None:
+                metric = noise_mean
             if rec.get("status") in (TrialState.BASELINE, TrialState.KEEP) and metric is not None:
                 best = metric
             if best is not None:
@@ -131,7 +143,8 @@ def load_run(repo: GitRepo, name: str) -> RunData:
         name=name, metric=status.metric, direction=status.direction, group=group,
         state=status.state, iterations=status.iterations,
         records=tuple(e for e in events if e.get("event") == Event.TRIAL),
-        events=tuple(e for e in events if e.get("event") in (Event.LEVEL15, Event.LEVEL2)),
+        events=tuple(e for e in events if e.get("event") in (Event.LEVEL15, Event.LEVEL2,
+                                                             Event.NOISE)),
         commits=tuple(commits), mechanisms=status.mechanisms,
     )
 

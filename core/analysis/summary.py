@@ -72,12 +72,21 @@ def delta_convention(metric: str, direction: str) -> str:
 
 def run_blocks(run: RunData) -> list[Block]:
     blocks: list[Block] = [("h", 2, f"{run.name} (group {run.group})")]
+    noise, reruns = run.noise, sum(1 for r in run.records
+                                   if r.get("status") == TrialState.CONTENDED)
+    if noise and noise.get("sd"):
+        blocks.append(("p", f"Noise: {run.metric} sd {noise['sd']:.4g} "
+                            + (f"over {noise['n']} baseline runs ({noise['method']})"
+                               if noise.get("n") else "(given)")
+                            + f"; {reruns} trial(s) ran on a contended machine and ran again."))
     kept = [r for r in run.trials if r.get("status") == TrialState.KEEP]
     blocks.append(("h", 3, "Kept changes"))
     if kept:
-        blocks.append(("table", ["iteration", "change", run.metric, "delta", "hypothesis"], [
+        blocks.append(("table", ["iteration", "change", run.metric, "delta", "margin (sd)",
+                                 "hypothesis"], [
             [str(r["iteration"]), describe_changes(r.get("changes") or {}, r.get("before") or {}),
              fmt_metric(as_number(r.get("metric"))), _delta(as_number(r.get("delta"))),
+             "-" if r.get("margin_sd") is None else f"{r['margin_sd']:.2f}",
              r.get("hypothesis") or ""] for r in kept]))
     else:
         blocks.append(("p", "No change was kept."))

@@ -42,6 +42,7 @@ from arx.core.execution.process import (
     start_group,
     write_pid_file,
 )
+from arx.core.execution.usage import UsageSampler
 
 #: lines kept in ``TrialResult.log_tail``
 TAIL_LINES = 40
@@ -82,6 +83,8 @@ class TrialResult:
     summary: Mapping[str, float | str]
     log_tail: str
     reason: str
+    #: what the trial got of the machine (``execution.usage``); empty when it never ran
+    usage: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -191,8 +194,11 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
             else:
                 proc = started
                 output = _Output(_Scanner(spec.metric, spec.metric_regex), log_file, on_line)
+                sampler = UsageSampler(proc.pid)
                 try:
-                    timed_out, interrupted = _supervise(proc, spec.timeout_s, start, output, guard)
+                    with sampler:
+                        timed_out, interrupted = _supervise(proc, spec.timeout_s, start, output,
+                                                            guard)
                 finally:
                     if spec.pid_path is not None:
                         Path(spec.pid_path).unlink(missing_ok=True)
@@ -227,6 +233,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
         summary=dict(scanner.summary),
         log_tail="\n".join(output.tail),
         reason=reason,
+        usage=sampler.usage(),
     )
 
 

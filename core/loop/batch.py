@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.codemods.constants import apply_changes
+from arx.core.config import TargetConfig
 from arx.core.errors import PatchError, ProposalError
+from arx.core.execution.executor import TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.loop.space import ParameterSpace
+from arx.core.loop.trials import TrialKey
 from arx.core.repo.git import GitRepo
+from arx.core.states import TrialKind
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,13 @@ def best_index(results: Sequence[TrialResult], direction: str) -> int | None:
     ok = [k for k, r in enumerate(results) if r.status is ExecStatus.OK]
     sign = 1 if direction == "min" else -1
     return min(ok, key=lambda k: sign * results[k].metric) if ok else None
+
+
+def jobs(iteration: int, batch: Sequence[Candidate], files: Mapping[str, str],
+         target: TargetConfig, timeout_s: float, drop_env: Sequence[str]) -> list[TrialJob]:
+    """The executor jobs of one batch: every file of the worktree, the candidate's target."""
+    return [TrialJob(key=TrialKey(iteration, TrialKind.TRIAL, k).job_label(),
+                     files={**files, target.file: cand.source}, command=target.command,
+                     timeout_s=timeout_s, metric=target.metric, metric_regex=target.metric_regex,
+                     drop_env=tuple(drop_env), setup=target.setup)
+            for k, cand in enumerate(batch)]

@@ -6,11 +6,12 @@ arx version keeps working as long as these keys stay; they are documented in doc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arx.core.config import RunConfig
 from arx.core.levels.level15 import SearchState
+from arx.core.loop import noise
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord
 from arx.core.states import TrialKind, TrialState
@@ -25,8 +26,10 @@ def runner_config(config: RunConfig) -> dict[str, Any]:
 
 def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSpace,
                  best: Any, baseline_metric: float | None, search: SearchState,
-                 records: Sequence[TraceRecord]) -> dict[str, Any]:
-    """The context of iteration ``iteration``; ``best`` is the engine's ``Best`` (or None)."""
+                 records: Sequence[TraceRecord],
+                 noise_event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The context of iteration ``iteration``; ``best`` is the engine's ``Best`` (or None),
+    ``noise_event`` the run's measured spread (``ctx["noise"]``: sd, n, method)."""
     frozen = set(search.frozen)
     active = [s.name for s in space.tunable(frozen)]
     params = [{"name": s.name, "kind": s.kind, "value": best.config.get(s.name) if best else None,
@@ -43,6 +46,7 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
         "active": active, "frozen": sorted(frozen), "guidance": search.guidance,
         "history": [dict(r.data) for r in records
                     if r.kind in (TrialKind.BASELINE, TrialKind.TRIAL)
-                    and r.state is not TrialState.INTERRUPTED],
+                    and r.state not in (TrialState.INTERRUPTED, TrialState.CONTENDED)],
+        "noise": noise.spread(noise_event, (r.data for r in records)),
     }
 

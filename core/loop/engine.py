@@ -21,7 +21,7 @@ from typing import Any
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
-from arx.core.execution.executor import Executor, TrialJob
+from arx.core.execution.executor import Executor
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.runguard import GuardedRunner, MechanismFault
@@ -29,9 +29,11 @@ from arx.core.levels.runnerload import load_runner
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
+from arx.core.loop import noise, resume
 from arx.core.loop.context import hook_context, runner_config
+from arx.core.loop.measure import Measured, Measurer
 from arx.core.loop.progress import Reporter, RunProgress, trial_counts
-from arx.core.loop.resume import Best, mark_interrupted, rebuild_best
+from arx.core.loop.resume import Best
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.loop.trials import (
@@ -46,7 +48,7 @@ from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.repo import commits
 from arx.core.repo.paths import RUNNER_PATH
 from arx.core.repo.workspace import Workspace
-from arx.core.states import TrialKind, TrialState
+from arx.core.states import Event, TrialKind, TrialState
 
 #: how many times one iteration may revert a faulting mechanism and try again
 _MAX_FAULTS = 20
@@ -74,6 +76,9 @@ class Engine:
                                            self.secret_env)
         self.journal = TrialJournal(self.trace, self.trials, clock or Clock(), ws.name,
                                     self.target.seed_constant)
+        self.measurer = Measurer(self.journal, self.trials, self.trace, self.config,
+                                 self.reporter.line)
+        self.noise: Mapping[str, Any] | None = None
         self.executor = executor
         self.outer = OuterLoop(ws, self.trace, self.config, llm=llm, say=self.reporter.line,
                                secret_env=self.secret_env)
@@ -117,14 +122,14 @@ class Engine:
             source = apply_changes(self.target_path.read_text(), rec.changes)
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
-        for start in mark_interrupted(self.trace, self.ws.name):
-            if start.get("kind") == TrialKind.TRIAL:  # re-run the same proposal(s), do not ask
-                self._retry.setdefault(int(start["iteration"]), []).append(start)
+        pending = resume.mark_interrupted(self.trace, self.ws.name)
         self.records = self.trace.records()
+        self._retry = resume.retries(pending, self.records)  # run the same proposal(s) again
 
     def _rebuild_state(self) -> None:
-        self.best, self.baseline_metric = rebuild_best(self.records,
-                                                       self.target_path.read_text())
+        self.noise = noise.latest_noise(self.trace.notes(Event.NOISE))
+        self.best, self.baseline_metric = resume.rebuild_best(self.records, self.target_path.read_text(),
+                                                       self.noise)
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,13 +141,11 @@ class Engine:
         self._rebuild_state()
         if self.best is None:
             self._baseline()
+        self._ensure_noise()
         self.reload_runner()
-        start = 1 + max((r.iteration for r in self.records if r.kind == TrialKind.TRIAL
-                         and r.state is not TrialState.INTERRUPTED), default=0)
-        for i in range(start, self.config.iterations + 1):
-            if self.config.rebaseline and i > 1 and (i - 1) % self.config.rebaseline == 0:
-                if not self.config.steps and not self._has_rebaseline(i):
-                    self._rebaseline(i)
+        for i in range(resume.next_iteration(self.records), self.config.iterations + 1):
+            if noise.rebaseline_due(self.config, self.records, i):
+                self._rebaseline(i)
             outcome = self.outer.before_iteration(i, self._view())
             self.search = outcome.state
             if outcome.runner_changed:
@@ -180,10 +183,29 @@ class Engine:
                                                              record, managed))
         self.reporter.trial(self.progress(), record)
 
+    def _ensure_noise(self) -> None:
+        """Know the metric's spread before deciding anything (``--noise``), and what the
+        baseline got of the machine (to tell a contended trial)."""
+        noise_event, added = self.measurer.ensure_noise(
+            self.noise, self.best.source, self.target.seed_constant, self.target_path.write_text,
+            self._timeout())
+        if added or noise_event is not self.noise:
+            self.records.extend(added)
+            self.noise = noise_event
+            self.best, _ = resume.rebuild_best(self.trace.records(), self.best.source, self.noise)
+
+    def _measure(self, key: TrialKey, changes: Mapping[str, Any], source: str,
+                 log: str | None = None, **start: Any) -> Measured:
+        """Measure a trial; its contended attempts (time mode) are recorded on the way."""
+        measured = self.measurer.measure(self.measurer.attempts_of(key, self.records), changes,
+                                         source, self._timeout(), self.best.metric, log, **start)
+        self.records.extend(measured.contended)
+        return measured
+
     def context(self, iteration: int) -> dict[str, Any]:
         """The plain-data view of the run that runner hooks receive."""
         return hook_context(iteration, self.config, self.ws.name, self.space, self.best,
-                            self.baseline_metric, self.search, self.records)
+                            self.baseline_metric, self.search, self.records, self.noise)
 
     def iteration(self, i: int) -> None:
         """One Level-1 iteration; a mechanism's run-time fault reverts it and retries without
@@ -292,13 +314,15 @@ class Engine:
             })
             return self._observe(ctx, record)
         self.target_path.write_text(source)
-        result = self.journal.measure(TrialKey(i, TrialKind.TRIAL), changes, source, self._timeout(),
-                               hypothesis=proposal.hypothesis)
-        self._measured[i] = {"changes": changes, "source": source, "result": result, "base": base}
-        return self._decide(i, ctx, changes, source, result, base)
+        m = self._measure(TrialKey(i, TrialKind.TRIAL), changes, source,
+                          hypothesis=proposal.hypothesis)
+        self._measured[i] = {"changes": changes, "source": source, "result": m.result,
+                             "base": base, "key": m.key}
+        return self._decide(i, ctx, changes, source, m.result, base, key=m.key)
 
     def _decide(self, i: int, ctx: Mapping[str, Any], changes: dict[str, Any], source: str,
-                result: TrialResult, base: dict[str, Any], confirmed: tuple | None = None) -> None:
+                result: TrialResult, base: dict[str, Any], confirmed: tuple | None = None,
+                key: TrialKey | None = None) -> None:
         """Accept or discard a measured trial (runner hooks), record it, commit a keep."""
         config = {**self.best.config, **changes}
         metrics = [result.metric]
@@ -316,16 +340,21 @@ class Engine:
             state = TrialState.KEEP if keep else TrialState.DISCARD
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
+        extra.update(noise.judged(metrics, best_metrics, ctx["noise"]["sd"],
+                                  self.target.direction, state))
+        reference = extra.get("reference")
         base = dict(base)
-        record = self._record(TrialKey(i, TrialKind.TRIAL, base.get("seq", 0)), result, changes,
-                              base.pop("hypothesis"), config, state,
+        record = self._record(key or TrialKey(i, TrialKind.TRIAL, base.get("seq", 0)), result,
+                              changes, base.pop("hypothesis"), config, state,
                               before={k: self.best.config.get(k) for k in changes},
                               **base, **extra)
         self._measured.pop(i, None)
         if record.state is TrialState.KEEP:
             self.target_path.write_text(source)  # (a batch trained elsewhere)
             self._commit_keep(record)
-            self.best = Best(i, record.metric, config, source)
+            self.best = Best(i, record.metric, config, source) if reference is None else \
+                Best(i, reference, config, source, self.measurer.extra_seeds(
+                    self.best, self.target.seed_constant, metrics), record.metric)
         else:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
@@ -334,16 +363,10 @@ class Engine:
     def _run_batch(self, i: int, ctx: Mapping[str, Any], batch: list[batches.Candidate],
                    base: dict[str, Any]) -> None:
         """Train the candidates at once through the executor; the driver alone writes git."""
-        files = batches.job_files(self.ws.tree, self.ws.path)
-        jobs = []
+        jobs = batches.jobs(i, batch, batches.job_files(self.ws.tree, self.ws.path), self.target,
+                            self._timeout(), self.secret_env)
         for k, cand in enumerate(batch):
-            key = TrialKey(i, TrialKind.TRIAL, k)
-            self.trace.start(i, key.kind, cand.changes, hypothesis=cand.hypothesis, seq=k)
-            jobs.append(TrialJob(
-                key=key.job_label(), files={**files, self.target.file: cand.source},
-                command=self.target.command, timeout_s=self._timeout(),
-                metric=self.target.metric, metric_regex=self.target.metric_regex,
-                drop_env=self.secret_env, setup=self.target.setup))
+            self.trace.start(i, TrialKind.TRIAL, cand.changes, hypothesis=cand.hypothesis, seq=k)
         started = time.monotonic()
         done = self.executor.run(jobs)
         results = [jr.result for jr in done]
@@ -402,43 +425,22 @@ class Engine:
 
     def _confirm(self, i: int, source: str, first: float, n: int) -> tuple[list, list]:
         """Re-run the candidate with n more seeds, and the best with the same seeds once."""
-        seed_name = self.target.seed_constant
-        base_seed = int(self.best.config.get(seed_name, 0) or 0)
-        cand, best = [first], [self.best.metric]
-        for s in range(1, n + 1):
-            seed = base_seed + s
-            for of, src, out in ((i, source, cand), (self.best.iteration, self.best.source, best)):
-                if of == self.best.iteration and seed in self.best.confirm:
-                    out.append(self.best.confirm[seed])
-                    continue
-                seeded = apply_changes(src, {seed_name: seed})
-                self.target_path.write_text(seeded)
-                key = TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i))
-                result = self.journal.measure(key, {seed_name: seed}, seeded, self._timeout(),
-                                       log=f"confirm-{of}-s{seed}")
-                rec = self._record(key, result, {seed_name: seed}, "", {}, None, of=of,
-                                   seed=seed, seq=key.seq)
-                self.records.append(rec)
-                out.append(rec.metric)
-                if of == self.best.iteration and rec.metric is not None:
-                    self.best = replace(self.best, confirm={**self.best.confirm,
-                                                            seed: rec.metric})
-        self.target_path.write_text(source)
+        cand, best, records, self.best = self.measurer.confirm(
+            i, source, first, n, self.best, self.target.seed_constant, self.records,
+            self.target_path.write_text, self._timeout())
+        self.records.extend(records)
         return cand, best
-
-    def _has_rebaseline(self, i: int) -> bool:
-        return any(r.kind == TrialKind.REBASELINE and r.iteration == i for r in self.records)
 
     def _rebaseline(self, i: int) -> None:
         """Time mode: re-measure the best so drift in machine speed is seen, not mistaken."""
         self.target_path.write_text(self.best.source)
-        key = TrialKey(i, TrialKind.REBASELINE)
-        result = self.journal.measure(key, {}, self.best.source, self._timeout())
+        m = self._measure(TrialKey(i, TrialKind.REBASELINE), {}, self.best.source)
         before = self.best.metric
-        rec = self._record(key, result, {}, "", dict(self.best.config), None, best_before=before)
+        rec = self._record(m.key, m.result, {}, "", dict(self.best.config), None,
+                           best_before=before)
         self.records.append(rec)
         if rec.metric is not None:
-            self.best = replace(self.best, metric=rec.metric)
+            self.best = replace(self.best, metric=rec.metric, first=None)
             self.reporter.line(f"rebaseline before #{i}: best re-measured {rec.metric:.6g} "
                                f"(drift {rec.metric - before:+.4g})")
 

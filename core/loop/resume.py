@@ -24,6 +24,12 @@ class Best:
     config: Mapping[str, Any]
     source: str
     confirm: Mapping[int, float] = field(default_factory=dict)  # seed -> metric of extra seeds
+    #: its first measurement, at its own seed, when ``metric`` is a mean (with measured noise)
+    first: float | None = None
+
+    @property
+    def first_metric(self) -> float:
+        return self.metric if self.first is None else self.first
 
 
 def mark_interrupted(trace: Trace, run: str) -> list[Mapping[str, Any]]:
@@ -39,19 +45,52 @@ def mark_interrupted(trace: Trace, run: str) -> list[Mapping[str, Any]]:
     return pending
 
 
-def rebuild_best(records: Sequence[TraceRecord], source: str) -> tuple[Best | None, float | None]:
+def next_iteration(records: Sequence[TraceRecord]) -> int:
+    """The first iteration with no decided trial (interrupted and contended ones decide none)."""
+    return 1 + max((r.iteration for r in records if r.kind == TrialKind.TRIAL
+                    and r.state not in (TrialState.INTERRUPTED, TrialState.CONTENDED)), default=0)
+
+
+def retries(pending: Sequence[Mapping[str, Any]],
+            records: Sequence[TraceRecord]) -> dict[int, list[Mapping[str, Any]]]:
+    """Iterations a killed run left undecided, with the proposal(s) to run again (not to ask
+    again): the trials that were running (their ``start`` events, ``pending``), and those whose
+    only records are ``contended`` (the run paused, or was killed, before their next attempt)."""
+    waiting: dict[int, list[Mapping[str, Any]]] = {}
+    for start in pending:
+        if start.get("kind") == TrialKind.TRIAL:
+            waiting.setdefault(int(start["iteration"]), []).append(start)
+    decided = {r.iteration for r in records if r.kind == TrialKind.TRIAL
+               and r.state is not TrialState.CONTENDED}
+    for rec in records:
+        if rec.kind == TrialKind.TRIAL and rec.iteration not in decided | set(waiting):
+            waiting[rec.iteration] = [dict(rec.data)]
+    return waiting
+
+
+def rebuild_best(records: Sequence[TraceRecord], source: str,
+                 noise: Mapping[str, Any] | None = None) -> tuple[Best | None, float | None]:
     """(the best config, the baseline's metric) as the records say; ``source`` is the target's
-    text at the best (the branch head). The best's metric is its latest re-measurement, and its
-    extra seeds are the confirmations run against it."""
+    text at the best (the branch head). The best's metric is the mean of its measurements when
+    the run measured its noise (the noise event's mean for the baseline, the keep's
+    ``reference``), then its latest re-measurement; its extra seeds are the confirmations (and,
+    for the baseline, the noise trials) run against it."""
     best = best_of(records)
     if best is None:
         return None, None
     base = next(r for r in records if r.state is TrialState.BASELINE)
-    metric, confirm = best.metric, {}
+    metric, first, confirm = best.metric, None, {}
+    if best.state is TrialState.BASELINE and noise and noise.get("mean") is not None:
+        metric, first = float(noise["mean"]), best.metric
+    elif best.get("reference") is not None:
+        metric, first = float(best.get("reference")), best.metric
     for rec in records:
-        if rec.kind == TrialKind.CONFIRM and rec.get("of") == best.iteration \
-                and rec.metric is not None:
-            confirm[int(rec.get("seed"))] = rec.metric
+        seed = rec.get("seed")
+        if seed is not None and rec.metric is not None and (
+                rec.kind == TrialKind.CONFIRM and rec.get("of") == best.iteration
+                or rec.kind == TrialKind.NOISE and best.state is TrialState.BASELINE):
+            confirm[int(seed)] = rec.metric
         if rec.kind == TrialKind.REBASELINE and rec.metric is not None:
-            metric = rec.metric
-    return Best(best.iteration, metric, dict(best.get("config")), source, confirm), base.metric
+            metric, first = rec.metric, None
+    return Best(best.iteration, metric, dict(best.get("config")), source, confirm,
+                first), base.metric

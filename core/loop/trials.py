@@ -25,6 +25,8 @@ from arx.core.execution.executor import SETUP_TIMEOUT_S, Executor
 from arx.core.execution.factory import make_executor
 from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
+from arx.core.execution.usage import machine_busy
+from arx.core.loop.noise import QUIET_WAIT_S, quiet_enough, throughput
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.repo.workspace import Workspace
 from arx.core.states import TrialKind, TrialState
@@ -40,33 +42,45 @@ _EXEC_TO_STATE = {
 #: summary keys copied from the target's output into each trace record
 SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
                 "peak_mem_mb", "peak_vram_mb", "num_params_M")
-_LABEL = re.compile(r"^(\d+)-([a-z]+)(?:-c(\d+))?$")
+_LABEL = re.compile(r"^(\d+)-([a-z]+)(?:-c(\d+))?(?:-a(\d+))?$")
 
 
 @dataclass(frozen=True)
 class TrialKey:
-    """Which trial of a run: the trace's (iteration, kind, seq)."""
+    """Which trial of a run: the trace's (iteration, kind, seq), and which attempt at it (a
+    trial that ran on a contended machine is run again as the next attempt)."""
 
     iteration: int
     kind: str
     seq: int = 0
+    attempt: int = 0
 
     def job_label(self) -> str:
         """The executor job key of a ``--parallel`` candidate (``0007-trial-c1``)."""
-        return f"{self.iteration:04d}-{self.kind}-c{self.seq}"
+        again = f"-a{self.attempt}" if self.attempt else ""
+        return f"{self.iteration:04d}-{self.kind}-c{self.seq}{again}"
 
     @classmethod
     def from_job_label(cls, label: str) -> TrialKey:
         m = _LABEL.match(label)
         if m is None:
             raise ValueError(f"not a trial job key: {label!r}")
-        return cls(int(m.group(1)), m.group(2), int(m.group(3) or 0))
+        return cls(int(m.group(1)), m.group(2), int(m.group(3) or 0), int(m.group(4) or 0))
+
+    def again(self) -> TrialKey:
+        return TrialKey(self.iteration, self.kind, self.seq, self.attempt + 1)
+
+    def fields(self) -> dict[str, int]:
+        """What a trace line says of the key beyond iteration and kind (nothing by default)."""
+        return {**({"seq": self.seq} if self.seq else {}),
+                **({"attempt": self.attempt} if self.attempt else {})}
 
     def describe(self) -> str:
         """As a person reads it: ``iteration 4 (trial, candidate 1)``."""
         extra = (f", candidate {self.seq}" if self.kind == TrialKind.TRIAL and self.seq
                  else f", seq {self.seq}" if self.seq else "")
-        return f"iteration {self.iteration} ({self.kind}{extra})"
+        again = f", attempt {self.attempt + 1}" if self.attempt else ""
+        return f"iteration {self.iteration} ({self.kind}{extra}{again})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,10 @@ class TrialRunner(abc.ABC):
 
     def prepare(self) -> None:  # noqa: B027 - nothing to prepare is a valid default
         """Ready the target before its first trial."""
+
+    def wait_quiet(self, reference: Mapping[str, float] | None) -> None:  # noqa: B027
+        """Wait (boundedly) until the machine is as quiet as it was for the baseline; called
+        before a contended trial runs again. Nothing to wait for is a valid default."""
 
     def kill_stale(self) -> None:  # noqa: B027 - nothing to kill is a valid default
         """Stop what a previous, killed arx left running."""
@@ -140,6 +158,11 @@ class LiveTrials(TrialRunner):
     def kill_stale(self) -> None:
         kill_stale(self.pid_path)
 
+    def wait_quiet(self, reference: Mapping[str, float] | None) -> None:
+        deadline = time.monotonic() + QUIET_WAIT_S
+        while time.monotonic() < deadline and not quiet_enough(machine_busy(1.0), reference):
+            pass
+
 
 class Clock:
     """Stamps a finished trial record (``finished_at``)."""
@@ -170,10 +193,10 @@ class TrialJournal:
     def measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
                 log: str | None = None, **start: Any) -> TrialResult:
         """Journal the start of trial ``key``, then have the trial runner measure it."""
-        extra = {"seq": key.seq} if key.seq else {}
-        self.trace.start(key.iteration, key.kind, changes, **start, **extra)
+        self.trace.start(key.iteration, key.kind, changes, **start, **key.fields())
+        again = f"-a{key.attempt}" if key.attempt else ""
         request = TrialRequest(key, dict(changes), source, timeout,
-                               f"{key.iteration:04d}-{log or key.kind}")
+                               f"{key.iteration:04d}-{log or key.kind}{again}")
         result = self.trials.run(request)
         self.count(1, result.wall_s)
         return result
@@ -183,7 +206,8 @@ class TrialJournal:
                best_before: float | None, **extra: Any) -> TraceRecord:
         """The trace record of a measured trial; ``state`` None: from the result's status."""
         if state is None:
-            state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE)
+            state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE,
+                                                          TrialKind.NOISE)
                      and result.status is ExecStatus.OK
                      else _EXEC_TO_STATE.get(result.status, TrialState.CRASH))
         metric = result.metric if result.metric is not None and math.isfinite(result.metric) else None
@@ -197,7 +221,13 @@ class TrialJournal:
             "seed": config.get(self.seed_constant) if self.seed_constant else None,
             "finished_at": self.clock.stamp(key),
             **{k: result.summary[k] for k in SUMMARY_KEYS if k in result.summary},
+            **({"attempt": key.attempt} if key.attempt else {}),
         }
+        if result.usage:  # what it got of the machine ("usage" is the LLM's tokens)
+            data["machine"] = dict(result.usage)
+        rate = throughput(result.summary)
+        if rate is not None:
+            data["throughput"] = rate
         if state.is_failure:
             data["log_tail"] = result.log_tail
         data.update(extra)

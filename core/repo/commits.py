@@ -38,6 +38,7 @@ class Trailer:
     MECHANISM = "Arx-Mechanism"
     GATE = "Arx-Gate"  # "pass", "fail: <reason>" or "runtime: <error>"
     SOURCE = "Arx-Source"  # a states.Source value
+    MARGIN = "Arx-Margin"  # a keep's win over the best, in units of the measured noise (sd)
     REVERTS = "Arx-Reverts"  # on a revert: the sha it undoes (written by GitRepo.revert)
 
 
@@ -115,6 +116,8 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
         Trailer.CHANGES: json.dumps(_jsonable(record.changes), sort_keys=True),
         Trailer.HYPOTHESIS: (record.get("hypothesis") or "").replace("\n", " ")[:500],
     }
+    if record.get("margin_sd") is not None:  # runs with a measured noise only
+        trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
     return subject, body.strip(), trailers
 
 

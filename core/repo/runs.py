@@ -15,6 +15,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
+from arx.core.loop.noise import latest_noise
 from arx.core.loop.trace import TRACE_VERSION
 from arx.core.repo.commits import Trailer, has_ended
 from arx.core.repo.git import GitRepo
@@ -39,6 +40,11 @@ class RunStatus:
     tokens: int
     cost_usd: float
     mechanisms: tuple[str, ...]
+    #: the measured spread of the metric (None: not measured) and over how many runs
+    noise_sd: float | None = None
+    noise_n: int = 0
+    #: trials recorded contended and run again
+    reruns: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
@@ -87,8 +93,9 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     config = RunConfig.from_json(stored) if stored else None
     records_all = trace_events(repo, name)
     records = [e for e in records_all if e.get("event") == Event.TRIAL]
+    noise = latest_noise(records_all)
     trials = [r for r in records if r.get("kind") == TrialKind.TRIAL
-              and r.get("status") != TrialState.INTERRUPTED.value]
+              and r.get("status") not in (TrialState.INTERRUPTED, TrialState.CONTENDED)]
     counts: dict[str, int] = {}
     for r in trials:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -114,6 +121,9 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         counts=counts, direction=config.target.direction if config else "min",
         metric=config.target.metric if config else "metric", tokens=tokens, cost_usd=cost,
         mechanisms=tuple(m.name for m in mechanism_records(records_all) if m.active),
+        noise_sd=noise.get("sd") if noise else None, noise_n=int(noise.get("n") or 0)
+        if noise else 0,
+        reruns=sum(1 for r in records if r.get("status") == TrialState.CONTENDED),
     )
 
 

@@ -65,7 +65,8 @@ def test_report_of_one_run_draws_both_panels_and_lists_kept_changes(runs, tmp_pa
     check_png(out)
 
     rep = write_report(runs, ["b"], tmp_path / "again.png")
-    assert len(rep.figure.axes) == 2  # metric panel + parameter panel
+    # metric panel (with its steps/s twin) + parameter panel
+    assert len(rep.figure.axes) == 3 and rep.axes["b:metric"].get_ylabel() == "val_bpb"
     trace = read_trace(GitRepo(runs), "b")
     kept = [r for r in trace if r["status"] == "keep"]
     assert kept
@@ -85,7 +86,7 @@ def test_report_of_one_run_draws_both_panels_and_lists_kept_changes(runs, tmp_pa
 def test_report_of_several_runs_overlays_one_line_each(runs, tmp_path):
     rep = write_report(runs, [], tmp_path / "all.png")  # default: every run
     assert [r.name for r in rep.runs] == ["a", "b"]
-    assert len(rep.figure.axes) == 1 + 2 * 2
+    assert len(rep.figure.axes) == 1 + 2 * 3  # overlay, then per run: metric + twin, params
     assert len(rep.axes["overlay"].lines) == 2
     check_png(tmp_path / "all.png")
     text = (tmp_path / "all.md").read_text()

@@ -27,8 +27,13 @@ def identify(repo: git.Repo) -> git.Repo:
     return repo
 
 
-def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = None) -> Path:
-    """A user checkout holding the toy target, adopted by `arx init --target`."""
+def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = None,
+                  run: dict | None = None) -> Path:
+    """A user checkout holding the toy target, adopted by `arx init --target`.
+
+    Its runs do not measure noise unless ``run`` says so (``{"noise": "auto"}``): the toy's
+    seeds barely move its metric, and these tests count trials exactly. The noise measurement
+    has its own tests, on a target made of noise (tests/core/loop/test_noise.py)."""
     repo = git_repo(path)
     shutil.copy(TOY, path / "train.py")
     (path / "README.md").write_text("a user's project\n")
@@ -36,7 +41,8 @@ def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = 
     repo.index.commit("user's first commit")
     init_repo(path, target_file="train.py", command=f"{sys.executable} train.py",
               metric="val_bpb", locked=["MODE"])
-    edit_toml(path, params=params or {"ACTIVATION": {"choices": ["relu", "gelu"]}}, target=target)
+    edit_toml(path, params=params or {"ACTIVATION": {"choices": ["relu", "gelu"]}}, target=target,
+              run={"noise": "off", **(run or {})})
     return path
 
 
@@ -58,3 +64,21 @@ def edit_toml(path: Path, params: dict | None = None, target: dict | None = None
     repo = git.Repo(path)
     repo.index.add(["arx.toml"])
     repo.index.commit("test: tune arx.toml")
+
+
+def make_script_repo(path: Path, script: Path, locked: list[str] | None = None,
+                     replace: dict[str, str] | None = None) -> Path:
+    """A user checkout holding ``script`` as train.py (its text edited by ``replace``), adopted
+    by `arx init --target`."""
+    repo = git_repo(path)
+    text = script.read_text()
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    (path / "train.py").write_text(text)
+    (path / ".gitignore").write_text(".draws\n")
+    repo.index.add(["train.py", ".gitignore"])
+    repo.index.commit("user's first commit")
+    init_repo(path, target_file="train.py", command=f"{sys.executable} train.py",
+              metric="val_bpb", locked=locked or [])
+    return path

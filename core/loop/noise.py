@@ -1,0 +1,170 @@
+"""How much the metric moves by itself, and whether a trial got the machine its baseline got.
+
+A keep is worth its commit only if it beats noise. With ``--noise auto`` (the default) a run
+measures the spread of its metric before it decides anything: the baseline is trained again on
+``EXTRA`` more seeds (when the target has a seed constant) or repeated as it is (time mode
+without one), and the sample standard deviation of those measurements is recorded as a ``noise``
+event on the trace. The runner's ``accept`` and ``confirm_seeds`` (``runner/runner.py``) then
+judge a candidate in units of that spread.
+
+In time mode a trial also has to get the machine its baseline got: ``contended`` compares what
+the trial's process tree got (``execution.usage``) with the baseline's. Such a trial is never
+compared; the engine records it as ``contended`` and runs it again when the machine is quiet.
+Everything here is a function of recorded data, so replay decides exactly as the run did.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from arx.core.config import RunConfig
+from arx.core.states import Event, TrialKind, TrialState
+
+#: extra measurements of the baseline (so the spread comes from 1 + EXTRA values)
+EXTRA = 2
+#: a trial is contended when others took this many more cores than during the baseline ...
+OTHERS_CORES = 0.25
+#: ... and the trial's own process tree got less than this share of the baseline's CPU
+SHARE_DROP = 0.75
+#: below this many cores the target is not CPU-bound, and CPU contention cannot be judged
+MIN_SHARE = 0.3
+#: attempts of one trial under contention before the run pauses
+MAX_ATTEMPTS = 4
+#: seconds to wait for a quiet machine between two attempts
+QUIET_WAIT_S = 60.0
+
+
+def noise_event(run: str, method: str, metrics: Sequence[float],
+                given: float | None = None) -> dict[str, Any]:
+    """The trace event of a run's measured (or given) spread; fields in docs/trace.md."""
+    values = [float(m) for m in metrics]
+    mean = statistics.fmean(values) if values else None
+    sd = given if given is not None else (statistics.stdev(values) if len(values) > 1 else None)
+    return {"run": run, "iteration": 0, "method": method, "n": len(values),
+            "metrics": values, "mean": mean, "sd": sd}
+
+
+def latest_noise(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The run's noise event (the latest one, if it was measured again), or None."""
+    found = None
+    for e in events:
+        if e.get("event") == Event.NOISE:
+            found = e
+    return found
+
+
+def describe(event: Mapping[str, Any]) -> str:
+    """The line a run prints once its spread is known."""
+    if not event.get("n"):
+        return f"noise: sd {event['sd']:.4g} (given)"
+    return f"noise: sd {event['sd']:.4g} over {event['n']} baseline runs ({event['method']})"
+
+
+def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = ()) -> dict[str, Any]:
+    """The spread decisions use (``ctx["noise"]``: ``sd``, ``df``, ``method``): a measured one is
+    pooled over every group of repeated measurements of one configuration the run has, the
+    baseline's and each confirmed trial's (its first measurement and its extra seeds), so three
+    baseline runs are only where the estimate starts. A given spread is used as it is."""
+    if event is None or not event.get("sd"):
+        return {"sd": None, "df": 0, "method": "off"}
+    if event.get("method") == "given":
+        return {"sd": float(event["sd"]), "df": 0, "method": "given"}
+    groups = [list(event.get("metrics") or [])]
+    for rec in records:
+        extra = rec.get("confirm_metrics")
+        if rec.get("kind") == TrialKind.TRIAL and extra and rec.get("metric") is not None:
+            groups.append([rec.get("metric"), *extra])
+    squares, df = 0.0, 0
+    for group in groups:
+        values = [float(v) for v in group if isinstance(v, (int, float))]
+        if len(values) > 1:
+            mean = statistics.fmean(values)
+            squares += sum((v - mean) ** 2 for v in values)
+            df += len(values) - 1
+    sd = (squares / df) ** 0.5 if df and squares > 0 else float(event["sd"])
+    return {"sd": sd, "df": df, "method": str(event.get("method"))}
+
+
+def margin_sd(metrics: Sequence[float | None], best_metrics: Sequence[float | None],
+              sd: float | None, direction: str) -> float | None:
+    """How far the candidate's mean beats the best's mean, in units of the spread (None when
+    the spread is unknown or a value is missing)."""
+    cand = [m for m in metrics if m is not None]
+    best = [m for m in best_metrics if m is not None]
+    if not sd or not cand or not best:
+        return None
+    gain = statistics.fmean(best) - statistics.fmean(cand)
+    return round((gain if direction == "min" else -gain) / sd, 3)
+
+
+def judged(metrics: Sequence[float | None], best_metrics: Sequence[float | None],
+           sd: float | None, direction: str, state: Any) -> dict[str, float]:
+    """What a decided trial records of the noise: its ``margin_sd`` (its mean's win over the
+    best's, in units of ``sd``, the spread it was judged with), and for a keep the ``reference``
+    the best is compared with from now on (the mean of what it measured). Empty without a
+    spread or a measurement."""
+    margin = margin_sd(metrics, best_metrics, sd, direction) if state is not None else None
+    if margin is None:
+        return {}
+    out = {"margin_sd": margin}
+    if state == TrialState.KEEP:
+        out["reference"] = statistics.fmean([m for m in metrics if m is not None])
+    return out
+
+
+def reference_usage(records: Iterable[Any]) -> dict[str, float] | None:
+    """What the baseline got of the machine: the median over its measurements (baseline and
+    noise trials), or None when they carry no usage (a run recorded before usage was)."""
+    shares, others = [], []
+    for rec in records:
+        usage = rec.get("machine") or {}
+        if rec.get("kind") in ("baseline", "noise") and "cpu_share" in usage:
+            shares.append(float(usage["cpu_share"]))
+            others.append(float(usage.get("others_cpu", 0.0)))
+    if not shares:
+        return None
+    return {"cpu_share": statistics.median(shares), "others_cpu": statistics.median(others)}
+
+
+def contended(usage: Mapping[str, float], reference: Mapping[str, float] | None) -> bool:
+    """Whether a trial got markedly less of the machine than its baseline did: others kept more
+    cores busy and the trial's own tree got less CPU. Targets that are not CPU-bound (a trial
+    that mostly waits on a GPU or on I/O) are not judged by CPU."""
+    if not reference or not usage or reference["cpu_share"] < MIN_SHARE:
+        return False
+    busier = usage.get("others_cpu", 0.0) > reference["others_cpu"] + OTHERS_CORES
+    starved = usage.get("cpu_share", 0.0) < SHARE_DROP * reference["cpu_share"]
+    return busier and starved
+
+
+def quiet_enough(others_cpu: float, reference: Mapping[str, float] | None) -> bool:
+    return reference is None or others_cpu <= reference["others_cpu"] + OTHERS_CORES
+
+
+def throughput(summary: Mapping[str, Any]) -> float | None:
+    """Training steps per second, from the summary block (``num_steps``, ``training_seconds``)."""
+    steps, seconds = summary.get("num_steps"), summary.get("training_seconds")
+    if isinstance(steps, (int, float)) and isinstance(seconds, (int, float)) and seconds > 0:
+        return round(steps / seconds, 3)
+    return None
+
+
+def drifted(records: Iterable[Any], i: int) -> bool:
+    """Whether a contended trial since the best was last re-measured says the machine may have
+    changed (time mode): then the best is measured again before iteration ``i``."""
+    contended = [r.iteration for r in records
+                 if r.state == TrialState.CONTENDED and r.iteration < i]
+    rebased = [r.iteration for r in records
+               if r.kind == TrialKind.REBASELINE and r.iteration < i]
+    return bool(contended) and max(contended) >= max(rebased, default=-1)
+
+
+def rebaseline_due(config: RunConfig, records: Sequence[Any], i: int) -> bool:
+    """Whether the best is measured again before iteration ``i`` (time mode only, once): every
+    ``--rebaseline K`` iterations, and after contention (``drifted``)."""
+    if config.steps or any(r.kind == TrialKind.REBASELINE and r.iteration == i for r in records):
+        return False
+    every = config.rebaseline
+    return bool(every and i > 1 and (i - 1) % every == 0) or drifted(records, i)
