@@ -17,6 +17,7 @@ from arx.cli.report_cmd import ablate, report
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
 from arx.core.loop.engine import default_executor, run_to_end
+from arx.core.loop.provenance import write_provenance
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
@@ -103,6 +104,7 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     try:
+        write_provenance(ws, [Path(sys.argv[0]).name, *sys.argv[1:]])
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         executor = default_executor(ws)

@@ -31,7 +31,7 @@ from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.progress import Reporter, RunProgress, trial_counts
-from arx.core.loop.resume import Best, mark_interrupted, rebuild_best
+from arx.core.loop.resume import Best, mark_interrupted, rebuild_best, resume_event, resume_point
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.loop.trials import (
@@ -46,7 +46,7 @@ from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.repo import commits
 from arx.core.repo.paths import RUNNER_PATH
 from arx.core.repo.workspace import Workspace
-from arx.core.states import TrialKind, TrialState
+from arx.core.states import Event, TrialKind, TrialState
 
 #: how many times one iteration may revert a faulting mechanism and try again
 _MAX_FAULTS = 20
@@ -57,13 +57,14 @@ class Engine:
 
     def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
                  llm: Any = None, executor: Executor | None = None,
-                 trials: TrialRunner | None = None, clock: Clock | None = None):
+                 trials: TrialRunner | None = None, clock: Clock | None = None,
+                 trace: Trace | None = None):
         self.ws = ws
         self.config = ws.config
         self.target = ws.config.target
         self.proposer = proposer
         self.reporter = reporter or Reporter()
-        self.trace = Trace(ws.path / ws.trace_rel)
+        self.trace = trace or Trace(ws.path / ws.trace_rel)
         self.target_path = ws.path / self.target.file
         self.space = ParameterSpace.from_toml(
             plain(load_toml(ws.path).get("params", {})),
@@ -108,6 +109,7 @@ class Engine:
         if self.executor is not None:
             self.executor.kill_stale()
         self.trace.repair_tail()
+        point = resume_point(self.trace, self.ws)  # where the stopped run stood (for replay)
         records = self.trace.records()
         committed = commits.last_committed_iteration(self.ws.tree.log("HEAD", max_count=200))
         pending_keep = [r for r in records if r.state is TrialState.KEEP and r.iteration > committed]
@@ -120,6 +122,7 @@ class Engine:
         for start in mark_interrupted(self.trace, self.ws.name):
             if start.get("kind") == TrialKind.TRIAL:  # re-run the same proposal(s), do not ask
                 self._retry.setdefault(int(start["iteration"]), []).append(start)
+        self.trace.note(Event.RESUME, resume_event(self.ws, self.trace, point, pending_keep))
         self.records = self.trace.records()
 
     def _rebuild_state(self) -> None:
