@@ -60,8 +60,8 @@ def resume_point(trace: Trace, ws: Workspace) -> dict[str, Any]:
 def resume_event(ws: Workspace, trace: Trace, point: Mapping[str, Any],
                  committed: Sequence[TraceRecord]) -> dict[str, Any]:
     """The ``resume`` event: ``at`` (``resume_point``), the settings resumed with (``iterations``
-    and ``changed``, the settings that differ from the stored ``config.json``), ``after`` (the
-    last finished iteration), and what recovery did: ``interrupted`` trials (run again),
+    and ``changed``, the settings that differ from the stored ``config.json``), ``iteration``
+    (the last finished one), and what recovery did: ``interrupted`` trials (run again),
     keeps ``committed`` on resume, mechanisms ``reverted`` on resume."""
     later = list(trace.events())[int(point["trace_lines"]):]
     stored = ws.path / ws.config_rel
@@ -74,7 +74,7 @@ def resume_event(ws: Workspace, trace: Trace, point: Mapping[str, Any],
                 and e.get("kind", "trial") == TrialKind.TRIAL
                 and e.get("status") != TrialState.INTERRUPTED]
     return {
-        "run": ws.name, "after": max(finished, default=0), "iterations": ws.config.iterations,
+        "run": ws.name, "iteration": max(finished, default=0), "iterations": ws.config.iterations,
         "changed": changed, "at": dict(point),
         "interrupted": [{"iteration": e["iteration"], "kind": e.get("kind", "trial"),
                          "seq": e.get("seq", 0) or 0} for e in later

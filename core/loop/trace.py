@@ -138,6 +138,8 @@ class Trace:
         """Start events with no matching finished record: trials a killed run left behind."""
         open_starts: dict[tuple[int, str, int], Mapping[str, Any]] = {}
         for event in self.events():
+            if event.get("event") not in (Event.START, Event.TRIAL):
+                continue
             key = (event["iteration"], event.get("kind", "trial"), event.get("seq", 0))
             if event.get("event") == Event.START:
                 open_starts[key] = event

@@ -47,7 +47,7 @@ LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidanc
                   "note", "transcripts")
 LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
                  "reverted", "commit", "revert", "hook", "transcripts", "patch", "at")
-RESUME_FIELDS = ("after", "iterations", "changed", "at", "interrupted", "committed", "reverted")
+RESUME_FIELDS = ("iteration", "iterations", "changed", "at", "interrupted", "committed", "reverted")
 _FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS,
            Event.RESUME: RESUME_FIELDS}
 #: the events a timeline holds
@@ -86,7 +86,7 @@ def event_label(e: Mapping[str, Any]) -> str:
     if kind == Event.LEVEL15:
         return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
     if kind == Event.RESUME:
-        return f"resume after iteration {e.get('after')} (to iteration {e.get('iterations')})"
+        return f"resume after iteration {e.get('iteration')} (to iteration {e.get('iterations')})"
     if e.get("cycle") is None:
         return f"L2 by hand: mechanism {e.get('mechanism')}"
     return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"
