@@ -104,7 +104,7 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     try:
-        write_provenance(ws, [Path(sys.argv[0]).name, *sys.argv[1:]])
+        write_provenance(ws, _command_line(ctx))
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         executor = default_executor(ws)
@@ -112,6 +112,17 @@ def run(ctx, name, resume, quiet, as_json, **flags):
         ws.close(remove_worktree=False)
         raise
     run_to_end(ws, proposer, reporter, executor)
+
+
+def _command_line(ctx: click.Context) -> list[str]:
+    """The command as given (its options as click parsed them), for the run's provenance."""
+    args = ["arx", ctx.info_name or "run"]
+    for key, value in ctx.params.items():
+        if value is None or value is False:
+            continue
+        option = "--json" if key == "as_json" else "--" + key.replace("_", "-")
+        args += [option] if value is True else [option, str(value)]
+    return args
 
 
 @cli.command()
