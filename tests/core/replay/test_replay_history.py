@@ -178,6 +178,22 @@ def test_an_extended_run_and_mechanisms_added_by_hand_between_resumes_replay(toy
     finish(toy_repo, "--resume", "ex", "--iterations", "5")  # extended after it finished
     assert sum(s.startswith("end of run ex") for s in subjects(toy_repo, "arx/ex")) == 2
     assert_replays(toy_repo, "ex", 2, resumes=1, trials=6)
+    # the same run as an arx before resume events left it: the extension is derived from the
+    # end commits, and the branch replays beside the first one
+    repo = git.Repo(toy_repo)
+    first_end = repo.git.log("--format=%H", "--grep=^end of run ex", "arx/ex").split()[-1]
+    repo.git.branch("arx/ex-old", "arx/ex")
+    repo.git.filter_branch("-f", "--tree-filter",
+                           "sed -i '/\"event\": \"resume\"/d' runs/ex/trace.jsonl",
+                           "--", f"{first_end}..arx/ex-old",
+                           env={**os.environ, "FILTER_BRANCH_SQUELCH_WARNING": "1"})
+    assert not [e for e in events(toy_repo, "ex", "arx/ex-old") if e["event"] == "resume"]
+    old = replay(toy_repo, "arx/ex-old", "--json")
+    assert old.exit_code == 0, old.output
+    data = json.loads(old.output)
+    assert data["replay_branch"] == "arx-replay/ex-old"
+    assert data["acts"][1].startswith("resume to iteration 5 after 8 trace lines, ")  # 4 trials
+    assert data["acts"][1].endswith("(derived from an end commit)")
     # a run killed, resumed and killed again, given two mechanisms by hand, then resumed
     kill_after_trials(start(toy_repo, "--name", "mh", "--iterations", "7", "--budget", "0.3"),
                       2, 0.15)
