@@ -114,11 +114,12 @@ def commit_on(root, branch, edit, message):
 
 
 def bump_metric_after_a_resume(root, name):
-    """Commit a trace whose first discard after a resume has another metric; returns it."""
+    """Commit a trace whose first measured Level-1 trial after a resume has another metric;
+    returns that record."""
     lines = events(root, name)
     first_resume = next(k for k, e in enumerate(lines) if e["event"] == "resume")
     target = next(e for e in lines[first_resume:] if e["event"] == "trial"
-                  and e["status"] == "discard" and e["kind"] == "trial")
+                  and e["status"] in ("keep", "discard") and e["kind"] == "trial")
 
     def edit(path):
         out = [{**e, "metric": e["metric"] + 0.5} if e is target else e for e in lines]
@@ -146,7 +147,8 @@ def assert_tamper_found(root, name):
     assert result.exit_code == 1, result.output
     d = json.loads(result.output)["first_divergence"]
     key = TrialKey(target["iteration"], "trial", target.get("seq", 0))
-    assert d["step"] == key.describe() and d["field"] == "delta", d
+    # the record itself differs: its delta, or its status when the served metric flips it
+    assert d["step"] == key.describe() and d["field"] in ("delta", "status"), d
 
 
 def test_a_run_killed_mid_trial_and_mid_level2_replays(toy_repo):
@@ -194,6 +196,7 @@ def test_an_extended_run_and_mechanisms_added_by_hand_between_resumes_replay(toy
     assert data["replay_branch"] == "arx-replay/ex-old"
     assert data["acts"][1].startswith("resume to iteration 5 after 8 trace lines, ")  # 4 trials
     assert data["acts"][1].endswith("(derived from an end commit)")
+    assert_tamper_found(toy_repo, "ex")
     # a run killed, resumed and killed again, given two mechanisms by hand, then resumed
     kill_after_trials(start(toy_repo, "--name", "mh", "--iterations", "7", "--budget", "0.3"),
                       2, 0.15)
