@@ -70,7 +70,7 @@ def main() -> None:
         c = report.counts
         print(f"run:    {args.iterations} iterations, group C, {c['commits']} commits, "
               f"{c['level2']} Level-2 mechanisms: {run_s:.2f} s "
-              f"(trials {engine.trial_seconds:.2f} s)")
+              f"(trials {engine.journal.trial_seconds:.2f} s)")
         print(f"replay: {report.steps} steps checked, identical: best {min(times):.2f} s, "
               f"median {sorted(times)[len(times) // 2]:.2f} s of {args.repeat} "
               f"(target: under 10 s)")

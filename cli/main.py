@@ -17,6 +17,7 @@ from arx.cli.report_cmd import ablate, report
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
 from arx.core.loop.engine import default_executor, run_to_end
+from arx.core.loop.provenance import write_provenance
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
@@ -106,6 +107,7 @@ def run(ctx, name, resume, quiet, as_json, **flags):
     flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
     ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
     try:
+        write_provenance(ws, _command_line(ctx))
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
         executor = default_executor(ws)
@@ -113,6 +115,17 @@ def run(ctx, name, resume, quiet, as_json, **flags):
         ws.close(remove_worktree=False)
         raise
     run_to_end(ws, proposer, reporter, executor)
+
+
+def _command_line(ctx: click.Context) -> list[str]:
+    """The command as given (its options as click parsed them), for the run's provenance."""
+    args = ["arx", ctx.info_name or "run"]
+    for key, value in ctx.params.items():
+        if value is None or value is False:
+            continue
+        option = "--json" if key == "as_json" else "--" + key.replace("_", "-")
+        args += [option] if value is True else [option, str(value)]
+    return args
 
 
 @cli.command()

@@ -82,6 +82,13 @@ class Event(_Word):
     RESUME = "resume"  # the run was resumed (with what, up to which iteration)
 
 
+class Occasion(_Word):
+    """Why a line of ``runs/<name>/provenance.jsonl`` was written (field ``event``)."""
+
+    START = "start"  # `arx run` started the run
+    RESUME = "resume"  # `arx run --resume` continued it
+
+
 class RunState(_Word):
     """Where a run stands (`arx status`): derived from its lock, its commits and its trace."""
 

@@ -29,6 +29,7 @@ from arx.core.analysis.summary import to_markdown as blocks_md
 from arx.core.config import load_toml, resolve
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import run_to_end
+from arx.core.loop.provenance import write_provenance
 from arx.core.proposers.base import Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.proposers.random_search import RandomProposer
@@ -284,6 +285,7 @@ def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: 
     else:
         ws = open_run(root, {"iterations": flags["iterations"]}, resume=name)
     try:
+        write_provenance(ws, ["arx", "ablate", f"({action} {name})"])
         if arm.proposer == "default" and proposer_for is not None:
             proposer = proposer_for(ws)
         else:

@@ -11,6 +11,7 @@ raised or hung during a run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_met
 from arx.core.levels.mechanism_state import level2_note
 from arx.core.llm.jsonextract import extract_json_object
 from arx.core.llm.settings import secret_names_in
+from arx.core.loop.resume import resume_point
 from arx.core.loop.trace import Trace
 from arx.core.repo import commits
 from arx.core.repo.git import GitRepo
@@ -216,15 +218,24 @@ def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int 
 
 
 def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
-    """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch."""
+    """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch.
+    The patch is stored on the branch (``runs/<name>/mechanisms/NN-<Name>.json``) and its
+    ``level2`` note says where (``patch``) and where the run stood (``at``), so replay can
+    apply it again at the same point."""
     trace = Trace(ws.path / ws.trace_rel)
+    at = resume_point(trace, ws)
+    store = ws.path / ws.mechanisms_rel
+    store.mkdir(parents=True, exist_ok=True)
+    patch = f"{ws.mechanisms_rel}/{len(list(store.glob('*.json'))) + 1:02d}-{mech.name}.json"
+    (ws.path / patch).write_text(json.dumps(mech.to_json(), indent=2, sort_keys=True) + "\n")
     outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
                       iteration=None, gate_timeout_s=gate_timeout_s,
                       drop_env=secret_names_in(ws.path))
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note(Event.LEVEL2, level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,
-        outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate)))
+        outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate),
+        patch=patch, at=at))
     ws.tree.commit(ws.run_files(), *commits.manual_trace_message(ws.name, mech.name,
                                                                  outcome.verdict.value))
     return outcome

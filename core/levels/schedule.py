@@ -20,11 +20,12 @@ from arx.core.levels import level2, level15
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.mechanism_state import MechanismRecord, active_mechanisms, level2_note
 from arx.core.levels.runguard import MechanismFault
+from arx.core.loop.resume import REVERTED_ON_RESUME
 from arx.core.loop.trace import Trace
 from arx.core.repo import commits
 from arx.core.repo.paths import RUNNER_PATH, STATE_PATH
 from arx.core.repo.workspace import Workspace
-from arx.core.states import Event, Group, Source, Verdict
+from arx.core.states import Event, Group, Level, Source, Verdict
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class OuterLoop:
         self.min_active = min_active
         self.state_path = ws.path / STATE_PATH
         self.state = SearchState.load(self.state_path)
+        #: a Level-2 cycle a killed arx had started but not committed (set by ``recover``)
+        self.pending_level2: int | None = None
 
     def recover(self) -> SearchState:
         """Undo what a kill mid-cycle left: a state file or runner written but not committed
@@ -75,18 +78,27 @@ class OuterLoop:
                 self.ws.name, commits.trailer_int(head, commits.Trailer.CYCLE),
                 commits.trailer_int(head, commits.Trailer.ITERATION), mech, None,
                 head.trailers.get(commits.Trailer.SOURCE), Verdict.FAIL, gate[6:],
-                commit=head.sha, note="reverted on resume"))
+                commit=head.sha, note=REVERTED_ON_RESUME))
         if tree.dirty_paths([STATE_PATH]):
             if tree.show("HEAD", STATE_PATH) is None:
                 self.state_path.unlink()
             else:
                 tree.restore([STATE_PATH])
         self.state = SearchState.load(self.state_path)
+        # killed during a Level-2 cycle before anything of it was committed: run it again
+        cycle = self.state.cycle
+        if self.group.has_level2 and cycle and cycle % self.config.m == 0 \
+                and commits.trailer_int(head, commits.Trailer.CYCLE) == cycle \
+                and commits.level_of(head) is Level.L15:
+            self.pending_level2 = cycle
         return self.state
 
     def before_iteration(self, i: int, view: SearchView) -> OuterResult:
         """Run every outer cycle due before iteration ``i`` that has not run yet."""
         changed = False
+        if self.pending_level2 is not None:
+            cycle, self.pending_level2 = self.pending_level2, None
+            changed |= self.level2(cycle, cycle * self.config.k, view)
         if self.group.has_level15 and i > 1:
             k = self.config.k
             due = (i - 1) // k

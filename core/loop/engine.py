@@ -59,13 +59,14 @@ class Engine:
 
     def __init__(self, ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
                  llm: Any = None, executor: Executor | None = None,
-                 trials: TrialRunner | None = None, clock: Clock | None = None):
+                 trials: TrialRunner | None = None, clock: Clock | None = None,
+                 trace: Trace | None = None):
         self.ws = ws
         self.config = ws.config
         self.target = ws.config.target
         self.proposer = proposer
         self.reporter = reporter or Reporter()
-        self.trace = Trace(ws.path / ws.trace_rel)
+        self.trace = trace or Trace(ws.path / ws.trace_rel)
         self.target_path = ws.path / self.target.file
         self.space = ParameterSpace.from_toml(
             plain(load_toml(ws.path).get("params", {})),
@@ -113,6 +114,7 @@ class Engine:
         if self.executor is not None:
             self.executor.kill_stale()
         self.trace.repair_tail()
+        point = resume.resume_point(self.trace, self.ws)  # where the stopped run stood (for replay)
         records = self.trace.records()
         committed = commits.last_committed_iteration(self.ws.tree.log("HEAD", max_count=200))
         pending_keep = [r for r in records if r.state is TrialState.KEEP and r.iteration > committed]
@@ -123,6 +125,8 @@ class Engine:
             self.target_path.write_text(source)
             self._commit_keep(rec, recovered=True)
         pending = resume.mark_interrupted(self.trace, self.ws.name)
+        self.trace.note(Event.RESUME, resume.resume_event(self.ws, self.trace, point,
+                                                          pending_keep))
         self.records = self.trace.records()
         self._retry = resume.retries(pending, self.records)  # run the same proposal(s) again
 

@@ -3,6 +3,11 @@
 Optuna's stale-trial rule: a trial whose ``start`` has no finished record was running when arx
 was stopped; it is recorded ``interrupted`` (never silently dropped) and run again with the same
 proposal. The best configuration is derived from the records, never stored beside them.
+
+Every resume ends with a ``resume`` event on the trace (``resume_event``): where the run stood
+when it was resumed (``resume_point``: its trace lines, its branch head, its transcripts), the
+iterations it now runs to, and what recovery did. `arx replay` stops its replayed session at
+that point and resumes it the same way.
 """
 
 from __future__ import annotations
@@ -11,8 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from arx.core.config import RunConfig
 from arx.core.loop.trace import Trace, TraceRecord, best_of
-from arx.core.states import TrialKind, TrialState
+from arx.core.repo.workspace import Workspace
+from arx.core.states import Event, TrialKind, TrialState
+
+#: the ``note`` of a Level-2 event written when resume made a revert a killed arx had not made
+REVERTED_ON_RESUME = "reverted on resume"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,43 @@ def retries(pending: Sequence[Mapping[str, Any]],
         if rec.kind == TrialKind.TRIAL and rec.iteration not in decided | set(waiting):
             waiting[rec.iteration] = [dict(rec.data)]
     return waiting
+
+
+def resume_point(trace: Trace, ws: Workspace) -> dict[str, Any]:
+    """Where a stopped run stands before recovery writes anything: the trace's lines, the
+    branch head and the number of LLM transcripts in its worktree."""
+    llm = ws.path / ws.llm_rel
+    return {"trace_lines": trace.line_count(), "head": ws.tree.head_sha(),
+            "transcripts": len(list(llm.glob("*.json"))) if llm.is_dir() else 0}
+
+
+def resume_event(ws: Workspace, trace: Trace, point: Mapping[str, Any],
+                 committed: Sequence[TraceRecord]) -> dict[str, Any]:
+    """The ``resume`` event: ``at`` (``resume_point``), the settings resumed with (``iterations``
+    and ``changed``, the settings that differ from the stored ``config.json``), ``iteration``
+    (the last finished one), and what recovery did: ``interrupted`` trials (run again),
+    keeps ``committed`` on resume, mechanisms ``reverted`` on resume."""
+    later = list(trace.events())[int(point["trace_lines"]):]
+    stored = ws.path / ws.config_rel
+    changed = {}
+    if stored.exists():
+        before = RunConfig.from_json(stored.read_text())
+        changed = {k: getattr(ws.config, k) for k in ("iterations",)
+                   if getattr(before, k) != getattr(ws.config, k)}
+    finished = [int(e["iteration"]) for e in trace.events() if e.get("event") == Event.TRIAL
+                and e.get("kind", "trial") == TrialKind.TRIAL
+                and e.get("status") != TrialState.INTERRUPTED]
+    return {
+        "run": ws.name, "iteration": max(finished, default=0), "iterations": ws.config.iterations,
+        "changed": changed, "at": dict(point),
+        "interrupted": [{"iteration": e["iteration"], "kind": e.get("kind", "trial"),
+                         "seq": e.get("seq", 0) or 0} for e in later
+                        if e.get("event") == Event.TRIAL
+                        and e.get("status") == TrialState.INTERRUPTED],
+        "committed": [rec.iteration for rec in committed],
+        "reverted": [e.get("mechanism") for e in later if e.get("event") == Event.LEVEL2
+                     and e.get("note") == REVERTED_ON_RESUME],
+    }
 
 
 def rebuild_best(records: Sequence[TraceRecord], source: str,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,15 +65,21 @@ class TraceRecord:
 
 
 class Trace:
-    """Reads and appends ``trace.jsonl``. Each append is one line, flushed and fsynced."""
+    """Reads and appends ``trace.jsonl``. Each append is one line, flushed and fsynced.
 
-    def __init__(self, path: Path):
+    ``guard``, when given, is called before every line is written (a replay stops a session
+    there, at the point where the recorded run was stopped)."""
+
+    def __init__(self, path: Path, guard: Callable[[], None] | None = None):
         self.path = Path(path)
+        self.guard = guard
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def _append(self, obj: Mapping[str, Any]) -> None:
+        if self.guard is not None:
+            self.guard()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(_clean({"v": TRACE_VERSION, **obj}), sort_keys=True)
         with open(self.path, "a", encoding="utf-8") as fh:
@@ -132,12 +138,18 @@ class Trace:
         """Start events with no matching finished record: trials a killed run left behind."""
         open_starts: dict[tuple[int, str, int], Mapping[str, Any]] = {}
         for event in self.events():
+            if event.get("event") not in (Event.START, Event.TRIAL):
+                continue
             key = (event["iteration"], event.get("kind", "trial"), event.get("seq", 0))
             if event.get("event") == Event.START:
                 open_starts[key] = event
             elif event.get("event") == Event.TRIAL:
                 open_starts.pop(key, None)
         return list(open_starts.values())
+
+    def line_count(self) -> int:
+        """Lines in the file now (resume records it; replay stops a session at it)."""
+        return len(self.path.read_bytes().splitlines()) if self.path.exists() else 0
 
     def repair_tail(self) -> None:
         """Drop a torn final line (a kill during a write), so appends start on a fresh line."""

@@ -1,7 +1,8 @@
 """Comparing a replay with the original, step by step, and saying where they first differ.
 
 Each side is laid out as one **timeline**: the decision events of its trace (``trial`` records,
-``level15`` and ``level2`` notes; ``start`` events only position things) with every commit
+``level15`` and ``level2`` notes, ``resume`` events; ``start`` events only position things; a
+branch made before ``resume`` events were written is compared without the replay's) with every commit
 placed after the trace lines it carries. The two timelines are walked in step; the first step
 that differs is the divergence. What is compared (``COMPARED`` says the same in words):
 
@@ -12,7 +13,8 @@ that differs is the divergence. What is compared (``COMPARED`` says the same in 
   not listed. Commit hashes (``commit``, ``revert``) are compared by position on the branch.
 - every commit: its subject, its trailers (``Arx-Reverts`` by position), and its tree, every
   path except ``runs/<name>/trace.jsonl`` (compared as above), ``runs/<name>/llm-settings.json``
-  (copied from the baseline) and ``runner/test_smoke.py``: the Level-2 gate renders that file
+  (copied from the baseline), ``runs/<name>/provenance.jsonl`` (the machine and versions of each
+  start and resume: a replay writes none, it checks them first) and ``runner/test_smoke.py``: the Level-2 gate renders that file
   from arx's own template (``runner_repo/test_smoke.py.tmpl``) after the patch is applied, so
   it records which arx ran the gate, not a decision of the run; what it is rendered with (the
   mechanism, its methods) is in the runner, the subject and the trailers, which are compared.
@@ -25,7 +27,7 @@ that differs is the divergence. What is compared (``COMPARED`` says the same in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,21 +42,27 @@ TRIAL_FIELDS = ("iteration", "kind", "seq", "status", "changes", "before", "conf
                 "best_before", "delta", "hypothesis", "proposer", "focus", "candidates",
                 "refusals", "reason", "returncode", "num_steps", "of", "seed",
                 "confirm_metrics", "best_confirm_metrics", "proposal", "raw", "batch", "note",
-                "transcripts", "usage")
+                "transcripts", "usage", "attempt", "margin_sd", "reference")
 LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidance", "source",
                   "note", "transcripts")
 LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
-                 "reverted", "commit", "revert", "hook", "transcripts")
-_FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS}
+                 "reverted", "commit", "revert", "hook", "transcripts", "patch", "at")
+RESUME_FIELDS = ("iteration", "iterations", "changed", "at", "interrupted", "committed", "reverted")
+_FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS,
+           Event.RESUME: RESUME_FIELDS}
+#: the events a timeline holds
+EVENT_KINDS = tuple(_FIELDS)
 #: defaults the engine leaves out of a record (absent and default compare equal)
 _DEFAULTS = {"seq": 0}
 
 COMPARED = (
     "trace records field by field on the decision fields (trial: " + ", ".join(TRIAL_FIELDS)
     + "; level15: " + ", ".join(LEVEL15_FIELDS) + "; level2: " + ", ".join(LEVEL2_FIELDS)
+    + "; resume: " + ", ".join(RESUME_FIELDS)
     + ", with the reason's first line and commit hashes by position); every commit's subject, "
     "trailers (Arx-Reverts by position) and tree, all paths except runs/<name>/trace.jsonl, "
-    f"runs/<name>/llm-settings.json and {SMOKE_PATH} (rendered from arx's own template); "
+    "runs/<name>/llm-settings.json, runs/<name>/provenance.jsonl (this machine's versions) "
+    f"and {SMOKE_PATH} (rendered from arx's own template); "
     "every LLM request's purpose and messages, and the parsed "
     "answer; the trace at each original commit is a prefix of the tip's. Not compared: timings "
     "(wall_s, finished_at, interval, gate step times, training_seconds, total_seconds), machine "
@@ -77,24 +85,29 @@ def event_label(e: Mapping[str, Any]) -> str:
                         int(e.get("seq", 0) or 0)).describe()
     if kind == Event.LEVEL15:
         return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
+    if kind == Event.RESUME:
+        return f"resume after iteration {e.get('iteration')} (to iteration {e.get('iterations')})"
+    if e.get("cycle") is None:
+        return f"L2 by hand: mechanism {e.get('mechanism')}"
     return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"
 
 
 def timeline(events: Sequence[Mapping[str, Any]], commits: Sequence[CommitRecord],
-             counts: Sequence[int | None]) -> list[Step]:
-    """Decision events with each commit placed after the trace lines it carries."""
+             counts: Sequence[int | None], kinds: Collection[str] = tuple(_FIELDS)) -> list[Step]:
+    """Decision events (of ``kinds``) with each commit placed after the trace lines it
+    carries."""
     steps: list[Step] = []
     j = 0
     for k, (commit, count) in enumerate(zip(commits, counts)):
         upto = j if count is None else min(count, len(events))
         while j < upto:
-            if events[j].get("event") in _FIELDS:
+            if events[j].get("event") in kinds:
                 steps.append(Step(event_label(events[j]), event=events[j]))
             j += 1
         label = f"commit {k + 1}/{len(commits)} {commit.sha[:8]} {commit.subject[:72]!r}"
         steps.append(Step(label, commit=commit, position=k, trace_count=count))
     for e in events[j:]:
-        if e.get("event") in _FIELDS:
+        if e.get("event") in kinds:
             steps.append(Step(event_label(e), event=e))
     return steps
 
@@ -103,12 +116,13 @@ class Side:
     """One side of the comparison: its commits, its trace and its timeline."""
 
     def __init__(self, git: ReplayGit, commits: Sequence[CommitRecord],
-                 events: Sequence[Mapping[str, Any]], trace_rel: str):
+                 events: Sequence[Mapping[str, Any]], trace_rel: str,
+                 kinds: Collection[str] = tuple(_FIELDS)):
         self.commits = list(commits)
         self.index = {c.sha: k for k, c in enumerate(self.commits)}
         self.traces = [git.blob(c.sha, trace_rel) for c in self.commits]
         counts = [None if t is None else len(t.splitlines()) for t in self.traces]
-        self.steps = timeline(events, self.commits, counts)
+        self.steps = timeline(events, self.commits, counts, kinds)
 
     def where(self, sha: Any) -> Any:
         """A commit hash as its position on this side ("#k"), else unchanged."""
@@ -122,6 +136,8 @@ def project(e: Mapping[str, Any], side: Side) -> dict[str, Any]:
         value = e.get(name, _DEFAULTS.get(name))
         if e.get("event") == Event.LEVEL2 and name in ("commit", "revert"):
             value = side.where(value)
+        elif name == "at" and isinstance(value, Mapping):
+            value = {**value, "head": side.where(value.get("head"))}
         elif e.get("event") == Event.LEVEL2 and name == "reason" and isinstance(value, str):
             value = value.strip().split("\n", 1)[0]
         out[name] = norm(value)
@@ -132,7 +148,7 @@ def compare(git: ReplayGit, name: str, original: Side, replay: Side, tip_trace: 
             raised: Divergence | None) -> tuple[Divergence | None, int]:
     """The first divergence (None: identical) and the number of steps found equal."""
     files = RunFiles(name)
-    excluded = {files.trace_rel, files.llm_settings_rel, SMOKE_PATH}
+    excluded = {files.trace_rel, files.llm_settings_rel, files.provenance_rel, SMOKE_PATH}
     for n, o in enumerate(original.steps):
         if n >= len(replay.steps):
             return _at(raised or _missing(git, o), n + 1), n

@@ -29,6 +29,7 @@ from arx.core.llm.client import ChatResult
 from arx.core.loop.trace import Trace
 from arx.core.loop.trials import SUMMARY_KEYS, Clock, TrialKey, TrialRequest, TrialRunner
 from arx.core.replay.source import Divergence, DivergenceFound, Recording, norm
+from arx.core.replay.stops import Cutter
 
 _STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,
            "no_metric": ExecStatus.NO_METRIC, "timeout": ExecStatus.TIMEOUT,
@@ -44,7 +45,7 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
         status=status, metric=float(metric) if isinstance(metric, (int, float)) else None,
         returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
         summary={k: rec[k] for k in SUMMARY_KEYS if k in rec}, log_tail=rec.get("log_tail") or "",
-        reason=rec.get("reason") or "")
+        reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}))
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
@@ -63,20 +64,32 @@ def first_difference(a: str, b: str) -> int:
 
 
 class ServedTrials(TrialRunner):
-    """Serves the recorded result of each trial the replayed engine asks for."""
+    """Serves the recorded result of each trial the replayed engine asks for. With a
+    ``Cutter``, a trial at the point where the recorded session stopped is not served: the
+    session stops there (``Stopped``), as the original's process did."""
 
-    def __init__(self, recording: Recording):
+    def __init__(self, recording: Recording, cutter: Cutter | None = None):
         self.recording = recording
+        self.cutter = cutter
         self.served: set[TrialKey] = set()
 
     def run(self, request: TrialRequest) -> TrialResult:
+        if self.cutter is not None:
+            self.cutter.trial()
         return served_result(self.requested(request.key, request.changes, request.source))
+
+    def forget_unrecorded(self, trace: Trace) -> None:
+        """After a stopped session: a trial served but never recorded (the session stopped
+        between the two) may be asked for again by the resumed one."""
+        recorded = {TrialKey(int(r.iteration), r.kind, int(r.get("seq", 0) or 0))
+                    for r in trace.records()}
+        self.served &= recorded
 
     def requested(self, key: TrialKey, changes: Mapping[str, Any],
                   source: str) -> Mapping[str, Any]:
         """The recorded trial the replay asks for, after checking it is the same trial."""
         step = key.describe()
-        rec = self.recording.trial(key.iteration, key.kind, key.seq)
+        rec = self.recording.trial(key.iteration, key.kind, key.seq, key.attempt)
         if rec is None:
             raise DivergenceFound(Divergence(
                 step, "the replay trains a trial the original never ran", "changes",
@@ -106,7 +119,7 @@ class RecordedClock(Clock):
         self.recording = recording
 
     def stamp(self, key: TrialKey) -> str:
-        rec = self.recording.trial(key.iteration, key.kind, key.seq)
+        rec = self.recording.trial(key.iteration, key.kind, key.seq, key.attempt)
         return rec.get("finished_at", "") if rec is not None else super().stamp(key)
 
 
@@ -121,6 +134,8 @@ class ReplayExecutor(Executor):
         self.trace = trace
 
     def run(self, jobs: Sequence[TrialJob]) -> list[JobResult]:
+        if self.trials.cutter is not None:
+            self.trials.cutter.trial()
         starts = {TrialKey(int(s["iteration"]), s.get("kind", "trial"), int(s.get("seq", 0))):
                   s.get("changes") or {} for s in self.trace.pending()}
         out = []
@@ -132,11 +147,13 @@ class ReplayExecutor(Executor):
             out.append(JobResult(job.key, served_result(rec), started, finished, worker))
         return out
 
+
 class ReplayChatClient:
     """The ``ChatClient`` contract, answered from a run's recorded transcripts, in order."""
 
-    def __init__(self, recording: Recording, worktree: Path):
+    def __init__(self, recording: Recording, worktree: Path, cutter: Cutter | None = None):
         self.worktree = Path(worktree)
+        self.cutter = cutter
         self.transcripts = list(recording.transcripts)
         self.by_path = {path: data for path, _raw, data in self.transcripts}
         self.position = 0
@@ -145,6 +162,8 @@ class ReplayChatClient:
         self.totals: dict[str, float] = {"calls": 0}
 
     def _copy(self, path: str, raw: bytes) -> None:
+        if self.cutter is not None:
+            self.cutter.transcript()
         dest = self.worktree / path
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(raw)
@@ -155,6 +174,8 @@ class ReplayChatClient:
 
     def complete(self, messages: list[dict], purpose: str, json_mode: bool | None = None,
                  parsed_hook: Callable[[str], Any] | None = None) -> ChatResult:
+        if self.cutter is not None:  # every request leaves a transcript
+            self.cutter.transcript()
         sent = norm([dict(m) for m in messages])
         while self.position < len(self.transcripts):  # a failed attempt the original re-sent
             path, raw, data = self.transcripts[self.position]

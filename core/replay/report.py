@@ -19,6 +19,19 @@ def _m(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
+def likely_cause(provenance: dict[str, Any]) -> str:
+    """What most likely made an untouched branch diverge, from its recorded provenance."""
+    if provenance.get("decisive"):
+        return ("likely cause: the versions differ from the run's: "
+                + "; ".join(provenance["decisive"]))
+    if not provenance.get("recorded"):
+        return ("if the branch is untouched, the usual cause is another arx, optuna or ruff "
+                "version than the run's (this branch does not record them): replay with the "
+                "versions that made it")
+    return ("the versions this machine runs are the ones the branch records: the branch was "
+            "changed after the run, or this arx's code differs from the one that made it")
+
+
 def render(report: ReplayReport) -> str:
     c = report.counts
     lines = [
@@ -30,6 +43,9 @@ def render(report: ReplayReport) -> str:
         f"(subject, trailers, tree); {c['trials_served']} trials served from the trace, "
         f"{c['llm_requests']} LLM requests served from the transcripts",
     ]
+    if len(report.acts) > 1:
+        lines.append(f"replayed {len(report.acts)} acts: " + "; ".join(report.acts))
+    lines += [f"note: {n}" for n in report.provenance.get("notes", [])]
     d = report.divergence
     if d is None:
         lines.append("decisions and commits: IDENTICAL to the original")
@@ -42,8 +58,7 @@ def render(report: ReplayReport) -> str:
                       f"  {d.sides[1]:<{width}} : {_show(d.replay)}"]
         lines.append(f"  (the replay's branch {report.replay_branch} is kept for inspection: "
                      f"git log {report.replay_branch})")
-        lines.append("  if the branch is untouched, the usual cause is another arx, optuna or "
-                     "ruff version than the run's: replay with the versions that made it")
+        lines.append("  " + likely_cause(report.provenance))
     r = report.retrain
     if r is not None:
         lines += ["", f"retrain ({r.rule()}): {len(r.rows)} trials in {r.seconds:.1f} s",

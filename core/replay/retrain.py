@@ -10,11 +10,14 @@ real with the run's command after its setup command, in the replay's worktree.
 - Time mode: each metric's drift (retrained - recorded) is reported, and whether a decision
   would flip: a keep whose new metric no longer strictly beats the recorded ``best_before``, or
   a discard whose new metric now would (records confirmed over several seeds are not judged on
-  one metric). The check passes when every |drift| <= ``tolerance`` (default
-  ``DEFAULT_TOLERANCE``) and no decision flips.
+  one metric). The check passes when every |drift| <= the tolerance and no decision flips. The
+  tolerance is relative to the metric's own noise (``tolerance_for``): ``--tolerance`` when
+  given, else ``NOISE_SDS`` x the sd of the run's latest ``noise`` event (the baseline measured
+  again), else ``RELATIVE_TOLERANCE`` x |baseline metric|.
 - A retrained trial that fails (crash, timeout, no metric) where the original measured fails.
-- The data fingerprint (``data_fingerprint:`` of the target's summary) of the first retrained
-  trial must equal the recorded one, else ``ReplayError`` (exit 2): other data, no comparison.
+- The data fingerprint (``data_fingerprint:`` of the target's summary) of every retrained trial
+  must equal its record's, else ``ReplayError`` (exit 2): other data, no comparison; so must the
+  records among themselves (a run whose data changed while it ran cannot be retrained).
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from arx.core.config import RunConfig
 from arx.core.execution.trial import TrialSpec, run_trial
 from arx.core.llm.settings import secret_names_in
 from arx.core.replay.source import Recording, ReplayError, norm
-from arx.core.states import MEASURED, TrialKind, TrialState
+from arx.core.states import MEASURED, Event, TrialKind, TrialState
 
-DEFAULT_TOLERANCE = 0.02
+#: time mode without --tolerance: this many sds of the baseline's measured spread ...
+NOISE_SDS = 3.0
+#: ... or, when the run measured none, this fraction of |baseline metric|
+RELATIVE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class RetrainReport:
     tolerance: float | None
     rows: list[RetrainRow] = field(default_factory=list)
     seconds: float = 0.0
+    #: where the tolerance comes from, in words ("3 x the measured sd 0.0041 (seeds, n=5)")
+    tolerance_source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -75,11 +83,13 @@ class RetrainReport:
     def rule(self) -> str:
         if self.mode == "steps" and self.tolerance is None:
             return "steps mode: every metric must be identical"
-        return (f"{self.mode} mode: every |drift| <= {self.tolerance:g} and no keep/discard "
-                "decision flips")
+        source = f" ({self.tolerance_source})" if self.tolerance_source else ""
+        return (f"{self.mode} mode: every |drift| <= {self.tolerance:.6g}{source} and no "
+                "keep/discard decision flips")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "tolerance": self.tolerance, "rule": self.rule(),
+        return {"mode": self.mode, "tolerance": self.tolerance,
+                "tolerance_source": self.tolerance_source, "rule": self.rule(),
                 "ok": self.ok, "max_drift": self.max_drift, "flips": len(self.flips),
                 "seconds": round(self.seconds, 2), "rows": [r.as_dict() for r in self.rows]}
 
@@ -141,11 +151,13 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
     target = config.target
     say = on_line or (lambda _s: None)
     mode = "steps" if config.steps else "time"
-    if mode == "time" and tolerance is None:
-        tolerance = DEFAULT_TOLERANCE
-    report = RetrainReport(mode, tolerance)
-    started = time.monotonic()
     records = recording.records()
+    _check_one_dataset(records)
+    source = "--tolerance" if tolerance is not None else ""
+    if mode == "time" and tolerance is None:
+        tolerance, source = tolerance_for(recording.events)
+    report = RetrainReport(mode, tolerance, tolerance_source=source)
+    started = time.monotonic()
     statuses = ("baseline", "keep") if only_kept else MEASURED
     todo = [r for r in records if r.get("status") in statuses]
     todo.sort(key=lambda r: r.get("status") != TrialState.BASELINE)  # the baseline first (the data check)
@@ -172,8 +184,7 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
             path.write_text(_source(baseline_source, _config_of(rec, records)))
             label = f"{int(rec['iteration']):04d}-{rec.get('kind', 'trial')}-{rec.get('seq', 0)}"
             result = run_trial(spec(target.command, timeout, f"retrain-{label}"))
-            if n == 0:
-                _check_fingerprint(rec, result.summary)
+            _check_fingerprint(rec, result.summary)
             row = judge(rec, result.metric if result.ok else None, result.reason, mode,
                         tolerance, target.direction)
             report.rows.append(row)
@@ -185,6 +196,41 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
             path.write_bytes(before)
     report.seconds = time.monotonic() - started
     return report
+
+
+def tolerance_for(events: list[Mapping[str, Any]]) -> tuple[float, str]:
+    """Time mode's tolerance without --tolerance, and where it comes from, in words."""
+    noise = [e for e in events if e.get("event") == Event.NOISE
+             and isinstance(e.get("sd"), (int, float))]
+    if noise:
+        e = noise[-1]
+        return NOISE_SDS * float(e["sd"]), (
+            f"{NOISE_SDS:g} x the metric's measured sd {float(e['sd']):.6g}, "
+            f"{e.get('method', '?')}, n={e.get('n', '?')}")
+    base = next((e.get("metric") for e in events if e.get("event") == Event.TRIAL
+                 and e.get("status") == TrialState.BASELINE
+                 and isinstance(e.get("metric"), (int, float))), None)
+    if base is None:
+        return 0.0, "no baseline metric recorded: identical"
+    return RELATIVE_TOLERANCE * abs(float(base)), (
+        f"{RELATIVE_TOLERANCE:.0%} of |baseline metric| {float(base):.6g}: the run measured no "
+        "noise")
+
+
+def _check_one_dataset(records: list[Mapping[str, Any]]) -> None:
+    """The run's records must name one data fingerprint: retraining cannot bring back data
+    that changed while the run went on."""
+    seen: dict[str, int] = {}
+    for r in records:
+        fp = r.get("data_fingerprint")
+        if fp is not None:
+            seen.setdefault(str(fp), int(r.get("iteration", 0)))
+    if len(seen) > 1:
+        (a, i), (b, j) = list(seen.items())[:2]
+        raise ReplayError(
+            f"the run's training data changed while it ran: data fingerprint {a} from "
+            f"iteration {i}, {b} from iteration {j}; its metrics cannot be retrained on one "
+            "dataset", hint="replay without --retrain: the decisions still replay")
 
 
 def _check_fingerprint(rec: Mapping[str, Any], summary: Mapping[str, Any]) -> None:

@@ -1,20 +1,24 @@
 """Replay a run branch from its base commit and check that it reproduces (`arx replay`).
 
 A run branch carries its trace and every LLM exchange, so the whole loop can be run again
-without training and without an API key: ``replay`` branches ``arx-replay/<name>`` from the
-parent of the run's ``baseline`` commit, lays in the run's own ``config.json``, and runs the
-real engine under the same run name, handed trial results served from the trace (``ServedTrials``)
-and LLM answers from the transcripts (the offline Optuna proposer, seeded, simply runs again).
-Every decision and every commit is then compared with the original (``replay_compare``), and
-with ``retrain`` the recorded configurations are trained again (``replay_retrain``).
+without training and without an API key: ``replay`` checks the versions the branch records
+(``versions.py``), branches ``arx-replay/<branch>`` (named after the branch replayed:
+``replay_branch_of``) from the parent of the run's ``baseline`` commit, lays in the run's own
+``config.json``, and runs the real engine under the same run name once per recorded start and
+resume, with the mechanisms added by hand in between (``sessions.py``, ``acts.py``), handed
+trial results served from the trace and LLM answers from the transcripts (the offline Optuna
+proposer, seeded, simply runs again). Every decision and every commit is then compared with the
+original (``compare``), and with ``retrain`` the recorded configurations are trained again.
 
     report = replay(root, "arx/my-run")           # ReplayReport; report.exit_code: 0 or 1
     report = replay(root, "my-run", retrain=True, only_kept=True, tolerance=0.01)
 
 Unusable input (no such branch, a corrupt trace or one of another trace version, no baseline,
-an unfinished or resumed run, other data than the recorded fingerprint) raises ``ReplayError``
-or ``TraceError``: the command exits 2. The replay's worktree (``.arx/replay/<name>``) is
-removed at the end; its branch stays for inspection (``--force`` replaces an existing one).
+an unfinished run, a history that cannot be re-derived, other versions than the recorded ones
+without ``allow_version_drift``, other data than the recorded fingerprint) raises
+``ReplayError`` or ``TraceError``: the command exits 2. The replay's worktree
+(``.arx/replay/<key>``) is removed at the end; its branch stays for inspection (``--force``
+replaces an existing one).
 """
 
 from __future__ import annotations
@@ -22,49 +26,32 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arx.core.errors import ArxError, RepoError
-from arx.core.loop.engine import Engine
-from arx.core.loop.trace import Trace
-from arx.core.proposers.llm import LLMProposer
-from arx.core.proposers.offline import OptunaProposer
-from arx.core.replay.compare import COMPARED, Side, compare
-from arx.core.replay.engine import (
-    RecordedClock,
-    ReplayChatClient,
-    ReplayExecutor,
-    ServedTrials,
-)
+from arx.core.errors import RepoError
+from arx.core.replay.acts import plan
+from arx.core.replay.compare import COMPARED, EVENT_KINDS, Side, compare
+from arx.core.replay.engine import ServedTrials
 from arx.core.replay.report import render
-from arx.core.replay.retrain import DEFAULT_TOLERANCE, RetrainReport
+from arx.core.replay.retrain import RetrainReport
 from arx.core.replay.retrain import retrain as retrain_trials
+from arx.core.replay.sessions import replay_acts
 from arx.core.replay.source import (
     Divergence,
-    DivergenceFound,
     Recording,
     ReplayError,
     ReplayGit,
     load_recording,
     parse_trace,
 )
+from arx.core.replay.versions import check_provenance
 from arx.core.repo.lock import RunLock
-from arx.core.repo.paths import REPLAY_PREFIX, LocalPaths, replay_worktree_path
-from arx.core.repo.workspace import Workspace
-from arx.core.states import TrialKind
+from arx.core.repo.paths import REPLAY_PREFIX, replay_branch_of, replay_worktree_path
+from arx.core.states import Event
 
-__all__ = ["replay", "ReplayReport", "ReplayError", "Divergence", "COMPARED",
-           "DEFAULT_TOLERANCE", "REPLAY_PREFIX"]
-
-
-class ReplayWorkspace(Workspace):
-    """A run's workspace for its replay: same run name, its own logs and pid file."""
-
-    @property
-    def local(self) -> LocalPaths:
-        return LocalPaths(self.root, f"replay-{self.name}")
+__all__ = ["replay", "ReplayReport", "ReplayError", "Divergence", "COMPARED", "REPLAY_PREFIX"]
 
 
 @dataclass
@@ -84,6 +71,10 @@ class ReplayReport:
     divergence: Divergence | None
     retrain: RetrainReport | None
     seconds: float
+    #: the acts replayed (start, resumes, mechanisms added by hand), in order
+    acts: list[str] = field(default_factory=list)
+    #: what the branch's provenance says against this machine (``provenance_report``)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reproduced(self) -> bool:
@@ -101,7 +92,8 @@ class ReplayReport:
             "steps": self.steps, "steps_checked": self.steps_checked, "counts": self.counts,
             "first_divergence": self.divergence.as_dict() if self.divergence else None,
             "retrain": self.retrain.as_dict() if self.retrain else None,
-            "seconds": round(self.seconds, 2), "compared": COMPARED,
+            "seconds": round(self.seconds, 2), "compared": COMPARED, "acts": self.acts,
+            "provenance": self.provenance,
         }
 
     def render(self) -> str:
@@ -110,27 +102,40 @@ class ReplayReport:
 
 def replay(root: Path | str, branch: str, *, retrain: bool = False,
            only_kept: bool = False, tolerance: float | None = None, force: bool = False,
+           allow_version_drift: bool = False,
            on_line: Callable[[str], None] | None = None) -> ReplayReport:
-    """Replay ``branch`` (``arx/NAME`` or ``NAME``) of the repository at ``root``."""
+    """Replay ``branch`` (``arx/NAME``, ``NAME``, ``origin/arx/NAME``, any ref of a run) of the
+    repository at ``root`` on the branch ``replay_branch_of(<the ref>)``."""
     started = time.monotonic()
     say = on_line or (lambda _s: None)
     repo = ReplayGit(root)
     rec = load_recording(repo, branch)
-    rec_branch = REPLAY_PREFIX + rec.name
-    lock = RunLock(repo.root, f"replay-{rec.name}")
+    acts = plan(repo, rec)
+    provenance = check_provenance(rec, allow_version_drift)
+    for note in provenance["notes"]:
+        say(note)
+    rec_branch = replay_branch_of(rec.branch)
+    key = rec_branch[len(REPLAY_PREFIX):]
+    lock = RunLock(repo.root, f"replay-{key}")
     lock.acquire()
-    path = replay_worktree_path(repo.root, rec.name)
+    path = replay_worktree_path(repo.root, key)
     try:
         _make_room(repo, path, rec_branch, force)
         tree = repo.add_worktree(path, rec_branch, rec.base)
-        say(f"replaying {rec.branch} ({rec.name}) from {rec.base[:8]} on {rec_branch}")
-        engine, client, raised = _run_loop(repo, tree, rec, lock)
+        say(f"replaying {rec.branch} ({rec.name}) from {rec.base[:8]} on {rec_branch}"
+            + (f": {len(acts)} acts" if len(acts) > 1 else ""))
+        done = replay_acts(repo, tree.root, rec_branch, rec, acts, lock, key)
+        engine = done.engine
         replay_trace = parse_trace(engine.trace.path.read_bytes(), str(engine.trace.path)) \
             if engine.trace.path.exists() else []
         replay_commits = list(reversed(repo.log(f"{rec.base}..{rec_branch}")))
-        original = Side(repo, rec.commits, rec.events, rec.trace_rel)
-        replayed = Side(repo, replay_commits, replay_trace, rec.trace_rel)
-        divergence, checked = compare(repo, rec.name, original, replayed, rec.trace_bytes, raised)
+        kinds = EVENT_KINDS if any(e.get("event") == Event.RESUME for e in rec.events) \
+            else tuple(k for k in EVENT_KINDS if k != Event.RESUME)  # a branch from before them
+        original = Side(repo, rec.commits, rec.events, rec.trace_rel, kinds)
+        replayed = Side(repo, replay_commits, replay_trace, rec.trace_rel, kinds)
+        divergence, checked = compare(repo, rec.name, original, replayed, rec.trace_bytes,
+                                      done.raised)
+        client = done.client
         if divergence is None and client is not None and client.unserved:
             divergence = Divergence(f"LLM request {client.unserved[0].rsplit('/', 1)[-1]}",
                                     "the original made this LLM request; the replay did not")
@@ -147,12 +152,13 @@ def replay(root: Path | str, branch: str, *, retrain: bool = False,
         except RepoError:
             pass
         lock.release()
-    counts = _counts(rec, engine, client, len(rec.commits))
+    counts = _counts(rec, done.trials, client, len(rec.commits))
     return ReplayReport(
         run=rec.name, branch=rec.branch, replay_branch=rec_branch, base=rec.base,
         iterations=engine.config.iterations, group=rec.config.group, proposer=rec.proposer,
         steps=len(original.steps), steps_checked=checked, counts=counts,
-        divergence=divergence, retrain=retrained, seconds=time.monotonic() - started)
+        divergence=divergence, retrain=retrained, seconds=time.monotonic() - started,
+        acts=done.done, provenance=provenance)
 
 
 def _make_room(repo: ReplayGit, path: Path, branch: str, force: bool) -> None:
@@ -169,39 +175,9 @@ def _make_room(repo: ReplayGit, path: Path, branch: str, force: bool) -> None:
         repo.delete_branch(branch)
 
 
-def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
-    """Run the engine on the replay branch; returns (engine, client, divergence raised)."""
-    run_dir = tree.root / rec.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_bytes(rec.config_bytes)
-    if rec.settings_bytes is not None:
-        (tree.root / rec.llm_settings_rel).write_bytes(rec.settings_bytes)
-    done = max((int(r.get("iteration", 0)) for r in rec.records()
-                if r.get("kind", "trial") == TrialKind.TRIAL), default=0)
-    config = replace(rec.config, iterations=max(rec.config.iterations, done))
-    ws = ReplayWorkspace(repo.root, repo, tree, rec.name, config, lock, False)
-    client = ReplayChatClient(rec, tree.root) if rec.uses_llm else None
-    proposer: Any = LLMProposer(client) if client is not None else \
-        OptunaProposer(seed=config.seed)
-    trials = ServedTrials(rec)
-    executor = ReplayExecutor(config.parallel, config.target.file, trials,
-                              Trace(tree.root / rec.trace_rel)) if config.parallel > 1 else None
-    engine = Engine(ws, proposer, llm=client, executor=executor, trials=trials,
-                    clock=RecordedClock(rec))
-    raised = None
-    try:
-        engine.run()
-    except DivergenceFound as exc:
-        raised = exc.divergence
-    except ArxError as exc:
-        raised = Divergence("the replayed loop", "the replay stopped with an error the original "
-                            f"run did not have: {exc.message}", "error")
-    return engine, client, raised
-
-
-def _counts(rec: Recording, engine: Engine, client: Any, commits: int) -> dict[str, int]:
+def _counts(rec: Recording, trials: ServedTrials, client: Any, commits: int) -> dict[str, int]:
     kinds = [e.get("event") for e in rec.events]
     return {"trials": len(rec.records()), "level15": kinds.count("level15"),
-            "level2": kinds.count("level2"), "commits": commits,
-            "trials_served": len(engine.trials.served),
+            "level2": kinds.count("level2"), "resumes": kinds.count("resume"),
+            "commits": commits, "trials_served": len(trials.served),
             "llm_requests": len(client.served) if client is not None else 0}

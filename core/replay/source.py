@@ -17,12 +17,13 @@ from typing import Any
 
 from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
+from arx.core.loop.provenance import read_provenance
 from arx.core.loop.trace import TRACE_VERSION
-from arx.core.repo.commits import Trailer, level_of
+from arx.core.repo.commits import Trailer, is_revert, level_of
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles
-from arx.core.states import Event, Level, Source, TrialKind, TrialState
+from arx.core.states import Event, Level, Source, TrialKind
 
 #: trace statuses of trials that never ran a command (nothing to serve or retrain)
 _NOT_RUN = ("invalid_proposal", "interrupted")
@@ -117,14 +118,17 @@ class Recording(RunFiles):
     #: (path relative to the worktree, file bytes, parsed JSON), in request order
     transcripts: list[tuple[str, bytes, dict[str, Any]]]
     proposer: str
-    trials: dict[tuple[int, str, int], Mapping[str, Any]] = field(default_factory=dict)
+    trials: dict[tuple[int, str, int, int], Mapping[str, Any]] = field(default_factory=dict)
+    #: the lines of ``runs/<name>/provenance.jsonl`` at the tip (none on older branches)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def uses_llm(self) -> bool:
         return self.proposer == "llm"
 
-    def trial(self, iteration: int, kind: str, seq: int = 0) -> Mapping[str, Any] | None:
-        return self.trials.get((int(iteration), kind, int(seq)))
+    def trial(self, iteration: int, kind: str, seq: int = 0,
+              attempt: int = 0) -> Mapping[str, Any] | None:
+        return self.trials.get((int(iteration), kind, int(seq), int(attempt)))
 
     def records(self) -> list[Mapping[str, Any]]:
         return [e for e in self.events if e.get("event") == Event.TRIAL]
@@ -202,7 +206,7 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
         raise ReplayError(f"the baseline commit of {rev} has no {files.config_rel}",
                           hint="the branch was not made by `arx run`")
     config = RunConfig.from_json(config_bytes.decode())
-    _check_replayable(name, rev, commits, events)
+    _check_finished(name, rev, commits)
     transcripts = _transcripts(repo, rev, commits, files.llm_rel)
     settings = repo.blob(baseline.sha, files.llm_settings_rel)
     proposers = {e.get("proposer") for e in events if e.get("event") == Event.TRIAL
@@ -217,40 +221,30 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
     trials = {}
     for e in events:
         if e.get("event") == Event.TRIAL and e.get("status") not in _NOT_RUN:
-            trials[(int(e["iteration"]), e.get("kind", "trial"), int(e.get("seq", 0) or 0))] = e
+            trials[(int(e["iteration"]), e.get("kind", "trial"), int(e.get("seq", 0) or 0),
+                    int(e.get("attempt", 0) or 0))] = e
     return Recording(name=name, branch=rev, tip=tip, baseline=baseline.sha, base=base,
                      commits=commits, trace_bytes=trace_bytes, events=events,
                      config_bytes=config_bytes, config=config, settings_bytes=settings,
-                     transcripts=transcripts, proposer=proposer, trials=trials)
+                     transcripts=transcripts, proposer=proposer, trials=trials,
+                     provenance=read_provenance(
+                         (repo.blob(tip, files.provenance_rel) or b"").decode(errors="replace")))
 
 
-def _check_replayable(name: str, rev: str, commits: list[CommitRecord],
-                      events: list[dict[str, Any]]) -> None:
-    ends = [c for c in commits if c.trailers.get(Trailer.RUN) == name
+def _check_finished(name: str, rev: str, commits: list[CommitRecord]) -> None:
+    """A replay reproduces a run to its end: after its last ``end of run`` commit the branch
+    may hold mechanisms added by hand (and anyone's edits, which the comparison shows), but no
+    commit of a session that did not end."""
+    ends = [k for k, c in enumerate(commits) if c.trailers.get(Trailer.RUN) == name
             and level_of(c) is Level.END]
-    if not ends:
-        raise ReplayError(f"run {name!r} on {rev} is not finished (no `end of run` commit)",
+    after = [c for c in commits[ends[-1] + 1:] if c.trailers.get(Trailer.RUN) == name] \
+        if ends else []
+    by_hand = all(level_of(c) is Level.L2 and (c.trailers.get(Trailer.SOURCE) == Source.MANUAL
+                                               or is_revert(c)) for c in after)
+    if not ends or not by_hand:
+        raise ReplayError(f"run {name!r} on {rev} is not finished (no `end of run` commit "
+                          "after its last iteration)",
                           hint=f"finish it with `arx run --resume {name}`, then replay it")
-    if len(ends) > 1:
-        raise ReplayError(
-            f"run {name!r} was extended after it finished ({len(ends)} `end of run` commits); "
-            "replay reproduces a run that ran to its end once",
-            hint="replay the branch as it was at its first end commit: "
-                 f"`git branch arx/{name}-first {ends[0].sha[:12]}` and `arx replay` that")
-    stopped = [e for e in events if e.get("event") == Event.TRIAL and e.get("status") == TrialState.INTERRUPTED]
-    if stopped:
-        it = stopped[0].get("iteration")
-        raise ReplayError(
-            f"run {name!r} was stopped during iteration {it} and resumed; a resumed trial is "
-            "run again from its recorded proposal, which a straight replay cannot reproduce",
-            hint="its decisions can still be audited with `arx log`; replay works on runs "
-                 "that ran without interruption")
-    manual = [e for e in events if e.get("event") == Event.LEVEL2 and e.get("source") == Source.MANUAL]
-    if manual:
-        raise ReplayError(
-            f"run {name!r} holds a mechanism added by hand ({manual[0].get('mechanism')}, "
-            "`arx mechanism add`); replay reproduces what the loop itself did",
-            hint="replay the branch as it was before the hand-made commit")
 
 
 def _transcripts(repo: ReplayGit, rev: str, commits: list[CommitRecord],

@@ -6,6 +6,8 @@ read with them); ``.arx/`` is arx's private, git-ignored working area on this ma
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,18 @@ LOCAL_DIR = ".arx"
 
 def branch_of(name: str) -> str:
     return BRANCH_PREFIX + name
+
+
+def replay_branch_of(rev: str) -> str:
+    """The branch a replay of ``rev`` makes, named after the branch replayed: ``arx/foo`` ->
+    ``arx-replay/foo``; any other ref (``origin/arx/foo``, a tag, a hash) -> a sanitised name
+    with a short hash of the ref, so two refs never share a replay branch."""
+    rest = rev[len(BRANCH_PREFIX):] if rev.startswith(BRANCH_PREFIX) else None
+    if rest and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", rest) and ".." not in rest \
+            and not rest.endswith((".lock", ".")):
+        return REPLAY_PREFIX + rest
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "-", rev).strip("-")[:60] or "ref"
+    return f"{REPLAY_PREFIX}{clean}-{hashlib.sha1(rev.encode()).hexdigest()[:6]}"
 
 
 class RunFiles:
@@ -54,6 +68,17 @@ class RunFiles:
     @property
     def llm_settings_rel(self) -> str:
         return f"{self.run_dir}/llm-settings.json"
+
+    @property
+    def provenance_rel(self) -> str:
+        """One JSON line per start and resume: the versions and machine that ran the run."""
+        return f"{self.run_dir}/provenance.jsonl"
+
+    @property
+    def mechanisms_rel(self) -> str:
+        """Mechanisms added by hand (`arx mechanism add`): ``NN-<Name>.json``, the patch as
+        applied, for replay to apply it again."""
+        return f"{self.run_dir}/mechanisms"
 
 
 @dataclass(frozen=True)
@@ -91,5 +116,6 @@ def worktree_path(root: Path, name: str) -> Path:
     return Path(root) / LOCAL_DIR / "worktrees" / name
 
 
-def replay_worktree_path(root: Path, name: str) -> Path:
-    return Path(root) / LOCAL_DIR / "replay" / name
+def replay_worktree_path(root: Path, key: str) -> Path:
+    """The worktree of a replay; ``key`` is its branch without the ``arx-replay/`` prefix."""
+    return Path(root) / LOCAL_DIR / "replay" / key

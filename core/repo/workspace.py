@@ -65,9 +65,10 @@ class Workspace(RunFiles):
         path.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
 
     def run_files(self) -> list[str]:
-        """Run files every commit carries: the trace, and transcripts and settings if any."""
+        """Run files every commit carries: the trace, and transcripts, settings, provenance and
+        hand-added mechanisms if any."""
         files = [self.trace_rel]
-        for rel in (self.llm_rel, self.llm_settings_rel):
+        for rel in (self.llm_rel, self.llm_settings_rel, self.provenance_rel, self.mechanisms_rel):
             if (self.path / rel).exists():
                 files.append(rel)
         return files

@@ -4,8 +4,11 @@ workflow that replays pushed run branches."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import git
@@ -146,3 +149,68 @@ def test_the_replay_workflow_replays_pushed_run_branches(tmp_path):
     template = (ROOT / "runner_repo" / "replay.yml").read_text()
     ours = (ROOT / ".github" / "workflows" / "replay.yml").read_text()
     assert re.sub(r"'arx-autoresearch==[^']+'", "'__ARX_PIP_SPEC__'", ours) == template
+
+
+def check_workflows(*paths):
+    """check-jsonschema against its built-in GitHub workflow schema (shipped with it: offline)."""
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                           "vendor.github-workflows", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_workflows_are_valid_github_workflows(tmp_path):
+    ours = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert [p.name for p in ours] == ["ci.yml", "replay.yml"]
+    written = write_replay_workflow(tmp_path / "managed")  # what `arx init --replay-ci` writes
+    result = check_workflows(*ours, written)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the check can fail: a step that both runs a command and uses an action is refused
+    broken = tmp_path / "broken.yml"
+    flow = yaml.safe_load(written.read_text())
+    flow["jobs"]["replay"]["steps"][0]["run"] = "echo both"
+    broken.write_text(yaml.safe_dump(flow))
+    refused = check_workflows(broken)
+    assert refused.returncode == 1 and "broken.yml" in refused.stdout + refused.stderr
+
+
+def _step_scripts(text):
+    steps = yaml.safe_load(text)["jobs"]["replay"]["steps"]
+    replay_step = next(s for s in steps if s.get("name", "").startswith("Replay "))
+    summary_step = next(s for s in steps if s.get("name") == "Summary")
+    return replay_step["run"], summary_step["run"]
+
+
+def test_the_replay_workflow_s_commands_replay_a_real_branch(repo, tmp_path):
+    """The Replay and Summary steps, run as GitHub runs a `shell: bash` step, on arx/r."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "arx"  # the console script `pip install` would put on PATH
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m arx.cli.main \"$@\"\n")
+    wrapper.chmod(0o755)
+    replay_script, summary_script = _step_scripts(replay_workflow_text())
+    summary = tmp_path / "summary.md"
+
+    def step(script, branch):
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               "BRANCH": branch, "ARX_REPLAY_ARGS": "", "GITHUB_STEP_SUMMARY": str(summary)}
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+    done = step(replay_script, "arx/r")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((repo / "arx-replay.json").read_text())["result"] == "reproduced"
+    assert step(summary_script, "arx/r").returncode == 0
+    assert "result: REPRODUCED" in summary.read_text()
+
+    def bump(lines):
+        for e in lines:
+            if e.get("event") == "trial" and e.get("iteration") == 3:
+                e = {**e, "metric": e["metric"] - 5.0}
+            yield e
+
+    rewrite_trace(repo, bump)
+    (repo / "arx-replay.json").unlink()
+    git.Repo(repo).git.branch("-D", "arx-replay/r")  # a CI checkout starts without it
+    failed = step(replay_script, "arx/r")
+    assert failed.returncode == 1, failed.stdout + failed.stderr  # the check fails
+    assert json.loads((repo / "arx-replay.json").read_text())["result"] == "diverged"

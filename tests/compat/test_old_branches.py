@@ -181,8 +181,15 @@ def test_an_old_steps_mode_run_retrains_identically(old):
 
 
 def test_old_runs_that_cannot_be_replayed_say_why(old):
-    extended = invoke(old, "replay", "arx/m")
-    assert extended.exit_code == 2 and "extended after it finished" in extended.output
+    by_hand = invoke(old, "replay", "arx/m")  # the old arx did not store the patch it applied
+    assert by_hand.exit_code == 2, by_hand.output
+    assert "mechanism added by hand (OnlyLR" in by_hand.output
+    assert "did not store its patch on the branch" in by_hand.output
+    first = git.Repo(old).git.log("--format=%H", "--grep=L2 mechanism OnlyLR", "arx/m")
+    before = git.Repo(old).git.rev_parse(f"{first}^")
+    assert f"git branch arx/m-before {before[:12]}" in by_hand.output
+    git.Repo(old).git.branch("arx/m-before", before)  # the part before it replays
+    assert invoke(old, "replay", "arx/m-before").exit_code == 0
     killed = invoke(old, "replay", "arx/k")
     assert killed.exit_code == 2 and "not finished" in killed.output
 
@@ -201,6 +208,12 @@ def test_the_killed_run_resumes_where_the_old_arx_left_it(old):
     assert done == list(range(1, 9))  # nothing lost, nothing repeated
     assert subjects(old, "k")[-1].startswith("end of run k: ")
     assert not (old / ".arx" / "worktrees" / "k").exists()
+    # this arx recorded where it resumed the old run, so the whole branch replays
+    result = invoke(old, "replay", "arx/k", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["counts"]["resumes"] == 1 and len(data["acts"]) == 2
+    assert any("records no provenance for its start" in n for n in data["provenance"]["notes"])
 
 
 def test_the_killed_run_resumes_from_its_branch_alone(old):
@@ -228,6 +241,9 @@ def test_the_old_group_c_run_extends_by_two_iterations(old):
     assert after[-1].startswith("end of run c: 10 iterations")
     assert any(s.startswith("L1.5 cycle 4: ") for s in after[len(before):])
     assert [r["iteration"] for r in trials(old, "c")] == list(range(1, 11))
+    replayed = invoke(old, "replay", "arx/c", "--json")  # the old part, then the extension
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.output)["acts"][1].startswith("resume to iteration 10 after ")
 
 
 def test_a_hand_written_mechanism_on_an_old_branch_still_steers_the_search(old):

@@ -310,7 +310,11 @@ def test_confirmation_seeds_and_rebaselines_replay_and_retrain(tmp_path):
     assert {"confirm", "rebaseline"} <= kinds
     report = replay(root, "k", retrain=True)
     assert report.reproduced, report.render()
-    assert report.retrain.mode == "time" and report.retrain.tolerance == 0.02
+    # no measured noise: 1% of |baseline metric|
+    base = next(e["metric"] for e in trace_lines(root, "k") if e.get("status") == "baseline")
+    assert report.retrain.mode == "time"
+    assert report.retrain.tolerance == pytest.approx(0.01 * base)
+    assert "1% of |baseline metric|" in report.render()
     assert {r.kind for r in report.retrain.rows} == {"baseline", "trial", "confirm", "rebaseline"}
     assert all(r.drift == 0 for r in report.retrain.rows)  # the toy's metric has no noise
 
@@ -331,6 +335,14 @@ def test_retrain_refuses_other_data_than_recorded(tmp_path, monkeypatch):
                                           "recorded") as info:
         replay(root, "f", retrain=True)
     assert "prepare the data the run used" in info.value.hint
+    # extended on other data: the decisions replay, the metrics cannot be retrained
+    ws = open_run(root, {"iterations": 3}, resume="f")
+    run_to_end(ws, OptunaProposer(seed=ws.config.seed))
+    assert replay(root, "f", force=True).reproduced
+    with pytest.raises(ReplayError, match="data changed while it ran: data fingerprint "
+                                          "aaaa11112222 from iteration 0, bbbb33334444 from "
+                                          "iteration 3"):
+        replay(root, "f", retrain=True, force=True)
 
 
 def test_the_drift_rule_flags_flips_and_drift_beyond_the_tolerance():
