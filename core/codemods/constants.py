@@ -76,6 +76,8 @@ class Scan:
     skipped: tuple[Skipped, ...]
     #: where else the script reads settings from (``sources.config_sources``)
     sources: tuple[str, ...]
+    #: string literals that could be paths (what ``arx init`` looks for in the checkout)
+    strings: tuple[str, ...] = ()
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -210,9 +212,10 @@ def scan_parameters(source: str) -> Scan:
     Raises ``PatchError`` on a syntax error."""
     module = parse_source(source)
     collected = _collect(module)
+    sources, strings = config_sources(module)
     return Scan(found=tuple(c for c, _ in collected.entries),
                 skipped=tuple(sorted(collected.skipped, key=lambda s: (s.line, s.name))),
-                sources=tuple(config_sources(module)))
+                sources=tuple(sources), strings=tuple(strings))
 
 
 def discover_constants(source: str) -> list[Constant]:

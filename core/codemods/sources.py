@@ -51,6 +51,13 @@ class _Sources(cst.CSTVisitor):
     def __init__(self) -> None:
         super().__init__()
         self.found: dict[str, int] = {}
+        self.strings: list[str] = []
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        value = node.evaluated_value
+        if isinstance(value, str) and value.strip() and len(value) < 200 \
+                and not any(c in value for c in "\n\t {}%*?"):
+            self.strings.append(value.strip())
 
     def _note(self, what: str, node: cst.CSTNode) -> None:
         if what not in self.found:
@@ -78,9 +85,11 @@ class _Sources(cst.CSTVisitor):
             self._note("command-line arguments read from sys.argv", node)
 
 
-def config_sources(module: cst.Module) -> list[str]:
-    """What the script reads its settings from, each with the line of its first use, e.g.
-    ``a YAML file (yaml.safe_load) at line 12``."""
+def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:
+    """What the script reads its settings from, each with the line of its first use (e.g.
+    ``a YAML file (yaml.safe_load) at line 12``), and its string literals that could be paths
+    (``data``, ``data/train.bin``), in order of appearance."""
     visitor = _Sources()
     MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
-    return [f"{what} at line {line}" for what, line in visitor.found.items()]
+    return [f"{what} at line {line}" for what, line in visitor.found.items()], \
+        list(dict.fromkeys(visitor.strings))

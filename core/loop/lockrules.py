@@ -16,6 +16,9 @@ __all__ = ["RULES", "lock_reason", "name_words", "training_length_words"]
 
 #: (what the parameter is, the words that say so)
 RULES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("experiment tracking", frozenset({"wandb", "mlflow", "tensorboard", "tb", "track",
+                                       "comet", "neptune", "project", "entity", "exp",
+                                       "experiment"})),
     ("logging", frozenset({"log", "logging", "logger", "verbose", "verbosity", "print", "quiet",
                            "debug", "dry", "progress", "profile", "profiler"})),
     ("evaluation", frozenset({"eval", "evaluate", "evaluation", "val", "valid", "validation",
@@ -30,9 +33,6 @@ RULES: tuple[tuple[str, frozenset[str]], ...] = (
                           "rank", "world", "distributed", "dtype", "amp", "jobs", "threads",
                           "port", "host"})),
     ("compilation", frozenset({"compile", "jit", "cudnn", "deterministic", "tf32"})),
-    ("experiment tracking", frozenset({"wandb", "mlflow", "tensorboard", "tb", "track",
-                                       "comet", "neptune", "project", "entity", "exp",
-                                       "experiment"})),
     ("seed", frozenset({"seed", "random_state"})),
 )
 _LENGTH = frozenset({"steps", "iters", "iterations", "epochs", "timesteps", "updates", "budget"})

@@ -30,7 +30,7 @@ from arx.core.errors import ArxError, RepoError
 from arx.core.loop.engine import Engine
 from arx.core.loop.trace import Trace
 from arx.core.proposers.llm import LLMProposer
-from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.compare import COMPARED, Side, compare
 from arx.core.replay.engine import (
     RecordedClock,
@@ -182,7 +182,7 @@ def _run_loop(repo: ReplayGit, tree: Any, rec: Recording, lock: RunLock):
     ws = ReplayWorkspace(repo.root, repo, tree, rec.name, config, lock, False)
     client = ReplayChatClient(rec, tree.root) if rec.uses_llm else None
     proposer: Any = LLMProposer(client) if client is not None else \
-        OptunaProposer(seed=config.seed)
+        offline_proposer(config)
     trials = ServedTrials(rec)
     executor = ReplayExecutor(config.parallel, config.target.file, trials,
                               Trace(tree.root / rec.trace_rel)) if config.parallel > 1 else None
