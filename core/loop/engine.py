@@ -344,7 +344,7 @@ class Engine:
                 key=key.job_label(), files={**files, self.target.file: cand.source},
                 command=self.target.command, timeout_s=self._timeout(),
                 metric=self.target.metric, metric_regex=self.target.metric_regex,
-                drop_env=self.secret_env, setup=self.target.setup))
+                drop_env=self.secret_env, setup=self.target.setup, links=self.ws.included))
         started = time.monotonic()
         done = self.executor.run(jobs)
         results = [jr.result for jr in done]
