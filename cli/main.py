@@ -27,6 +27,7 @@ from arx.core.repo.remove import remove_run
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
+from arx.core.states import TrialState
 
 
 def _version() -> str:
@@ -180,11 +181,12 @@ def status(ctx, name, as_json):
                 "tokens", "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
-        crashes = sum(v for k, v in r.counts.items() if k not in ("keep", "discard"))
+        discards = r.counts.get("discard", 0) + r.counts.get(TrialState.NO_EFFECT.value, 0)
+        crashes = sum(v for k, v in r.counts.items() if k not in ("keep", "discard", "no_effect"))
         table.add_row(
             r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
             "n/a" if r.delta is None else f"{r.delta:+.6f}",
-            f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{crashes}",
+            f"{r.counts.get('keep', 0)}/{discards}/{crashes}",
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
 

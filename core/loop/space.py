@@ -18,7 +18,7 @@ from typing import Any
 
 import tomlkit
 
-from arx.core.codemods.constants import CONSTANT, Constant, discover_constants
+from arx.core.codemods.constants import CONSTANT, Constant, scan_parameters
 from arx.core.config import RunConfig, load_toml, plain
 from arx.core.errors import ConfigError, ProposalError, close_hint
 from arx.core.loop.constraints import Constraint, first_unmet, parse_constraints
@@ -163,7 +163,8 @@ class ParameterSpace:
 
     @classmethod
     def from_toml(
-        cls, table: Mapping[str, Any] | None, constants: Sequence[Constant] | None = None
+        cls, table: Mapping[str, Any] | None, constants: Sequence[Constant] | None = None,
+        skipped: Mapping[str, str] | None = None,
     ) -> ParameterSpace:
         """The space of ``[params]`` (a tomlkit or tomllib table), merged over inference.
 
@@ -173,8 +174,10 @@ class ParameterSpace:
         tables written before those surfaces existed keep their space), and an entry naming
         no parameter is a ``ConfigError``; without them, the table alone defines the space and
         ``value`` gives the defaults. ``[params.Args.lr]`` (a nested table) reads as
-        ``[params."Args.lr"]``.
+        ``[params."Args.lr"]``. ``skipped`` (name -> why, from ``scan_parameters``) explains
+        an entry that names a value arx cannot rewrite.
         """
+        why = {k: f" ({v})" for k, v in (skipped or {}).items()}
         table = _flatten(dict(table or {}))
         locked_raw = unwrap_toml(table.pop("locked", []))
         if not isinstance(locked_raw, list) or not all(isinstance(n, str) for n in locked_raw):
@@ -189,7 +192,7 @@ class ParameterSpace:
                 if key not in by_name:
                     raise ConfigError(
                         f"[params.{key}] in arx.toml names no parameter of the target"
-                        f"{close_hint(key, by_name)}",
+                        f"{why.get(key) or close_hint(key, by_name)}",
                         hint=f"remove [params.{key}] or add a top-level `{key} = ...`",
                     )
             specs = [
@@ -203,7 +206,7 @@ class ParameterSpace:
         for name in sorted(locked - names):
             raise ConfigError(
                 f"[params] locked in arx.toml names {name}, which is not a parameter"
-                f"{close_hint(name, names)}"
+                f"{why.get(name) or close_hint(name, names)}"
             )
         return cls(specs, parse_constraints(raw_constraints, names))
 
@@ -266,8 +269,9 @@ def run_space(tree: Path, target_source: str, config: RunConfig) -> ParameterSpa
     parameters, with the budget, steps and seed constants of ``[target]`` locked whatever
     ``[params]`` says (arx sets them itself). Runs started before this rule (``config.rules``
     1) keep arx.toml's locks, so they resume and replay as they ran."""
-    space = ParameterSpace.from_toml(plain(load_toml(tree).get("params", {})),
-                                     discover_constants(target_source))
+    scan = scan_parameters(target_source)
+    space = ParameterSpace.from_toml(plain(load_toml(tree).get("params", {})), scan.found,
+                                     {s.name: f"line {s.line}: {s.reason}" for s in scan.skipped})
     if config.rules < 2:
         return space
     managed = [n for n in config.target.managed_constants() if n in space.specs]

@@ -131,11 +131,13 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
     if not scan.found:
         raise _nothing_to_tune(target.file, scan)
     names = [c.name for c in scan.found]
+    why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):
         unknown = [n for n in given if n not in names]
         if unknown:
             raise ConfigError(f"{flag} names {', '.join(unknown)}, not a parameter of "
-                              f"{target.file}{close_hint(unknown[0], names)}",
+                              f"{target.file}"
+                              f"{why.get(unknown[0]) or close_hint(unknown[0], names)}",
                               hint=f"parameters: {', '.join(names)}")
     managed = {k: v for k, v in managed_names(scan.found).items()
                if getattr(target, k) is None}

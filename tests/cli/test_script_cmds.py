@@ -3,6 +3,7 @@ what the script uses instead), `arx check` and `arx rm`, through click on real r
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -10,8 +11,12 @@ import time
 import git
 import tomllib
 from click.testing import CliRunner
+from rich.console import Console
 
 from arx.cli.main import cli
+from arx.cli.progress import RichReporter
+from arx.core.loop.progress import RunProgress
+from arx.core.loop.trace import TraceRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.workspace import open_run
 
@@ -112,3 +117,23 @@ def test_rm_removes_a_stopped_run_and_refuses_a_running_one(tmp_path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_crash_line_shows_the_logs_error_and_its_path(tmp_path):
+    out = io.StringIO()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "0003-trial.log").write_text("...")
+    reporter = RichReporter(Console(file=out, width=200), log_dir=log_dir)
+    progress = RunProgress(run="r", resumed=False, iterations=5, group="A", proposer="optuna",
+                           baseline_metric=1.0, best_metric=1.0, best_iteration=0, counts={},
+                           elapsed_s=1.0, trials_run=3, trial_seconds=1.0)
+    tail = "Traceback (most recent call last):\n  File \"train.py\", line 3\n" \
+           "ModuleNotFoundError: No module named 'wandb'"
+    reporter.trial(progress, TraceRecord({"iteration": 3, "kind": "trial", "status": "crash",
+                                          "changes": {"--wandb": True}, "reason": "exit code 1",
+                                          "log_tail": tail}))
+    text = out.getvalue()
+    assert "exit code 1" in text
+    assert f"ModuleNotFoundError: No module named 'wandb'  (log: {log_dir / '0003-trial.log'})" \
+        in text

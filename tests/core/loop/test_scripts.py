@@ -200,3 +200,17 @@ def test_discovered_names_survive_toml_trailers_and_subjects(tmp_path):
     for commit in keeps:
         assert any(n in commit.summary for n in names)
         assert set(json.loads(commit.trailers_dict["Arx-Changes"][0])) <= names
+
+
+def test_locking_a_value_assigned_twice_says_so(toy_repo):
+    source = (toy_repo / "train.py").read_text().replace('MODE = "ok"', 'DEVICE = "cpu"\nMODE = "ok"')
+    source += "\nif MODE == 'x':\n    DEVICE = 'cuda'\n"
+    (toy_repo / "train.py").write_text(source)
+    g = git.Repo(toy_repo)
+    g.index.add(["train.py"])
+    g.index.commit("a device")
+    edit_toml(toy_repo, locked=["MODE", "DEVICE"])
+    config = RunConfig(name="x", target=TargetConfig(), rules=2)
+    with pytest.raises(ConfigError, match=r"names DEVICE, which is not a parameter "
+                                          r"\(line \d+: assigned 2 times in module scope\)"):
+        run_space(toy_repo, source, config)
