@@ -12,7 +12,7 @@ from arx.core.errors import ArxError
 from arx.core.llm.client import ChatClient
 from arx.core.llm.settings import public_url, resolve_llm
 from arx.core.proposers.llm import LLMProposer
-from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer
 
 
 def arx_errors(fn):
@@ -37,7 +37,7 @@ def make_proposer(ws, quiet: bool):
         if not quiet:
             click.echo("arx: no LLM configured: offline proposer (Optuna TPE, seeded) "
                        "[set --llm or ARX_API_KEY to use one]", err=True)
-        return OptunaProposer(seed=config.seed)
+        return offline_proposer(config)
     if not quiet:
         click.echo(f"arx: LLM proposer {settings.provider} model {settings.model or '(server default)'} "
                    f"at {public_url(settings.base_url)}", err=True)

@@ -14,12 +14,17 @@ from arx.cli.common import arx_errors, make_proposer
 from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
+from arx.cli.script_cmds import check, print_adoption, rm
+from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
 from arx.core.loop.engine import default_executor, run_to_end
+from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.provenance import write_provenance
+from arx.core.loop.space import run_space
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
+from arx.core.repo.remove import remove_run
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
@@ -49,26 +54,41 @@ def cli(ctx: click.Context, repo: Path) -> None:
 @click.option("--target", "target_file", help="Adopt this script in DIRECTORY instead of the "
               "default GPT target (path relative to DIRECTORY).")
 @click.option("--command", help="How to run the target, e.g. 'python train.py' (with --target).")
-@click.option("--metric", help="Metric name printed as 'NAME: value' (with --target).")
+@click.option("--metric", help="Metric name: read from a line 'NAME: value' of the output, or "
+              "with --metric-regex (with --target).")
+@click.option("--metric-regex", help="Regex whose group 1 (else the whole match) is the metric, "
+              "e.g. 'val loss ([0-9.]+)' (with --target).")
 @click.option("--direction", type=click.Choice(["min", "max"]), default="min", show_default=True)
 @click.option("--setup", help="Command run once before each run's baseline (e.g. data prep).")
-@click.option("--lock", "locked", multiple=True, help="Constant the search may not change "
+@click.option("--lock", "locked", multiple=True, help="Parameter the search may not change "
               "(repeatable).")
+@click.option("--only", multiple=True, help="Tune only this parameter; lock every other "
+              "(repeatable, with --target).")
+@click.option("--include", multiple=True, help="Untracked path every trial sees, linked into "
+              "its worktree (repeatable, with --target; default: proposed from the script).")
 @click.option("--no-git-init", is_flag=True, help="Refuse instead of creating a git repository.")
 @click.option("--force", is_flag=True, help="Rewrite an existing arx.toml.")
 @click.option("--replay-ci", is_flag=True, help="Also write .github/workflows/arx-replay.yml: "
               "CI replays every pushed arx/* branch.")
 @arx_errors
-def init(directory, target_file, command, metric, direction, setup, locked, no_git_init, force,
-         replay_ci):
-    """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target."""
+def init(directory, target_file, command, metric, metric_regex, direction, setup, locked, only,
+         include, no_git_init, force, replay_ci):
+    """Create DIRECTORY as a managed repo (default GPT target), or adopt a script with --target.
+
+    An adopted script's parameters are its top-level `NAME = literal` constants, argparse
+    defaults (--lr), config class fields (Args.lr) and module-level dict entries (params.lr);
+    init prints which are tunable, locked (and why) or skipped (and why)."""
 
     result = init_repo(directory, target_file=target_file, command=command, metric=metric,
-                       direction=direction, setup=setup, locked=locked,
+                       direction=direction, setup=setup, locked=locked, only=only,
+                       metric_regex=metric_regex, include=list(include) if include else None,
                        git_init=not no_git_init, force=force, replay_ci=replay_ci)
-    click.echo(f"arx: initialised {result.root} ({result.n_constants} constants, "
+    what = "parameters" if result.adoption else "constants"
+    click.echo(f"arx: initialised {result.root} ({result.n_constants} {what}, "
                f"{result.n_tunable} tunable) and committed {', '.join(result.written)}")
-    click.echo(f"next: cd {directory} && arx run --iterations 8 --budget 20")
+    print_adoption(result)
+    click.echo(f"next: cd {directory} && arx check && {result.next_command}"
+               if result.adoption else f"next: cd {directory} && {result.next_command}")
 
 
 @cli.command()
@@ -95,26 +115,52 @@ def init(directory, target_file, command, metric, direction, setup, locked, no_g
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Where parallel candidates train: local slots or Ray tasks [local].")
 @click.option("--address", help="Ray cluster address (with --executor ray): auto, ray://host:10001.")
+@click.option("--take-target", is_flag=True, help="With --resume: use arx.toml's [target] "
+              "(command, setup, include, ...) instead of the one the run started with.")
 @click.option("--quiet", is_flag=True, help="Print only the final summary line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trial on stdout.")
 @click.pass_context
 @arx_errors
-def run(ctx, name, resume, quiet, as_json, **flags):
+def run(ctx, name, resume, take_target, quiet, as_json, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
 
     if name and resume:
         raise click.UsageError("--name and --resume exclude each other")
+    if take_target and not resume:
+        raise click.UsageError("--take-target goes with --resume NAME")
     flags = {k: (v.upper() if k == "group" and v else v) for k, v in flags.items()}
-    ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume)
+    ws = open_run(ctx.obj["repo"], flags, name=name, resume=resume, take_target=take_target)
     try:
         write_provenance(ws, _command_line(ctx))
         proposer = make_proposer(ws, quiet or as_json)
-        reporter = JsonReporter() if as_json else QuietReporter() if quiet else RichReporter()
+        reporter = JsonReporter() if as_json else QuietReporter() if quiet else \
+            RichReporter(log_dir=ws.log_dir)
         executor = default_executor(ws)
+        for notice in ws.notices:
+            click.echo(f"arx: {notice}", err=True)
+        target = ws.config.target
+        names = [s.name for s in _tunable(ws)]
+        for warning in command_overrides(target.command, target.file, names, ws.path):
+            click.echo(f"arx: warning: {warning}", err=True)
     except BaseException:
         ws.close(remove_worktree=False)
         raise
-    run_to_end(ws, proposer, reporter, executor)
+    try:
+        run_to_end(ws, proposer, reporter, executor)
+    except BaseException:
+        if not resume and not history(ws.repo, ws.name):  # a failed start: nothing to resume
+            try:
+                remove_run(ws.repo, ws.name)
+                click.echo(f"arx: removed run {ws.name}: it stopped before its baseline was "
+                           "recorded", err=True)
+            except ArxError:
+                pass
+        raise
+
+
+def _tunable(ws):
+    """The run's tunable parameters (for the command-line warnings)."""
+    return run_space(ws.path, (ws.path / ws.config.target.file).read_text(), ws.config).tunable()
 
 
 def _command_line(ctx: click.Context) -> list[str]:
@@ -150,14 +196,15 @@ def status(ctx, name, as_json):
                 "keep/discard/other", "re-run", "tokens", "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
+        discards = r.counts.get(TrialState.DISCARD, 0) + r.counts.get(TrialState.NO_EFFECT, 0)
         other = sum(v for k, v in r.counts.items()
-                    if k not in (TrialState.KEEP, TrialState.DISCARD))
+                    if k not in (TrialState.KEEP, TrialState.DISCARD, TrialState.NO_EFFECT))
         noise = "-" if r.noise_sd is None else f"{r.noise_sd:.4g}" + (
             f" (n={r.noise_n})" if r.noise_n else " (given)")
         table.add_row(
             r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
             "n/a" if r.delta is None else f"{r.delta:+.6f}", noise,
-            f"{r.counts.get('keep', 0)}/{r.counts.get('discard', 0)}/{other}", str(r.reruns),
+            f"{r.counts.get('keep', 0)}/{discards}/{other}", str(r.reruns),
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
 
@@ -263,6 +310,8 @@ def mechanism_list(ctx, run_name, as_json):
 cli.add_command(report)
 cli.add_command(replay)
 cli.add_command(ablate)
+cli.add_command(check)
+cli.add_command(rm)
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from arx.core.loop.diagnose import last_error, log_file
 from arx.core.loop.progress import Reporter, RunProgress
 from arx.core.loop.trace import TraceRecord
 from arx.core.repo.commits import describe_changes, fmt_delta, fmt_metric
@@ -48,8 +51,12 @@ def summary_rows(p: RunProgress) -> list[tuple[str, str]]:
 
 
 class RichReporter(Reporter):
-    def __init__(self, out: Console | None = None):
+    """One line per trial; a failed trial gets a second line with the error its log ends with
+    and the log's path (``log_dir``: the run's log directory)."""
+
+    def __init__(self, out: Console | None = None, log_dir: Path | None = None):
         self.console = out or console()
+        self.log_dir = log_dir
 
     def start(self, p: RunProgress) -> None:
         verb = "resuming" if p.resumed else "starting"
@@ -72,6 +79,12 @@ class RichReporter(Reporter):
             f"#{record.iteration:>3} [{style}]{record.state.value:<9}[/] {change[:60]:<60} "
             f"{metric[:40]:<12} best {fmt_metric(p.best_metric)}  {p.elapsed_s:.0f}s {eta_text}",
             soft_wrap=True)
+        if record.state.is_failure:
+            error = last_error(record.get("log_tail") or "")
+            log = log_file(self.log_dir, record.data) if self.log_dir else None
+            if error or log:
+                where = f"  (log: {escape(str(log))})" if log else ""
+                self.console.print(f"      [red]{escape(error or '')}[/]{where}", soft_wrap=True)
 
     def finish(self, p: RunProgress) -> None:
         table = Table(title="arx run summary", show_header=False)

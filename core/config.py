@@ -28,6 +28,8 @@ else:  # pragma: no cover
 
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
+#: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
+CURRENT_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class TargetConfig:
     seed_constant: str | None = None
     #: seconds added to the time budget for start-up and evaluation before a trial is killed
     timeout_margin: float = 120.0
+    #: paths of the checkout git does not track (data, tokenizers) that every trial sees: the
+    #: untracked files under them are linked into the run's worktree and each parallel slot
+    include: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "include", tuple(self.include or ()))
 
     def managed_constants(self) -> tuple[str, ...]:
         names = (self.budget_constant, self.steps_constant, self.seed_constant)
@@ -86,6 +94,11 @@ class RunConfig:
     noise: str = "off"
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: the revision of arx's run rules the run started with. 1 (runs made before it was
+    #: stored): as they ran. 2: the budget, steps and seed constants are locked whatever
+    #: [params] says, a trial equal to the best is ``no_effect`` (three in a row stop the run),
+    #: and the offline proposer treats crashed configurations as infeasible.
+    rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
         """The constants arx itself sets in the baseline: the budget (or the step count)."""
@@ -189,6 +202,13 @@ def target_config(doc: Mapping[str, Any]) -> TargetConfig:
             f"unknown key(s) in [target] of arx.toml: {', '.join(unknown)}",
             hint=f"known keys: {', '.join(sorted(known))}",
         )
+    include = table.get("include", ())
+    if isinstance(include, str):
+        include = [include]
+    if not isinstance(include, (list, tuple)) or not all(isinstance(p, str) for p in include):
+        raise ConfigError("[target] include in arx.toml must be an array of paths",
+                          hint='e.g. include = ["data/"]')
+    table["include"] = tuple(include)
     target = TargetConfig(**table)
     if target.direction not in ("min", "max"):
         raise ConfigError(
@@ -253,7 +273,8 @@ def resolve(
                 value, origin = default, "default"
             values[key] = _coerce(key, kind, value, origin)
             sources[key] = origin.split(" ")[0] if origin.startswith("[") else origin
-    config = RunConfig(name=name, target=target_config(doc), sources=sources, **values)
+    config = RunConfig(name=name, target=target_config(doc), sources=sources,
+                       rules=CURRENT_RULES, **values)
     check(config)
     return config
 

@@ -1,8 +1,12 @@
-"""Level 1's patches: the target's constants, found and rewritten with libcst.
+"""Level 1's patches: the target's parameters, found and rewritten with libcst.
 
-A constant is a top-level ``NAME = literal`` assignment bound exactly once in module scope
-(``discover_constants`` finds them); ``apply_changes`` rewrites their values and nothing else, each
-name matched exactly once, and reads the result back to check that every value round-trips.
+A parameter is a literal value the script is configured with, named after where it lives:
+a top-level ``NAME = literal`` bound exactly once in module scope (``NAME``), an argparse
+``default=`` (``--lr``), a field of a config class (``Args.lr``) or an entry of a module-level
+dict (``params.lr``); ``surfaces.py`` finds the last three. ``discover_constants`` finds them
+all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
+settings from; ``apply_changes`` rewrites values and nothing else, each name matched exactly
+once, and reads the result back to check that every value round-trips.
 """
 
 from __future__ import annotations
@@ -21,15 +25,21 @@ from arx.core.codemods.common import (
     parse_expression,
     parse_source,
 )
+from arx.core.codemods.sources import config_sources
+from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, find_surfaces
 from arx.core.codemods.values import NotConstant, evaluate, kind_of, render_value
 from arx.core.errors import PatchError, close_hint
 
-__all__ = ["Constant", "ConstantTransformer", "apply_changes", "discover_constants"]
+__all__ = ["ARGPARSE", "CONSTANT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
+           "apply_changes", "discover_constants", "scan_parameters"]
+
+#: the surface of a top-level ``NAME = literal``
+CONSTANT = "constant"
 
 
 @dataclass(frozen=True)
 class Constant:
-    """A top-level ``NAME = literal`` assignment of the target: what a proposal may change."""
+    """A literal value of the target that a proposal may change (one parameter)."""
 
     name: str
     #: the Python value: int, float, bool, str, None, tuple or list (nested containers allowed)
@@ -41,8 +51,33 @@ class Constant:
     #: the annotation as written, e.g. ``int`` for ``X: int = 3``
     annotation: str | None
     line: int
-    #: the trailing comment of the line, without ``#``, stripped
+    #: the trailing comment of the line, without ``#``, stripped (argparse: the ``help=``)
     comment: str | None
+    #: where it lives: CONSTANT, ARGPARSE, FIELD or DICT
+    surface: str = CONSTANT
+    #: the values the script itself allows (argparse ``choices=``)
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A value that looks like a setting but that arx cannot rewrite safely, and why."""
+
+    name: str
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What ``scan_parameters`` found in a script."""
+
+    found: tuple[Constant, ...]
+    skipped: tuple[Skipped, ...]
+    #: where else the script reads settings from (``sources.config_sources``)
+    sources: tuple[str, ...]
+    #: string literals that could be paths (what ``arx init`` looks for in the checkout)
+    strings: tuple[str, ...] = ()
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -64,18 +99,36 @@ def _constant_target(stmt: cst.CSTNode) -> tuple[str, cst.BaseExpression] | None
     return None
 
 
-def _scan(module: cst.Module) -> tuple[list[Constant], Counter[str]]:
-    """The module's literal top-level assignments (all of them) and its binding counts."""
-    bindings = ModuleBindings()
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    wrapper.visit(bindings)
-    positions = wrapper.resolve(PositionProvider)
-    found = []
+class _Comments(cst.CSTVisitor):
+    """The trailing comment of every simple statement's line, anywhere in the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.of: dict[int, str] = {}
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        comment = node.trailing_whitespace.comment
+        text = comment.value.lstrip("#").strip() if comment is not None else ""
+        if text:
+            for stmt in node.body:
+                self.of[id(stmt)] = text
+
+
+@dataclass(frozen=True)
+class _Collected:
+    #: (parameter, the node holding its value), in order of appearance per surface
+    entries: list[tuple[Constant, cst.BaseExpression]]
+    skipped: list[Skipped]
+    counts: Counter[str]
+
+
+def _top_level(module: cst.Module, counts: Counter[str], line_of, comments: _Comments,
+               entries: list, skipped: list[Skipped]) -> None:
+    """Top-level ``NAME = literal`` constants bound exactly once; the others, skipped."""
+    reported: set[str] = set()
     for line in module.body:
         if not isinstance(line, cst.SimpleStatementLine):
             continue  # compound statements (def, class, if, for, with, try) are never scanned
-        comment = line.trailing_whitespace.comment
-        text = comment.value.lstrip("#").strip() if comment is not None else None
         for stmt in line.body:
             target = _constant_target(stmt)
             if target is None:
@@ -84,102 +137,155 @@ def _scan(module: cst.Module) -> tuple[list[Constant], Counter[str]]:
             try:
                 value = evaluate(value_node)
             except NotConstant:
+                if name not in reported and not _is_container_call(value_node):
+                    code = module.code_for_node(value_node)
+                    skipped.append(Skipped(name, line_of(stmt), f"not a literal ({code[:40]})"))
+                    reported.add(name)
+                continue
+            if counts[name] > 1:
+                if name not in reported:
+                    skipped.append(Skipped(name, line_of(stmt),
+                                           f"assigned {counts[name]} times in module scope"))
+                    reported.add(name)
                 continue
             annotation = None
             if isinstance(stmt, cst.AnnAssign):
                 annotation = module.code_for_node(stmt.annotation.annotation)
-            found.append(
-                Constant(
-                    name=name,
-                    value=value,
-                    kind=kind_of(value),
-                    source=module.code_for_node(value_node),
-                    annotation=annotation,
-                    line=positions[stmt].start.line,
-                    comment=text or None,
-                )
-            )
-    return found, bindings.counts
+            entries.append((Constant(
+                name=name, value=value, kind=kind_of(value),
+                source=module.code_for_node(value_node), annotation=annotation,
+                line=line_of(stmt), comment=comments.of.get(id(stmt))), value_node))
+
+
+def _is_container_call(node: cst.BaseExpression) -> bool:
+    """A dict literal or ``dict(...)``: its entries are parameters of their own."""
+    return isinstance(node, cst.Dict) or (
+        isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "dict")
+
+
+def _help(anchor: cst.CSTNode) -> str | None:
+    """An argparse call's ``help=`` text."""
+    if isinstance(anchor, cst.Call):
+        for arg in anchor.args:
+            if arg.keyword is not None and arg.keyword.value == "help":
+                value = getattr(arg.value, "evaluated_value", None)
+                return value.strip() or None if isinstance(value, str) else None
+    return None
+
+
+def _collect(module: cst.Module) -> _Collected:
+    bindings = ModuleBindings()
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    wrapper.visit(bindings)
+    positions = wrapper.resolve(PositionProvider)
+    comments = _Comments()
+    module.visit(comments)
+
+    def line_of(node: cst.CSTNode) -> int:
+        return positions[node].start.line
+
+    entries: list[tuple[Constant, cst.BaseExpression]] = []
+    skipped: list[Skipped] = []
+    _top_level(module, bindings.counts, line_of, comments, entries, skipped)
+    found, missed = find_surfaces(module, bindings.counts)
+    for f in found:
+        value = evaluate(f.node)
+        if f.as_float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        comment = _help(f.anchor) if f.surface == ARGPARSE else comments.of.get(id(f.anchor))
+        entries.append((Constant(
+            name=f.name, value=value, kind=kind_of(value), source=module.code_for_node(f.node),
+            annotation=f.annotation, line=line_of(f.anchor), comment=comment,
+            surface=f.surface, choices=f.choices), f.node))
+    skipped.extend(Skipped(x.name, line_of(x.anchor), x.reason) for x in missed)
+    names = Counter(c.name for c, _ in entries)
+    for name in [n for n, k in names.items() if k > 1]:  # never guess between two places
+        first = next(c for c, _ in entries if c.name == name)
+        skipped.append(Skipped(name, first.line, f"found {names[name]} times"))
+    entries = [(c, node) for c, node in entries if names[c.name] == 1]
+    return _Collected(entries, skipped, bindings.counts)
+
+
+def scan_parameters(source: str) -> Scan:
+    """Everything ``arx init`` reports about a script: its parameters (see
+    ``discover_constants``), what was skipped and why, and where else it reads settings from.
+    Raises ``PatchError`` on a syntax error."""
+    module = parse_source(source)
+    collected = _collect(module)
+    sources, strings = config_sources(module)
+    return Scan(found=tuple(c for c, _ in collected.entries),
+                skipped=tuple(sorted(collected.skipped, key=lambda s: (s.line, s.name))),
+                sources=tuple(sources), strings=tuple(strings))
 
 
 def discover_constants(source: str) -> list[Constant]:
-    """The target's constants, in order of appearance.
+    """The target's parameters: its top-level constants in order of appearance, then argparse
+    defaults, config class fields and dict entries (see the module docstring).
 
-    A constant is a module-body ``NAME = expr`` or ``NAME: T = expr`` whose ``expr`` is a
-    number, string, bool or None literal, a tuple/list of those (nested allowed), or constant
-    arithmetic (``2**19``, ``3 * 1024``, ``-1e-3``). Skipped: assignments inside functions,
-    classes or compound statements, unpacking, chained ``A = B = 1``, calls, names, f-strings,
-    and any name bound more than once in module scope. Raises ``PatchError`` on a syntax error.
+    A top-level constant is a module-body ``NAME = expr`` or ``NAME: T = expr`` whose ``expr``
+    is a number, string, bool or None literal, a tuple/list of those (nested allowed), or
+    constant arithmetic (``2**19``, ``3 * 1024``, ``-1e-3``); the other surfaces take the same
+    literals. Skipped: assignments inside functions or compound statements, unpacking, chained
+    ``A = B = 1``, calls, names, f-strings, any name bound more than once in module scope, and
+    any value another line may override. Raises ``PatchError`` on a syntax error.
     """
-    found, counts = _scan(parse_source(source))
-    return [c for c in found if counts[c.name] == 1]
+    return [c for c, _ in _collect(parse_source(source)).entries]
 
 
 # -- patching ------------------------------------------------------------------------------------
 
 
-class ConstantTransformer(cst.CSTTransformer):
-    """Replaces the value of top-level ``NAME = ...`` assignments; never descends into blocks.
+class _Replace(cst.CSTTransformer):
+    """Replaces the value nodes found by ``_collect`` (by identity); ``matched`` counts them."""
 
-    ``values`` maps a name to its new expression; ``matched`` counts the rewrites per name.
-    """
-
-    def __init__(self, values: Mapping[str, cst.BaseExpression]):
+    def __init__(self, new: Mapping[int, tuple[str, cst.BaseExpression]]):
         super().__init__()
-        self.values = dict(values)
+        self.new = dict(new)
         self.matched: Counter[str] = Counter()
 
-    # Statements inside def/class/if/for/... bodies live in a suite: never enter one.
-    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> bool:
-        return False
-
-    def visit_SimpleStatementSuite(self, node: cst.SimpleStatementSuite) -> bool:
-        return False
-
-    def _rewrite(self, original: cst.CSTNode, updated: cst.Assign | cst.AnnAssign) -> cst.CSTNode:
-        target = _constant_target(original)
-        if target is None or target[0] not in self.values:
-            return updated
-        self.matched[target[0]] += 1
-        return updated.with_changes(value=self.values[target[0]])
-
-    def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.CSTNode:
-        return self._rewrite(original_node, updated_node)
-
-    def leave_AnnAssign(
-        self, original_node: cst.AnnAssign, updated_node: cst.AnnAssign
-    ) -> cst.CSTNode:
-        return self._rewrite(original_node, updated_node)
+    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode):  # type: ignore[override]
+        hit = self.new.get(id(original_node))
+        if hit is None:
+            return updated_node
+        self.matched[hit[0]] += 1
+        return hit[1]
 
 
 def apply_changes(source: str, changes: Mapping[str, object]) -> str:
-    """``source`` with the values of the named constants replaced; every other byte kept.
+    """``source`` with the values of the named parameters replaced; every other byte kept.
 
-    Raises ``PatchError`` when a name is not a constant (see ``discover_constants``), is bound
-    more than once in module scope, or a value cannot be written as a literal.
+    Raises ``PatchError`` when a name is not a parameter (see ``discover_constants``), is bound
+    more than once in module scope or may be overridden elsewhere, or a value cannot be written
+    as a literal.
     """
     if not changes:
         return source
     module = parse_source(source)
-    found, counts = _scan(module)
-    by_name = {c.name: c for c in found}
+    collected = _collect(module)
+    by_name = {c.name: (c, node) for c, node in collected.entries}
+    counts = collected.counts
     for name in changes:
+        if name in by_name:
+            continue
         if counts[name] > 1:
             raise PatchError(
                 f"{name} is assigned {counts[name]} times in module scope; arx rewrites only a "
                 "constant assigned exactly once",
                 hint=f"keep a single top-level `{name} = ...` in the target",
             )
-        if name not in by_name:
-            known = [c.name for c in found if counts[c.name] == 1]
-            raise PatchError(
-                f"{name} is not a top-level constant of the target{close_hint(name, known)}"
-            )
-    values = {
-        name: parse_expression(render_value(value, like=by_name[name].source), module)
-        for name, value in changes.items()
-    }
-    transformer = ConstantTransformer(values)
+        skip = next((s for s in collected.skipped if s.name == name), None)
+        if skip is not None:
+            raise PatchError(f"{name} (line {skip.line}) is not a parameter arx can rewrite: "
+                             f"{skip.reason}")
+        raise PatchError(
+            f"{name} is not a top-level constant (nor an argparse default, config field or dict "
+            f"entry) of the target{close_hint(name, by_name)}"
+        )
+    new = {}
+    for name, value in changes.items():
+        constant, node = by_name[name]
+        new[id(node)] = (name, parse_expression(render_value(value, like=constant.source), module))
+    transformer = _Replace(new)
     patched = module.visit(transformer)
     ensure_once(transformer.matched, changes, "constant")
     result = patched.code

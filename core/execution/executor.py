@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -45,9 +46,12 @@ class TrialJob:
     env: Mapping[str, str] = field(default_factory=dict)
     drop_env: tuple[str, ...] = ()  # withheld from the trial's environment (see TrialSpec)
     setup: str | None = None  # run once per job directory before its first job (idempotent)
+    #: relative posix path -> absolute path on the driver: symlinked into the job's directory
+    #: (``[target] include``: data git does not track; on Ray it must exist on every node)
+    links: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for rel in self.files:
+        for rel in [*self.files, *self.links]:
             path = PurePosixPath(rel)
             if path.is_absolute() or ".." in path.parts or not path.parts or rel == MANIFEST:
                 raise ValueError(f"job {self.key}: file path {rel!r} must stay inside its directory")
@@ -154,6 +158,20 @@ def write_files(directory: Path, files: Mapping[str, str]) -> None:
     manifest.write_text(json.dumps(sorted(files)))
 
 
+def link_files(directory: Path, links: Mapping[str, str]) -> None:
+    """Symlink each ``links`` target into ``directory`` (kept when it already points there)."""
+    for rel, target in links.items():
+        path = directory / rel
+        if path.is_symlink():
+            if os.readlink(path) == target:
+                continue
+            path.unlink()
+        elif path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, path)
+
+
 def run_setup(job: TrialJob, cwd: Path, log_path: Path | None,
               env: Mapping[str, str] | None = None,
               pid_path: Path | None = None) -> TrialResult | None:
@@ -175,6 +193,7 @@ def run_in_dir(job: TrialJob, cwd: Path, setup_done: set[str], log_path: Path | 
     ``setup_done`` (this directory's record, updated here) already holds it, then the command.
     A failed setup is the job's result."""
     write_files(cwd, job.files)
+    link_files(cwd, job.links)
     if job.setup and job.setup not in setup_done:
         failed = run_setup(job, cwd, setup_log, env, pid_path)
         if failed is not None:

@@ -114,6 +114,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def terminate(pid: int) -> bool:
+    """Ask process ``pid`` (not a group: e.g. the arx process holding a run) to stop with
+    SIGTERM, as ``kill PID`` would; False when it is gone already."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), to detect pid reuse."""
     try:

@@ -72,10 +72,12 @@ def best_index(results: Sequence[TrialResult], direction: str) -> int | None:
 
 
 def jobs(iteration: int, batch: Sequence[Candidate], files: Mapping[str, str],
-         target: TargetConfig, timeout_s: float, drop_env: Sequence[str]) -> list[TrialJob]:
-    """The executor jobs of one batch: every file of the worktree, the candidate's target."""
+         target: TargetConfig, timeout_s: float, drop_env: Sequence[str],
+         links: Mapping[str, str]) -> list[TrialJob]:
+    """The executor jobs of one batch: every file of the worktree, the candidate's target, and
+    links to the checkout's included untracked paths (``[target] include``)."""
     return [TrialJob(key=TrialKey(iteration, TrialKind.TRIAL, k).job_label(),
                      files={**files, target.file: cand.source}, command=target.command,
                      timeout_s=timeout_s, metric=target.metric, metric_regex=target.metric_regex,
-                     drop_env=tuple(drop_env), setup=target.setup)
+                     drop_env=tuple(drop_env), setup=target.setup, links=links)
             for k, cand in enumerate(batch)]

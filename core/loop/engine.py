@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import Any
 
 from arx.core.codemods.constants import apply_changes, discover_constants
-from arx.core.config import load_toml, plain
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.executor import Executor
 from arx.core.execution.trial import ExecStatus, TrialResult
@@ -29,12 +28,13 @@ from arx.core.levels.runnerload import load_runner
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import noise, resume
+from arx.core.loop import noeffect, noise, resume
 from arx.core.loop.context import hook_context, runner_config
+from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
 from arx.core.loop.progress import Reporter, RunProgress, trial_counts
 from arx.core.loop.resume import Best
-from arx.core.loop.space import ParameterSpace
+from arx.core.loop.space import run_space
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.loop.trials import (
     Clock,
@@ -68,9 +68,7 @@ class Engine:
         self.reporter = reporter or Reporter()
         self.trace = trace or Trace(ws.path / ws.trace_rel)
         self.target_path = ws.path / self.target.file
-        self.space = ParameterSpace.from_toml(
-            plain(load_toml(ws.path).get("params", {})),
-            discover_constants(self.target_path.read_text()))
+        self.space = run_space(ws.path, self.target_path.read_text(), self.config)
         #: withheld from every trial and gate (with the provider keys): where [llm] reads its key
         self.secret_env = secret_names_in(ws.path)
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
@@ -176,8 +174,7 @@ class Engine:
         if record.state is not TrialState.BASELINE:
             raise RunError(
                 f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
-                hint=f"run `{self.target.command}` by hand in the run's worktree to see why; "
-                f"then `arx run --resume {self.ws.name}`",
+                hint=failure_hint(result.log_tail, self.ws.root, self.ws.path, self.ws.name),
             )
         self.baseline_metric = record.metric
         self.best = Best(0, record.metric, config, source)
@@ -341,7 +338,8 @@ class Engine:
             if confirmed is not None:
                 metrics, best_metrics = confirmed
             keep = bool(self.runner.accept(ctx, metrics, best_metrics))
-            state = TrialState.KEEP if keep else TrialState.DISCARD
+            state = noeffect.settle(TrialState.KEEP if keep else TrialState.DISCARD,
+                                    result.metric, self.best.first_metric, self.config.rules)
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
         extra.update(noise.judged(metrics, best_metrics, ctx["noise"]["sd"],
@@ -362,13 +360,15 @@ class Engine:
         else:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
+        if record.state is TrialState.NO_EFFECT:
+            noeffect.check_streak(self.trace, self.config, self.space.names(), self.ws.path)
 
     # ---- --parallel batches ------------------------------------------------------------------
     def _run_batch(self, i: int, ctx: Mapping[str, Any], batch: list[batches.Candidate],
                    base: dict[str, Any]) -> None:
         """Train the candidates at once through the executor; the driver alone writes git."""
         jobs = batches.jobs(i, batch, batches.job_files(self.ws.tree, self.ws.path), self.target,
-                            self._timeout(), self.secret_env)
+                            self._timeout(), self.secret_env, self.ws.included)
         for k, cand in enumerate(batch):
             self.trace.start(i, TrialKind.TRIAL, cand.changes, hypothesis=cand.hypothesis, seq=k)
         started = time.monotonic()

@@ -14,12 +14,14 @@ from typing import Any
 
 from arx.core.codemods.constants import Constant
 from arx.core.errors import ConfigError, ProposalError
+from arx.core.loop.lockrules import name_words
 
-__all__ = ["KINDS", "ParamSpec", "entry_spec", "infer_spec", "unwrap_toml", "value_key"]
+__all__ = ["ENTRY_KEYS", "KINDS", "ParamSpec", "entry_spec", "infer_spec", "unwrap_toml", "value_key"]
 
 KINDS = ("int", "float", "bool", "str", "none", "tuple", "list")
 _NUMERIC = ("int", "float")
-_RATIO_WORDS = ("RATIO", "FRAC", "DROPOUT", "BETA", "MOMENTUM", "PROB")
+_RATIO_WORDS = ("RATIO", "FRAC", "DROPOUT", "BETA", "MOMENTUM", "PROB", "GAMMA", "LAMBDA",
+                "SUBSAMPLE")
 _KIND_WORDS = {
     "int": "an integer",
     "float": "a finite number",
@@ -29,7 +31,7 @@ _KIND_WORDS = {
     "tuple": "a tuple of literals",
     "list": "a list of literals",
 }
-_ENTRY_KEYS = ("type", "value", "low", "high", "log", "pow2", "choices")
+ENTRY_KEYS = ("type", "value", "low", "high", "log", "pow2", "choices")
 
 
 def _is_pow2(value: object) -> bool:
@@ -229,26 +231,35 @@ def _round(x: float) -> float:
 def infer_spec(c: Constant, locked: bool = False) -> ParamSpec:
     """A default spec for a constant when arx.toml gives none.
 
-    bool: both values; int power of two: pow2 in [v/8, 8v]; other positive int: log
-    [v//4, max(4v, v+4)]; int <= 0: [v-10, v+10]; ratio-like float in (0, 1]: [0, 1]; other
-    positive float: log [v/10, 10v]; 0.0: [0, 1]; negative float: [10v, 0]; str, tuple, list,
-    None: fixed at the current value until arx.toml lists ``choices``.
+    The script's own ``choices`` (argparse) when it has them; bool: both values; int power of
+    two: pow2 in [v/8, 8v]; other positive int: log [v//4, max(4v, v+4)]; 0: [0, 10]; negative
+    int: [v-10, v+10]; ratio-like float in (0, 1]: [0, 1]; other positive float: log
+    [v/10, 10v]; 0.0: [0, 1]; negative float: [10v, 0]; str, tuple, list, None: fixed at the
+    current value until arx.toml lists ``choices``. A positive value whose name says it is a
+    minimum (``min_samples_split``) never goes below the original.
     """
     spec = ParamSpec(name=c.name, kind=c.kind, default=c.value, locked=locked)
     v: Any = c.value
+    if c.choices and any(value_key(x) == value_key(v) for x in c.choices):
+        return replace(spec, choices=tuple(_freeze(x) for x in c.choices))
     if c.kind == "bool":
         return replace(spec, choices=(False, True))
+    floor = "min" in name_words(c.name) and isinstance(v, (int, float)) and v > 0
     if c.kind == "int":
         if v >= 2 and _is_pow2(v):
-            return replace(spec, low=max(1, v // 8), high=v * 8, pow2=True)
+            return replace(spec, low=v if floor else max(1, v // 8), high=v * 8, pow2=True)
         if v > 0:
-            return replace(spec, low=max(1, v // 4), high=max(v * 4, v + 4), log=True)
+            return replace(spec, low=v if floor else max(1, v // 4), high=max(v * 4, v + 4),
+                           log=True)
+        if v == 0:
+            return replace(spec, low=0, high=10)
         return replace(spec, low=v - 10, high=v + 10)
     if c.kind == "float":
         if 0 < v <= 1 and any(word in c.name.upper() for word in _RATIO_WORDS):
-            return replace(spec, low=0.0, high=1.0)
+            return replace(spec, low=v if floor else 0.0, high=1.0)
         if v > 0:
-            return replace(spec, low=_round(v / 10), high=_round(v * 10), log=True)
+            return replace(spec, low=v if floor else _round(v / 10), high=_round(v * 10),
+                           log=True)
         if v == 0:
             return replace(spec, low=0.0, high=1.0)
         return replace(spec, low=_round(10 * v), high=0.0)
@@ -262,11 +273,11 @@ def entry_spec(
     where = f"arx.toml [params.{key}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a table, got {entry!r}")
-    unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+    unknown = sorted(set(entry) - set(ENTRY_KEYS))
     if unknown:
         raise ConfigError(
             f"{where} has unknown key(s) {', '.join(unknown)}",
-            hint=f"allowed keys: {', '.join(_ENTRY_KEYS)}",
+            hint=f"allowed keys: {', '.join(ENTRY_KEYS)}",
         )
     kind = unwrap_toml(entry["type"]) if "type" in entry else None
     if kind is None:

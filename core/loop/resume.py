@@ -127,7 +127,8 @@ def rebuild_best(records: Sequence[TraceRecord], source: str,
         return None, None
     base = next(r for r in records if r.state is TrialState.BASELINE)
     metric, first, confirm = best.metric, None, {}
-    if best.state is TrialState.BASELINE and noise and noise.get("mean") is not None:
+    if best.state is TrialState.BASELINE and noise and noise.get("mean") is not None \
+            and noise.get("sd"):  # a target without noise (sd 0) keeps its exact baseline
         metric, first = float(noise["mean"]), best.metric
     elif best.get("reference") is not None:
         metric, first = float(best.get("reference")), best.metric

@@ -3,23 +3,37 @@
 A ``ParamSpec`` (params.py) is inferred from each discovered ``Constant`` and overridden by the
 ``[params]`` table of arx.toml (``ParameterSpace.from_toml``); ``to_toml`` writes the table
 back with tomlkit, updating an existing table in place so the user's comments survive.
-``ParameterSpace.validate`` is the one gate every proposal passes before it touches the target.
+``ParameterSpace.validate`` is the one gate every proposal passes before it touches the target,
+``[params] constraints`` included (constraints.py). ``run_space`` is the space a run searches:
+arx.toml's, with the budget, steps and seed constants of ``[target]`` locked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import tomlkit
 
-from arx.core.codemods.constants import Constant
+from arx.core.codemods.constants import CONSTANT, Constant, scan_parameters
+from arx.core.config import RunConfig, load_toml, plain
 from arx.core.errors import ConfigError, ProposalError, close_hint
-from arx.core.loop.params import ParamSpec, entry_spec, infer_spec, unwrap_toml, value_key
+from arx.core.loop.constraints import Constraint, first_unmet, parse_constraints
+from arx.core.loop.params import (
+    ENTRY_KEYS,
+    ParamSpec,
+    entry_spec,
+    infer_spec,
+    unwrap_toml,
+    value_key,
+)
 
-__all__ = ["ParameterSpace"]
+__all__ = ["ParameterSpace", "run_space"]
+#: keys of ``[params]`` that are not parameters
+_RESERVED = ("locked", "constraints")
 
 
 def _toml_ok(value: object) -> bool:
@@ -39,13 +53,14 @@ def _toml_value(value: object) -> object:
 class ParameterSpace:
     """The specs of all constants of the target, by name, in order of appearance."""
 
-    def __init__(self, specs: Iterable[ParamSpec]):
+    def __init__(self, specs: Iterable[ParamSpec], constraints: Sequence[Constraint] = ()):
         table: dict[str, ParamSpec] = {}
         for spec in specs:
             if spec.name in table:
                 raise ConfigError(f"parameter {spec.name} is defined twice")
             table[spec.name] = spec
         self.specs: Mapping[str, ParamSpec] = MappingProxyType(table)
+        self.constraints: tuple[Constraint, ...] = tuple(constraints)
 
     @classmethod
     def from_constants(
@@ -58,7 +73,8 @@ class ParameterSpace:
         return f"ParameterSpace({list(self.specs.values())!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ParameterSpace) and dict(self.specs) == dict(other.specs)
+        return (isinstance(other, ParameterSpace) and dict(self.specs) == dict(other.specs)
+                and [c.text for c in self.constraints] == [c.text for c in other.constraints])
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.specs)
@@ -78,11 +94,12 @@ class ParameterSpace:
         for name in names:
             if name not in self.specs:
                 raise ConfigError(
-                    f"cannot lock {name}: not a constant of the target"
+                    f"cannot lock {name}: not a parameter of the target"
                     f"{close_hint(name, self.specs)}"
                 )
         return ParameterSpace(
-            replace(s, locked=locked) if s.name in names else s for s in self.specs.values()
+            (replace(s, locked=locked) if s.name in names else s for s in self.specs.values()),
+            self.constraints,
         )
 
     def validate(
@@ -94,8 +111,9 @@ class ParameterSpace:
         """The changes, coerced to each constant's kind, minus those equal to ``current``.
 
         Raises ``ProposalError`` with ``reason`` one of: empty, unknown, locked, frozen, type,
-        range, choice, noop (every value equals the current one). Checks in proposal order and
-        refuses at the first problem.
+        range, choice, noop (every value equals the current one), constraint (the new
+        configuration breaks ``[params] constraints``). Checks in proposal order and refuses at
+        the first problem.
         """
         if not changes:
             raise ProposalError(
@@ -132,24 +150,39 @@ class ParameterSpace:
                 "noop",
                 hint="propose a value different from the current one",
             )
+        if self.constraints:
+            unmet = first_unmet(self.constraints, {**self.defaults(), **current, **result})
+            if unmet is not None:
+                raise ProposalError(
+                    f"the proposal breaks a constraint: {unmet}", "constraint",
+                    hint="constraints: " + "; ".join(c.text for c in self.constraints),
+                )
         return result
 
     # -- arx.toml ------------------------------------------------------------------------------
 
     @classmethod
     def from_toml(
-        cls, table: Mapping[str, Any] | None, constants: Sequence[Constant] | None = None
+        cls, table: Mapping[str, Any] | None, constants: Sequence[Constant] | None = None,
+        skipped: Mapping[str, str] | None = None,
     ) -> ParameterSpace:
         """The space of ``[params]`` (a tomlkit or tomllib table), merged over inference.
 
-        With ``constants`` (the target's, as discovered), each constant without an entry is
-        inferred and an entry naming no constant is a ``ConfigError``; without them, the table
-        alone defines the space and ``value`` gives the defaults.
+        With ``constants`` (the target's parameters, as discovered), each top-level constant
+        without an entry is inferred, a parameter of another surface (``--lr``, ``Args.lr``,
+        ``params.lr``) takes part only when the table names it (``arx init`` writes them all;
+        tables written before those surfaces existed keep their space), and an entry naming
+        no parameter is a ``ConfigError``; without them, the table alone defines the space and
+        ``value`` gives the defaults. ``[params.Args.lr]`` (a nested table) reads as
+        ``[params."Args.lr"]``. ``skipped`` (name -> why, from ``scan_parameters``) explains
+        an entry that names a value arx cannot rewrite.
         """
-        table = dict(table or {})
+        why = {k: f" ({v})" for k, v in (skipped or {}).items()}
+        table = _flatten(dict(table or {}))
         locked_raw = unwrap_toml(table.pop("locked", []))
         if not isinstance(locked_raw, list) or not all(isinstance(n, str) for n in locked_raw):
             raise ConfigError("[params] locked in arx.toml must be an array of names")
+        raw_constraints = unwrap_toml(table.pop("constraints", None))
         locked = set(locked_raw)
         if constants is None:
             specs = [entry_spec(k, e, None, k in locked) for k, e in table.items()]
@@ -158,8 +191,8 @@ class ParameterSpace:
             for key in table:
                 if key not in by_name:
                     raise ConfigError(
-                        f"[params.{key}] in arx.toml names no constant of the target"
-                        f"{close_hint(key, by_name)}",
+                        f"[params.{key}] in arx.toml names no parameter of the target"
+                        f"{why.get(key) or close_hint(key, by_name)}",
                         hint=f"remove [params.{key}] or add a top-level `{key} = ...`",
                     )
             specs = [
@@ -167,14 +200,15 @@ class ParameterSpace:
                 if c.name in table
                 else infer_spec(c, locked=c.name in locked)
                 for c in constants
+                if c.surface == CONSTANT or c.name in table or c.name in locked
             ]
         names = {s.name for s in specs}
         for name in sorted(locked - names):
             raise ConfigError(
-                f"[params] locked in arx.toml names {name}, which is not a constant"
-                f"{close_hint(name, names)}"
+                f"[params] locked in arx.toml names {name}, which is not a parameter"
+                f"{why.get(name) or close_hint(name, names)}"
             )
-        return cls(specs)
+        return cls(specs, parse_constraints(raw_constraints, names))
 
     def to_toml(self, into: Any = None) -> Any:
         """The ``[params]`` table as tomlkit.
@@ -183,10 +217,13 @@ class ParameterSpace:
         that changed are rewritten, so comments and formatting elsewhere survive.
         """
         table = into if into is not None else tomlkit.table()
-        if "locked" in self.specs:
-            raise ConfigError("a constant named 'locked' clashes with `[params] locked`")
+        for word in _RESERVED:
+            if word in self.specs:
+                raise ConfigError(f"a constant named {word!r} clashes with `[params] {word}`")
         _set(table, "locked", [s.name for s in self.specs.values() if s.locked])
-        for name in [k for k in table if k != "locked" and k not in self.specs]:
+        if self.constraints:
+            _set(table, "constraints", [c.text for c in self.constraints])
+        for name in [k for k in table if k not in _RESERVED and k not in self.specs]:
             del table[name]
         for spec in self.specs.values():
             if spec.name not in table:
@@ -209,6 +246,36 @@ class ParameterSpace:
             for key, value in wanted.items():
                 _set(entry, key, value)
         return table
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"Args": {"lr": {...}}}`` (what ``[params.Args.lr]`` parses to) as ``{"Args.lr": ...}``:
+    a table holding no entry key but only tables is a name prefix."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        inner = unwrap_toml(value)
+        if (not prefix and key in _RESERVED) or not isinstance(inner, Mapping) or not inner \
+                or any(k in ENTRY_KEYS for k in inner) \
+                or not all(isinstance(unwrap_toml(v), Mapping) for v in inner.values()):
+            out[name] = value
+        else:
+            out.update(_flatten(dict(inner), f"{name}."))
+    return out
+
+
+def run_space(tree: Path, target_source: str, config: RunConfig) -> ParameterSpace:
+    """The space a run searches: ``[params]`` of arx.toml in ``tree`` over the target's
+    parameters, with the budget, steps and seed constants of ``[target]`` locked whatever
+    ``[params]`` says (arx sets them itself). Runs started before this rule (``config.rules``
+    1) keep arx.toml's locks, so they resume and replay as they ran."""
+    scan = scan_parameters(target_source)
+    space = ParameterSpace.from_toml(plain(load_toml(tree).get("params", {})), scan.found,
+                                     {s.name: f"line {s.line}: {s.reason}" for s in scan.skipped})
+    if config.rules < 2:
+        return space
+    managed = [n for n in config.target.managed_constants() if n in space.specs]
+    return space.with_locked(managed) if managed else space
 
 
 def _set(table: Any, key: str, value: object) -> None:

@@ -7,6 +7,9 @@ behaves like the LLM loop (small moves from the best) rather than a global rando
 
 It is stateless between calls: the study is rebuilt from ``request.history`` with a sampler seeded
 from (run seed, iteration), so a resumed or replayed run proposes exactly what the original did.
+With ``crash_aware`` (runs whose ``RunConfig.rules`` >= 2, see ``offline_proposer``) a trial that
+crashed, timed out or gave no metric enters the study as an infeasible trial, so TPE ranks its
+region below every feasible one instead of ignoring it (Optuna's TPE skips FAIL trials).
 """
 
 from __future__ import annotations
@@ -120,10 +123,12 @@ class OptunaProposer(Proposer):
 
     name = "optuna"
 
-    def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2):
+    def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2,
+                 crash_aware: bool = False):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
         self.max_params = max_params
+        self.crash_aware = crash_aware
 
     def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
         space = request.space
@@ -148,6 +153,9 @@ class OptunaProposer(Proposer):
         )
         direction = "minimize" if request.direction == "min" else "maximize"
         study = optuna.create_study(direction=direction, sampler=sampler)
+        measured = [float(r["metric"]) for r in request.history if r.get("status") in MEASURED
+                    and isinstance(r.get("metric"), (int, float)) and math.isfinite(r["metric"])]
+        worst = (max(measured) if request.direction == "min" else min(measured)) if measured else 0.0
         for rec in request.history:
             config = rec.get("config") or {}
             params, dists = {}, {}
@@ -159,6 +167,10 @@ class OptunaProposer(Proposer):
             status, metric = rec.get("status"), rec.get("metric")
             if status in MEASURED and isinstance(metric, (int, float)) and math.isfinite(metric):
                 state, value = optuna.trial.TrialState.COMPLETE, float(metric)
+            elif status in FAILED and self.crash_aware and params:
+                study.add_trial(optuna.trial.create_trial(  # infeasible: ranked below all others
+                    params=params, distributions=dists, value=worst, constraints={"crashed": 1.0}))
+                continue
             elif status in FAILED:
                 state, value = optuna.trial.TrialState.FAIL, None
             else:
@@ -201,6 +213,12 @@ class OptunaProposer(Proposer):
         moves = ", ".join(f"{n} {best.get(n)!r} -> {v!r}" for n, v in changes.items())
         hypothesis = f"{model} rates {moves or 'no change'} as promising around the current best."
         return Proposal(changes=changes, hypothesis=hypothesis, source=self.name)
+
+
+def offline_proposer(config: Any) -> OptunaProposer:
+    """The offline proposer a run (a ``RunConfig``) gets: crash-aware from rules 2 on, so runs
+    made before keep proposing, on resume and in replay, exactly what they proposed."""
+    return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2)
 
 
 def _weighted_sample(names, weights, k, rng):

@@ -21,7 +21,7 @@ from arx.core.levels.level2 import add_by_hand
 from arx.core.loop.engine import Engine
 from arx.core.loop.trace import Trace
 from arx.core.proposers.llm import LLMProposer
-from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.acts import Act, ActKind
 from arx.core.replay.engine import RecordedClock, ReplayChatClient, ReplayExecutor, ServedTrials
 from arx.core.replay.source import Divergence, DivergenceFound, Recording, ReplayGit
@@ -66,7 +66,7 @@ def replay_acts(repo: ReplayGit, root: Path, branch: str, rec: Recording, acts: 
     tree = StoppableGit(root, cutter)
     client = ReplayChatClient(rec, root, cutter) if rec.uses_llm else None
     proposer: Any = LLMProposer(client) if client is not None else \
-        OptunaProposer(seed=rec.config.seed)
+        offline_proposer(rec.config)
     trials = ServedTrials(rec, cutter)
     engine: Engine | None = None
     done: list[str] = []

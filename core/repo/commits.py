@@ -212,6 +212,12 @@ def runtime_revert_message(name: str, hook: str, error: str) -> Message:
              Trailer.GATE: f"runtime: {last}"})
 
 
+def target_message(run: str, changed: Mapping[str, tuple[Any, Any]]) -> Message:
+    """`arx run --resume NAME --take-target`: the run's stored config takes arx.toml's [target]."""
+    body = "\n".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+    return (f"resume: [target] from arx.toml ({', '.join(changed)})", body, {Trailer.RUN: run})
+
+
 def manual_trace_message(run: str, name: str, verdict: str) -> Message:
     """The trace commit after `arx mechanism add` (the mechanism commit carries only the runner)."""
     return (f"trace: mechanism {name} added by hand ({verdict})", "",

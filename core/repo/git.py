@@ -107,6 +107,28 @@ class GitRepo:
         """Paths git tracks in this work tree (relative, posix)."""
         return [p for p in self._git("ls-files", "-z", strip=False)[1].split("\0") if p]
 
+    def untracked(self, paths: Iterable[str]) -> list[str]:
+        """Files and folders under ``paths`` that git does not track, ignored ones included; a
+        folder holding nothing tracked is one entry ending in ``/``."""
+        rels = [self._rel(p) for p in paths]
+        if not rels:
+            return []
+        out = self._git("ls-files", "-z", "--others", "--directory", "--", *rels, strip=False)[1]
+        return sorted({p for p in out.split("\0") if p})
+
+    def is_ignored(self, path: str | os.PathLike[str]) -> bool:
+        """Whether git ignores ``path`` (``git check-ignore``)."""
+        literal_off = {"GIT_LITERAL_PATHSPECS": "0"}  # check-ignore refuses literal pathspecs
+        return self._git("check-ignore", "-q", "--", self._rel(path), ok=(0, 1),
+                         env=literal_off)[0] == 0
+
+    def delete_branch(self, name: str) -> None:
+        """Delete branch ``name`` (merged or not); refuses the branch checked out here."""
+        if self.current_branch() == name:
+            raise RepoError(f"{name} is checked out in {self.root}",
+                            hint="check out another branch first")
+        self._git("branch", "-D", "--", name)
+
     def dirty_paths(self, paths: Iterable[str] | None = None) -> list[str]:
         """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if None)."""
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]

@@ -14,6 +14,10 @@ from pathlib import Path
 #: branches of runs, and of their replays
 BRANCH_PREFIX = "arx/"
 REPLAY_PREFIX = "arx-replay/"
+#: the throwaway branch of `arx check` (deleted when the check ends)
+CHECK_BRANCH = "arx-check/HEAD"
+#: the name `arx check` uses for its lock, logs and pid file under .arx/
+CHECK_KEY = "check"
 
 #: files of the managed repository (tracked)
 RUNNER_PATH = "runner/runner.py"  # the search policy Level 2 patches
@@ -119,3 +123,7 @@ def worktree_path(root: Path, name: str) -> Path:
 def replay_worktree_path(root: Path, key: str) -> Path:
     """The worktree of a replay; ``key`` is its branch without the ``arx-replay/`` prefix."""
     return Path(root) / LOCAL_DIR / "replay" / key
+def check_worktree_path(root: Path) -> Path:
+    """Where `arx check` runs the command once (removed when it ends)."""
+    return Path(root) / LOCAL_DIR / "check"
+

@@ -19,6 +19,7 @@ from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.space import ParameterSpace
 from arx.core.replay.workflow import REPLAY_WORKFLOW_PATH, replay_workflow_text
+from arx.core.repo.adopt import Adoption, adopt
 from arx.core.repo.commits import init_message
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import LOCAL_DIR, RUNNER_PATH
@@ -34,9 +35,6 @@ DEFAULT_TARGET = TargetConfig(
     steps_constant="TRAIN_STEPS",
     seed_constant="SEED",
 )
-#: constant names adopted automatically as budget / steps / seed constants when present
-KNOWN_MANAGED = {"budget_constant": "TIME_BUDGET", "steps_constant": "TRAIN_STEPS",
-                 "seed_constant": "SEED"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,10 @@ class InitResult:
     written: tuple[str, ...]
     n_constants: int
     n_tunable: int
+    #: what init learned about an adopted script (None for the default target)
+    adoption: Adoption | None = None
+    #: the `arx run` to try next
+    next_command: str = "arx run --iterations 8 --budget 20"
 
 
 def package_text(package: str, name: str) -> str:
@@ -62,6 +64,7 @@ def _target_table(target: TargetConfig) -> tomlkit.items.Table:
         ("metric", target.metric),
         ("direction", target.direction),
         ("metric_regex", target.metric_regex),
+        ("include", list(target.include) or None),
         ("budget_constant", target.budget_constant),
         ("steps_constant", target.steps_constant),
         ("seed_constant", target.seed_constant),
@@ -127,17 +130,24 @@ def init_repo(
     direction: str = "min",
     setup: str | None = None,
     locked: Sequence[str] = (),
+    only: Sequence[str] = (),
+    metric_regex: str | None = None,
+    include: Sequence[str] | None = None,
     git_init: bool = True,
     force: bool = False,
     replay_ci: bool = False,
 ) -> InitResult:
-    """Create or adopt ``root`` as an arx-managed repository; one commit, or nothing at all."""
+    """Create or adopt ``root`` as an arx-managed repository; one commit, or nothing at all.
+
+    Adopting a script (``target_file``): ``only`` locks every other parameter, ``include``
+    (None: proposed from the script) lists untracked paths every trial sees."""
     root = Path(root).resolve()
     adopting = target_file is not None
     if adopting and not (command and metric):
         raise ConfigError("--target needs --command and --metric too")
-    if not adopting and (command or metric):
-        raise ConfigError("--command/--metric only make sense with --target FILE")
+    if not adopting and (command or metric or only or metric_regex or include):
+        raise ConfigError("--command/--metric/--only/--metric-regex/--include only make sense "
+                          "with --target FILE")
     if direction not in ("min", "max"):
         raise ConfigError("--direction must be min or max")
 
@@ -162,14 +172,8 @@ def init_repo(
         if not target_path.is_file():
             raise ConfigError(f"target file {target_path} does not exist", hint="check --target")
         target_source = target_path.read_text()
-        present = {c.name for c in discover_constants(target_source)}
-        managed = {}
-        for key, name in KNOWN_MANAGED.items():
-            managed[key] = name if name in present else None
-        target = TargetConfig(
-            file=target_file, command=command, metric=metric, direction=direction, setup=setup,
-            **managed,
-        )
+        target = TargetConfig(file=target_file, command=command, metric=metric,
+                              direction=direction, setup=setup, metric_regex=metric_regex)
         curated = None
     else:
         target = DEFAULT_TARGET
@@ -198,7 +202,13 @@ def init_repo(
             )
 
     # every check (discovery included) happens before the first byte is written
-    constants, space = _discover(target_source, target, locked, curated)
+    adoption = None
+    if adopting:
+        adoption = adopt(root, repo, target_source, target, locked=locked, only=only,
+                         include=include)
+        target, constants, space = adoption.target, adoption.constants, adoption.space
+    else:
+        constants, space = _discover(target_source, target, locked, curated)
     files[CONFIG_FILE] = tomlkit.dumps(build_toml(target, space))
     root.mkdir(parents=True, exist_ok=True)
     if repo is None:
@@ -210,7 +220,7 @@ def init_repo(
     load_toml(root)  # what we wrote must read back
     written = tuple(sorted([*files, *new_target]))
     commit = repo.commit(list(written), *init_message(
-        f"target {target.file}: {len(constants)} constants, metric {target.metric} "
+        f"target {target.file}: {len(constants)} parameters, metric {target.metric} "
         f"({target.direction})\ncommand: {shlex.quote(target.command)}"))
     return InitResult(
         root=root,
@@ -218,6 +228,8 @@ def init_repo(
         written=written,
         n_constants=len(constants),
         n_tunable=len(space.tunable()),
+        adoption=adoption,
+        **({"next_command": adoption.next_command()} if adoption else {}),
     )
 
 

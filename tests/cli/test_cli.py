@@ -83,7 +83,7 @@ def test_init_refusals_are_clear_and_write_nothing(tmp_path, case):
             (tmp_path / "fit.py").write_text("print('hi')\n")
             repo.index.add(["fit.py"])
             repo.index.commit("no constants")
-            expect = "no tunable top-level constants"
+            expect = "has nothing arx can tune"
         else:
             args[args.index("fit.py")] = "nope.py"
             expect = "does not exist"

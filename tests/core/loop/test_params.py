@@ -21,7 +21,7 @@ def const(name: str, value: object) -> Constant:
         ("HEADS", 2, {"low": 1, "high": 16, "pow2": True}),
         ("DEPTH", 6, {"low": 1, "high": 24, "log": True}),
         ("ONE", 1, {"low": 1, "high": 5, "log": True}),
-        ("SEED", 0, {"low": -10, "high": 10}),
+        ("SEED", 0, {"low": 0, "high": 10}),  # 0 is "off" or a count: never negative
         ("OFFSET", -3, {"low": -13, "high": 7}),
         ("WARMUP_RATIO", 0.1, {"low": 0.0, "high": 1.0}),
         ("FINAL_LR_FRAC", 1.0, {"low": 0.0, "high": 1.0}),

@@ -225,7 +225,7 @@ def test_rewrite_keeps_user_comments():
         ({"DEPTH": {"choices": [1, "two"]}}, "a choice is not a int"),
         ({"DEPTH": {"hi": 3}}, r"\[params.DEPTH\] has unknown key\(s\) hi"),
         ({"WINDOW_PATTERN": {"low": 1, "high": 2}}, "takes choices, not low/high"),
-        ({"DEPHT": {"low": 1, "high": 2}}, r"\[params.DEPHT\] .*no constant.*did you mean DEPTH"),
+        ({"DEPHT": {"low": 1, "high": 2}}, r"\[params.DEPHT\] .*no parameter.*did you mean DEPTH"),
         ({"locked": ["NOPE"]}, "locked in arx.toml names NOPE"),
         ({"locked": "DEPTH"}, "must be an array of names"),
         ({"DEPTH": 3}, "must be a table"),

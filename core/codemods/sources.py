@@ -1,0 +1,95 @@
+"""Where a script's hyperparameters come from when arx cannot rewrite them.
+
+``config_sources`` names the config loaders, run-time inputs and command-line overrides a script
+uses (a YAML file, Hydra, environment variables, ``exec`` of a configurator, ...), so that
+``arx init`` can say why a script has nothing to tune, or warn that what it tunes may be
+overridden at run time.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+__all__ = ["config_sources"]
+
+#: dotted call (or its last part after a module alias) -> what it means
+_CALLS = {
+    "yaml.safe_load": "a YAML file (yaml.safe_load)",
+    "yaml.load": "a YAML file (yaml.load)",
+    "yaml.full_load": "a YAML file (yaml.full_load)",
+    "OmegaConf.load": "an OmegaConf/YAML file (OmegaConf.load)",
+    "OmegaConf.create": "an OmegaConf config (OmegaConf.create)",
+    "hydra.main": "Hydra (@hydra.main): configs in YAML files and command-line overrides",
+    "hydra.compose": "Hydra (hydra.compose)",
+    "json.load": "a JSON file (json.load)",
+    "json.loads": "JSON text (json.loads)",
+    "tomllib.load": "a TOML file (tomllib.load)",
+    "toml.load": "a TOML file (toml.load)",
+    "configparser.ConfigParser": "an INI file (configparser)",
+    "os.environ.get": "environment variables (os.environ.get)",
+    "os.getenv": "environment variables (os.getenv)",
+    "fire.Fire": "command-line flags (fire.Fire)",
+    "tyro.cli": "command-line flags (tyro.cli) over a dataclass",
+    "click.option": "command-line options (click.option)",
+    "typer.Option": "command-line options (typer.Option)",
+}
+
+
+def _dotted(node: cst.BaseExpression) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr.value}" if inner else ""
+    return ""
+
+
+class _Sources(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, int] = {}
+        self.strings: list[str] = []
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        value = node.evaluated_value
+        if isinstance(value, str) and value.strip() and len(value) < 200 \
+                and not any(c in value for c in "\n\t {}%*?"):
+            self.strings.append(value.strip())
+
+    def _note(self, what: str, node: cst.CSTNode) -> None:
+        if what not in self.found:
+            self.found[what] = self.get_metadata(PositionProvider, node).start.line
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = _dotted(node.func)
+        if name in _CALLS:
+            self._note(_CALLS[name], node)
+        elif name == "exec":
+            self._note("exec() of other code (e.g. nanoGPT's configurator.py: command-line "
+                       "flags and config files override the constants)", node)
+
+    def visit_Decorator(self, node: cst.Decorator) -> None:
+        name = _dotted(node.decorator.func if isinstance(node.decorator, cst.Call)
+                       else node.decorator)
+        if name in _CALLS:
+            self._note(_CALLS[name], node)
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        name = _dotted(node.value)
+        if name == "os.environ":
+            self._note("environment variables (os.environ[...])", node)
+        elif name == "sys.argv":
+            self._note("command-line arguments read from sys.argv", node)
+
+
+def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:
+    """What the script reads its settings from, each with the line of its first use (e.g.
+    ``a YAML file (yaml.safe_load) at line 12``), and its string literals that could be paths
+    (``data``, ``data/train.bin``), in order of appearance."""
+    visitor = _Sources()
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return [f"{what} at line {line}" for what, line in visitor.found.items()], \
+        list(dict.fromkeys(visitor.strings))

@@ -1,0 +1,168 @@
+"""What ``arx init --target FILE`` learns about a user's script before it writes arx.toml.
+
+``adopt`` scans the script (every config surface, see ``codemods.constants``), locks what the
+lock rules name (``loop.lockrules``) or ``--only``/``--lock`` ask for, adopts budget, steps and
+seed constants by name, proposes ``[target] include`` for untracked paths the script mentions,
+and warns about flags and config files of the command that override tuned parameters. It
+refuses a script with nothing to tune, naming what it found instead. It writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from arx.core.codemods.constants import Constant, Scan, Skipped, scan_parameters
+from arx.core.config import TargetConfig
+from arx.core.errors import ConfigError, close_hint
+from arx.core.loop.lockrules import lock_reason, name_words, training_length_words
+from arx.core.loop.noeffect import command_overrides
+from arx.core.loop.space import ParameterSpace
+from arx.core.repo.git import GitRepo
+from arx.core.repo.paths import LOCAL_DIR
+
+__all__ = ["Adoption", "adopt", "managed_names"]
+
+#: constant names adopted as budget / steps / seed constants when present (the default target's)
+KNOWN_MANAGED = {"budget_constant": "TIME_BUDGET", "steps_constant": "TRAIN_STEPS",
+                 "seed_constant": "SEED"}
+#: folders a script writes (never linked into trials: they would write into the checkout)
+_OUTPUT_WORDS = {"out", "output", "outputs", "ckpt", "ckpts", "checkpoint", "checkpoints", "log",
+                 "logs", "runs", "wandb", "mlruns", "results", "lightning_logs", "tb"}
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """The outcome of ``adopt``: the target to write, its space, and what to tell the user."""
+
+    target: TargetConfig
+    space: ParameterSpace
+    scan: Scan
+    #: locked parameter -> why (a rule, a flag, or arx sets it)
+    locked: dict[str, str] = field(default_factory=dict)
+    #: flags or config files of the command that override tuned parameters
+    warnings: list[str] = field(default_factory=list)
+    #: what else to know: included paths, where else the script reads settings from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def constants(self) -> tuple[Constant, ...]:
+        return self.scan.found
+
+    @property
+    def skipped(self) -> tuple[Skipped, ...]:
+        return self.scan.skipped
+
+    def next_command(self) -> str:
+        """The `arx run` that fits the script: a budget only if it has a budget constant."""
+        if self.target.budget_constant:
+            return "arx run --iterations 8 --budget 60"
+        if self.target.steps_constant:
+            return (f"arx run --iterations 8   # --steps N would set "
+                    f"{self.target.steps_constant} to N")
+        return "arx run --iterations 8"
+
+
+def _unique(found: Sequence[Constant], test) -> str | None:
+    hits = [c.name for c in found if test(c)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def managed_names(found: Sequence[Constant]) -> dict[str, str | None]:
+    """Budget, steps and seed constants: the default target's names, else the one parameter
+    whose name says so (``max_iters``, ``--epochs``, ``Args.total_timesteps``; ``seed``,
+    ``random_state``; ``time_budget``), else none."""
+    names = {c.name for c in found}
+    numeric = [c for c in found if c.kind in ("int", "float")]
+    rules = {
+        "budget_constant": lambda c: "budget" in name_words(c.name),
+        "steps_constant": lambda c: c.kind == "int" and training_length_words(c.name)
+        and "budget" not in name_words(c.name),
+        "seed_constant": lambda c: c.kind == "int" and bool(
+            {"seed", "random_state"} & set(name_words(c.name))),
+    }
+    return {key: KNOWN_MANAGED[key] if KNOWN_MANAGED[key] in names else _unique(numeric, rule)
+            for key, rule in rules.items()}
+
+
+def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) -> list[str]:
+    """Paths the script mentions that exist in the checkout and hold files git does not track
+    (data, tokenizers): ``data/`` for ``os.path.join('data', name)`` or ``'data/train.bin'``."""
+    if repo is None:
+        return []
+    candidates: set[str] = set()
+    for text in strings:
+        path = PurePosixPath(text)
+        if path.is_absolute() or ".." in path.parts or not path.parts or "://" in text:
+            continue
+        for cand in {path.parts[0], path.as_posix()}:
+            if cand in (".", LOCAL_DIR, ".git") or cand.lower().strip("./") in _OUTPUT_WORDS:
+                continue
+            if (root / cand).exists():
+                candidates.add(cand)
+    out: list[str] = []
+    for cand in sorted(candidates, key=lambda c: (len(PurePosixPath(c).parts), c)):
+        if any(cand == o.rstrip("/") or cand.startswith(o) for o in out):
+            continue  # already under a proposed folder
+        if repo.untracked([cand]):
+            out.append(cand + "/" if (root / cand).is_dir() else cand)
+    return out
+
+
+def _nothing_to_tune(target_file: str, scan: Scan) -> ConfigError:
+    instead = [f"it reads settings from {s}" for s in scan.sources]
+    instead += [f"{s.name} (line {s.line}): {s.reason}" for s in scan.skipped[:8]]
+    found = "; found instead: " + "; ".join(instead) if instead else ""
+    return ConfigError(
+        f"{target_file} has nothing arx can tune: no top-level `NAME = literal`, argparse "
+        f"default, config class field or module-level dict entry{found}",
+        hint="arx rewrites literal values in the script itself; settings loaded from YAML/"
+        "Hydra/JSON files or computed at run time cannot be tuned: move the ones to tune into "
+        "literals (e.g. a block of constants at the top)")
+
+
+def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *,
+          locked: Sequence[str] = (), only: Sequence[str] = (),
+          include: Sequence[str] | None = None) -> Adoption:
+    """Scan ``source`` (the script ``target.file``) and decide what arx.toml says about it.
+    ``include`` None: proposed from the script; a list: exactly those paths."""
+    scan = scan_parameters(source)
+    if not scan.found:
+        raise _nothing_to_tune(target.file, scan)
+    names = [c.name for c in scan.found]
+    why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
+    for flag, given in (("--lock", locked), ("--only", only)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise ConfigError(f"{flag} names {', '.join(unknown)}, not a parameter of "
+                              f"{target.file}"
+                              f"{why.get(unknown[0]) or close_hint(unknown[0], names)}",
+                              hint=f"parameters: {', '.join(names)}")
+    managed = {k: v for k, v in managed_names(scan.found).items()
+               if getattr(target, k) is None}
+    target = replace(target, **managed)
+    if include is None:
+        include = propose_include(repo, root, scan.strings)
+    target = replace(target, include=tuple(include))
+    reasons: dict[str, str] = {}
+    for c in scan.found:
+        if c.name in target.managed_constants():
+            reasons[c.name] = "arx sets it (" + next(
+                k.replace("_constant", "") for k in KNOWN_MANAGED
+                if getattr(target, k) == c.name) + " constant)"
+        elif only and c.name not in only:
+            reasons[c.name] = "not named by --only"
+        elif c.name in locked:
+            reasons[c.name] = "--lock"
+        elif not only and lock_reason(c.name):
+            reasons[c.name] = str(lock_reason(c.name))
+    space = ParameterSpace.from_constants(scan.found, locked=reasons)
+    warnings = command_overrides(target.command, target.file,
+                                 [s.name for s in space.tunable()], root)
+    notes = [f"the script also reads settings from {s}: values set there override arx's"
+             for s in scan.sources]
+    if target.include:
+        notes.insert(0, f"linked into every trial (git does not track it): "
+                        f"{', '.join(target.include)} ([target] include)")
+    return Adoption(target, space, scan, reasons, warnings, notes)

@@ -1,0 +1,139 @@
+"""`arx init` on scripts nobody here wrote (--only, --lock, --metric-regex, refusals that name
+what the script uses instead), `arx check` and `arx rm`, through click on real repositories."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import git
+import tomllib
+from click.testing import CliRunner
+from rich.console import Console
+
+from arx.cli.main import cli
+from arx.cli.progress import RichReporter
+from arx.core.loop.progress import RunProgress
+from arx.core.loop.trace import TraceRecord
+from arx.core.repo.lock import RunLock
+from arx.core.repo.workspace import open_run
+
+from support.repos import git_repo
+from support.styles import ARGPARSE
+
+
+def arx(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def script_repo(tmp_path, text):
+    repo = git_repo(tmp_path)
+    (tmp_path / "train.py").write_text(text)
+    repo.index.add(["train.py"])
+    repo.index.commit("mine")
+    return tmp_path
+
+
+def init(root, *extra):
+    return arx("init", str(root), "--target", "train.py", "--command",
+               f"{sys.executable} train.py", "--metric", "loss", *extra)
+
+
+def test_only_lock_and_metric_regex(tmp_path):
+    root = script_repo(tmp_path, ARGPARSE)
+    out = init(root, "--only", "--lr", "--only", "--gamma", "--metric-regex", r"^loss: (\S+)")
+    assert out.exit_code == 0, out.output
+    doc = tomllib.loads((root / "arx.toml").read_text())
+    assert doc["target"]["metric_regex"] == r"^loss: (\S+)"
+    assert set(doc["params"]["locked"]) == {"--batch-size", "--test-batch-size", "--epochs",
+                                            "--no-cuda", "--seed", "--log-interval",
+                                            "--save-model"}
+    assert "--batch-size       not named by --only" in out.output
+    assert "tunable (2):" in out.output and "--lr" in out.output
+    assert "next: cd" in out.output and "--budget" not in out.output  # no budget constant
+    out = arx("-C", str(root), "check")
+    assert out.exit_code == 0, out.output
+    assert "set by arx" not in out.output and "loss = 1." in out.output
+
+
+def test_unknown_names_and_scripts_with_nothing_to_tune_are_refused_clearly(tmp_path):
+    root = script_repo(tmp_path / "a", ARGPARSE)
+    out = init(root, "--lock", "--lrr")
+    assert out.exit_code != 0 and "did you mean --lr" in out.output
+    yaml_script = ("import yaml\ncfg = yaml.safe_load(open('config.yaml'))\n"
+                   "print('loss:', cfg['lr'])\n")
+    root = script_repo(tmp_path / "b", yaml_script)
+    out = init(root)
+    assert out.exit_code != 0
+    assert "nothing arx can tune" in out.output
+    assert "a YAML file (yaml.safe_load) at line 2" in out.output
+    assert not (root / "arx.toml").exists()
+
+
+def test_check_reports_the_error_line_of_a_crash(tmp_path):
+    root = script_repo(tmp_path, "LR = 0.1\nimport wandb_not_installed\n")
+    assert init(root).exit_code == 0
+    out = arx("-C", str(root), "check")
+    assert out.exit_code == 1
+    assert "error       ModuleNotFoundError: No module named 'wandb_not_installed'" in out.output
+    assert "no module 'wandb_not_installed'" in out.output
+    assert ".arx/logs/check/check.log" in out.output
+    assert "arx-check" not in git.Repo(root).git.branch("-a")  # nothing left behind
+    assert not (root / ".arx" / "check").exists()
+
+
+def test_rm_removes_a_stopped_run_and_refuses_a_running_one(tmp_path):
+    root = script_repo(tmp_path, ARGPARSE)
+    assert init(root).exit_code == 0
+    ws = open_run(root, {"iterations": 1}, name="old")
+    ws.log_dir.mkdir(parents=True, exist_ok=True)
+    (ws.log_dir / "0000-baseline.log").write_text("x")
+    ws.close(remove_worktree=False)  # an interrupted run: branch, worktree, logs
+    out = arx("-C", str(root), "rm", "old")
+    assert out.exit_code == 0, out.output
+    assert "branch arx/old" in out.output and "worktree" in out.output
+    assert not ws.path.exists() and not ws.log_dir.exists()
+    assert "arx/old" not in [b.name for b in git.Repo(root).branches]
+    assert "no run named 'old'" in arx("-C", str(root), "rm", "old").output
+
+    ws = open_run(root, {"iterations": 1}, name="busy")
+    ws.close(remove_worktree=False)
+    holder = subprocess.Popen(  # another arx holding the run
+        [sys.executable, "-c", "import sys, time\nfrom arx.core.repo.lock import RunLock\n"
+         f"RunLock({str(root)!r}, 'busy').acquire()\nprint('held', flush=True)\n"
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = arx("-C", str(root), "rm", "busy")
+        assert out.exit_code != 0 and "is running" in out.output and "--force" in out.output
+        started = time.monotonic()
+        out = arx("-C", str(root), "rm", "--force", "busy")
+        assert out.exit_code == 0, out.output
+        assert holder.wait(timeout=10) != 0 and time.monotonic() - started < 10
+        assert not RunLock(root, "busy").is_held()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_crash_line_shows_the_logs_error_and_its_path(tmp_path):
+    out = io.StringIO()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "0003-trial.log").write_text("...")
+    reporter = RichReporter(Console(file=out, width=200), log_dir=log_dir)
+    progress = RunProgress(run="r", resumed=False, iterations=5, group="A", proposer="optuna",
+                           baseline_metric=1.0, best_metric=1.0, best_iteration=0, counts={},
+                           elapsed_s=1.0, trials_run=3, trial_seconds=1.0)
+    tail = "Traceback (most recent call last):\n  File \"train.py\", line 3\n" \
+           "ModuleNotFoundError: No module named 'wandb'"
+    reporter.trial(progress, TraceRecord({"iteration": 3, "kind": "trial", "status": "crash",
+                                          "changes": {"--wandb": True}, "reason": "exit code 1",
+                                          "log_tail": tail}))
+    text = out.getvalue()
+    assert "exit code 1" in text
+    assert f"ModuleNotFoundError: No module named 'wandb'  (log: {log_dir / '0003-trial.log'})" \
+        in text

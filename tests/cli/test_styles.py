@@ -1,0 +1,110 @@
+"""Bring your own script: one small script per config style, adopted by `arx init`, searched by
+a short offline run, the kept commit checked line by line, and the branch replayed."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+
+import git
+import pytest
+import tomllib
+from click.testing import CliRunner
+
+from arx.cli.main import cli
+from arx.core.codemods.constants import discover_constants
+from arx.core.repo.commits import Trailer
+from arx.core.states import Level
+
+from support.repos import git_repo
+from support.styles import EXPECTED, STYLES
+
+
+def arx(root, *args):
+    return CliRunner().invoke(cli, ["-C", str(root), *args],
+                                catch_exceptions=False)
+
+
+def adopt(tmp_path, style):
+    root = tmp_path / style
+    repo = git_repo(root)
+    (root / "train.py").write_text(STYLES[style])
+    if style == "data":
+        (root / "data" / "toy").mkdir(parents=True)
+        (root / "data" / "toy" / "train.txt").write_text("1.5\n")
+        (root / ".gitignore").write_text("data/\n")
+    repo.git.add(A=True)
+    repo.index.commit("my script")
+    out = arx(root, "init", str(root), "--target", "train.py", "--command",
+              f"{sys.executable} train.py", "--metric", "loss")
+    assert out.exit_code == 0, out.output + out.stderr
+    return root, out.output
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_init_run_keep_and_replay(tmp_path, style):
+    root, printed = adopt(tmp_path, style)
+    params = tomllib.loads((root / "arx.toml").read_text())["params"]
+    tunable, locked = EXPECTED[style]
+    assert set(params["locked"]) == locked
+    room = {n for n, e in params.items() if n != "locked" and n not in locked
+            and ("low" in e or len(e.get("choices", ())) > 1)}
+    assert room == tunable  # every parameter written under its own name, with a range
+    assert f"tunable ({len(tunable)})" in printed
+    if style == "data":
+        assert tomllib.loads((root / "arx.toml").read_text())["target"]["include"] == ["data/"]
+        assert "linked into every trial" in printed
+
+    out = arx(root, "run", "--iterations", "6", "--name", "t", "--quiet")
+    assert out.exit_code == 0, out.output + out.stderr
+    g = git.Repo(root)
+    keeps = [c for c in g.iter_commits("arx/t")
+             if c.trailers_dict.get(Trailer.LEVEL) == [Level.L1.value]]
+    assert keeps, f"{style}: no change was kept"
+    for commit in keeps:  # a keep edits exactly the default(s) it names, nothing else
+        changes = json.loads(commit.trailers_dict[Trailer.CHANGES][0])
+        before = commit.parents[0].tree["train.py"].data_stream.read().decode()
+        after = commit.tree["train.py"].data_stream.read().decode()
+        changed = [line for line in difflib.unified_diff(before.splitlines(),
+                                                         after.splitlines(), n=0, lineterm="")
+                   if line.startswith("+") and not line.startswith("+++")]
+        lines = {c.name: c.line for c in discover_constants(before)}
+        assert len(changed) == len({lines[name] for name in changes}), (style, changed)
+        assert {c.name: c.value for c in discover_constants(after)} == {
+            **{c.name: c.value for c in discover_constants(before)}, **changes}
+        assert set(changes) <= tunable
+
+    out = arx(root, "replay", "arx/t")
+    assert out.exit_code == 0, out.output + out.stderr
+    assert "REPRODUCED" in out.output
+
+
+def test_included_data_reaches_parallel_slots_and_check(tmp_path):
+    root, _ = adopt(tmp_path, "data")
+    out = arx(root, "check")
+    assert out.exit_code == 0, out.output
+    assert "1 untracked path(s) linked" in out.output and "loss = " in out.output
+    out = arx(root, "run", "--iterations", "2", "--parallel", "2", "--name", "p", "--quiet")
+    assert out.exit_code == 0, out.output + out.stderr
+    trace = git.Repo(root).git.show("arx/p:runs/p/trace.jsonl")
+    assert '"status": "crash"' not in trace
+    assert (root / "data" / "toy" / "train.txt").read_text() == "1.5\n"  # never copied, kept
+
+
+def test_missing_untracked_file_gets_a_hint_naming_include(tmp_path):
+    root, _ = adopt(tmp_path, "data")
+    doc = (root / "arx.toml").read_text().replace('include = ["data/"]\n', "")
+    (root / "arx.toml").write_text(doc)
+    g = git.Repo(root)
+    g.index.add(["arx.toml"])
+    g.index.commit("forget the data")
+    out = arx(root, "check")
+    assert out.exit_code == 1
+    assert "FileNotFoundError" in out.output
+    assert 'add `include = ["data/"]` to [target] in arx.toml' in out.output
+    out = arx(root, "run", "--iterations", "2", "--name", "x")
+    assert out.exit_code != 0
+    assert 'include = ["data/"]' in out.stderr
+    assert "removed run x" in out.stderr  # a failed start leaves nothing behind
+    assert "arx/x" not in [b.name for b in g.branches]

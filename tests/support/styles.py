@@ -1,0 +1,176 @@
+"""Small training scripts in the styles users bring (argparse, dataclass, dict literal,
+``dict(...)``, mixed, data git does not track). Each "trains" in milliseconds: its metric is a
+formula of its defaults, the defaults are far from the optimum, so a short offline run finds a
+change that wins. ``EXPECTED`` says what ``arx init`` should make tunable and lock.
+"""
+
+from __future__ import annotations
+
+FOOTER = '''
+    print("---")
+    print(f"loss: {loss:.6f}")
+'''
+
+ARGPARSE = '''"""A PyTorch-examples-style script: every setting is an argparse flag."""
+import argparse
+import math
+
+
+def main():
+    parser = argparse.ArgumentParser(description="toy MNIST")
+    parser.add_argument("--batch-size", type=int, default=64, help="input batch size")
+    parser.add_argument("--test-batch-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs to train")
+    parser.add_argument("--lr", type=float, default=1.0, help="learning rate")
+    parser.add_argument("--gamma", type=float, default=0.5, help="LR step gamma")
+    parser.add_argument("--no-cuda", action="store_true", default=False)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-interval", type=int, default=10)
+    parser.add_argument("--save-model", action="store_true", default=False)
+    args = parser.parse_args()
+    loss = (1.0 + 0.5 * abs(math.log10(args.lr) - math.log10(0.05))
+            + 0.3 * abs(args.gamma - 0.9) + 0.002 * abs(args.batch_size - 32))
+''' + FOOTER + '''
+
+if __name__ == "__main__":
+    main()
+'''
+
+DATACLASS = '''"""A CleanRL/tyro-style script: a dataclass of settings."""
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Args:
+    exp_name: str = "ppo"
+    seed: int = 1
+    torch_deterministic: bool = True
+    cuda: bool = True
+    track: bool = False
+    wandb_project_name: str = "cleanRL"
+    total_timesteps: int = 500000
+    learning_rate: float = 2.5e-2  # the optimizer's
+    num_envs: int = 16
+    gamma: float = 0.5
+    clip_coef: float = 0.2
+
+
+def main():
+    args = Args()
+    loss = (1.0 + 0.5 * abs(math.log10(args.learning_rate) - math.log10(2.5e-4))
+            + 0.02 * abs(args.num_envs - 4) + 0.3 * abs(args.gamma - 0.99)
+            + 0.1 * abs(args.clip_coef - 0.1))
+''' + FOOTER + '''
+
+main()
+'''
+
+DICT = '''"""A scikit-learn-style script: the estimator's parameters in a dict."""
+import math
+
+params = {
+    "n_estimators": 50,
+    "max_depth": 8,
+    "min_samples_split": 5,
+    "learning_rate": 0.5,
+    "loss": "squared_error",
+    "random_state": 0,
+    "verbose": 0,
+}
+
+
+def main():
+    p = params
+    loss = (1.0 + 0.2 * abs(math.log10(p["n_estimators"]) - math.log10(500))
+            + 0.05 * abs(p["max_depth"] - 4) + 0.01 * abs(p["min_samples_split"] - 5)
+            + 0.5 * abs(math.log10(p["learning_rate"]) - math.log10(0.01)))
+''' + FOOTER + '''
+
+main()
+'''
+
+DICT_CALL = '''"""A nanoGPT-style config as a dict(...) call."""
+import math
+
+config = dict(
+    learning_rate=6e-2,
+    n_layer=12,
+    n_head=4,
+    n_embd=64,
+    dropout=0.5,
+    eval_interval=100,
+    wandb_log=False,
+    max_iters=50,
+)
+
+
+def main():
+    c = config
+    assert c["n_embd"] % c["n_head"] == 0, "n_embd must be divisible by n_head"
+    loss = (1.0 + 0.5 * abs(math.log10(c["learning_rate"]) - math.log10(6e-4))
+            + 0.02 * abs(c["n_layer"] - 4) + 0.3 * abs(c["dropout"] - 0.0)
+            + 0.001 * abs(c["n_embd"] - 128))
+''' + FOOTER + '''
+
+main()
+'''
+
+MIXED = '''"""Constants, a dict and argparse in one script."""
+import argparse
+import math
+
+SEED = 0
+LR = 0.5  # learning rate
+optim = {"weight_decay": 0.5, "eps": 1e-8}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--out-dir", default="out")
+    args = parser.parse_args()
+    loss = (1.0 + 0.5 * abs(math.log10(LR) - math.log10(0.01))
+            + 0.3 * abs(optim["weight_decay"] - 0.05) + 0.02 * abs(args.depth - 4))
+''' + FOOTER + '''
+
+main()
+'''
+
+DATA = '''"""A script reading data that git does not track (data/ is in .gitignore)."""
+import math
+import os
+
+DATA_DIR = os.path.join("data", "toy")
+LR = 0.5
+DEPTH = 12
+
+
+def main():
+    with open(os.path.join(DATA_DIR, "train.txt")) as fh:
+        offset = float(fh.read())
+    loss = offset + 0.5 * abs(math.log10(LR) - math.log10(0.01)) + 0.02 * abs(DEPTH - 4)
+''' + FOOTER + '''
+
+main()
+'''
+
+STYLES = {"argparse": ARGPARSE, "dataclass": DATACLASS, "dict": DICT, "dict_call": DICT_CALL,
+          "mixed": MIXED, "data": DATA}
+
+#: style -> (tunable names, locked names)
+EXPECTED = {
+    "argparse": ({"--batch-size", "--lr", "--gamma"},
+                 {"--test-batch-size", "--epochs", "--no-cuda", "--seed", "--log-interval",
+                  "--save-model"}),
+    "dataclass": ({"Args.learning_rate", "Args.num_envs", "Args.gamma", "Args.clip_coef"},
+                  {"Args.exp_name", "Args.seed", "Args.torch_deterministic", "Args.cuda",
+                   "Args.track", "Args.wandb_project_name", "Args.total_timesteps"}),
+    "dict": ({"params.n_estimators", "params.max_depth", "params.min_samples_split",
+              "params.learning_rate"}, {"params.random_state", "params.verbose"}),
+    "dict_call": ({"config.learning_rate", "config.n_layer", "config.n_head", "config.n_embd",
+                   "config.dropout"},
+                  {"config.eval_interval", "config.wandb_log", "config.max_iters"}),
+    "mixed": ({"LR", "optim.weight_decay", "optim.eps", "--depth"}, {"SEED", "--out-dir"}),
+    "data": ({"LR", "DEPTH"}, set()),
+}
