@@ -6,7 +6,7 @@ mechanisms in turn. ``install`` is the one path every mechanism takes, generated
 hand-written (`arx mechanism add`): patch with libcst (a refusal writes nothing), run the gate in
 a scratch directory, commit the patched runner with its smoke test, and ``git revert`` it with the
 gate's reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
-raised or hung during a run.
+raised, hung or otherwise faulted in its worker during a run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import ArxError, PatchError
+from arx.core.levels.blame import patched_methods
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
 from arx.core.levels.mechanism_state import level2_note
@@ -33,6 +34,8 @@ from arx.core.repo.workspace import Workspace
 from arx.core.states import Event, Source, TrialKind, TrialState, Verdict
 
 ROUNDS = ("explore", "critique", "specify", "generate")
+#: the most code a mechanism may bring (``[levels] max_mechanism_kb``, 64)
+MAX_MECHANISM_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,21 +51,34 @@ class Outcome:
     commit: str | None = None
     revert: str | None = None
     gate: Mapping[str, Any] = field(default_factory=dict)
+    #: the Runner methods its patches add, replace or extend (``blame.patched_methods``)
+    methods: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.verdict is Verdict.PASS
 
+    def extra(self) -> dict[str, Any]:
+        """Fields of its ``level2`` event beyond the common ones: ``methods`` when committed."""
+        return {"methods": list(self.methods)} if self.commit else {}
+
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
-            iteration: int | None,
-            gate_timeout_s: float = 60.0, drop_env: Sequence[str] = ()) -> Outcome:
+            iteration: int | None, gate_timeout_s: float = 60.0, drop_env: Sequence[str] = (),
+            max_bytes: int = MAX_MECHANISM_BYTES) -> Outcome:
     """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written.
-    ``drop_env``: the run's LLM key names, withheld from the gate's smoke test."""
+    ``drop_env``: the run's LLM key names, withheld from the gate's smoke test; ``max_bytes``:
+    the most code (UTF-8, all patches) a mechanism may bring, refused before the gate."""
     path = tree.root / RUNNER_PATH
     current = path.read_text()
+    size = sum(len(p.code.encode("utf-8", "replace")) for p in mech.patches)
+    if size > max_bytes:
+        return Outcome(mech.name, mech.domain, source, Verdict.REFUSED,
+                       f"patch refused: the mechanism's code is {size / 1024:.1f} kB, more than "
+                       f"{max_bytes / 1024:g} kB ([levels] max_mechanism_kb)")
     try:
         patched = apply_patches(current, mech.patches)
+        methods = tuple(patched_methods(mech.patches))
     except PatchError as exc:
         return Outcome(mech.name, mech.domain, source, Verdict.REFUSED,
                        f"patch refused: {exc.message}")
@@ -88,7 +104,7 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
         revert = tree.revert(sha, *commits.gate_revert_message(mech.name, result.reason, gate,
                                                                result.describe()))
     return Outcome(mech.name, mech.domain, source, Verdict.PASS if result.ok else Verdict.FAIL,
-                   "" if result.ok else result.reason, sha, revert, result.to_json())
+                   "" if result.ok else result.reason, sha, revert, result.to_json(), methods)
 
 
 def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: str) -> str:
@@ -215,16 +231,18 @@ def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int 
     return "\n".join(lines)
 
 
-def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
+def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0,
+                max_bytes: int = MAX_MECHANISM_BYTES) -> Outcome:
     """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch."""
     trace = Trace(ws.path / ws.trace_rel)
     outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
                       iteration=None, gate_timeout_s=gate_timeout_s,
-                      drop_env=secret_names_in(ws.path))
+                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes)
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note(Event.LEVEL2, level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,
-        outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate)))
+        outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate),
+        **outcome.extra()))
     ws.tree.commit(ws.run_files(), *commits.manual_trace_message(ws.name, mech.name,
                                                                  outcome.verdict.value))
     return outcome

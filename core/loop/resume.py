@@ -26,6 +26,14 @@ class Best:
     confirm: Mapping[int, float] = field(default_factory=dict)  # seed -> metric of extra seeds
 
 
+def improves(metric: float | None, best: float | None, direction: str) -> bool:
+    """The engine's own comparison: ``metric`` strictly better than ``best`` in ``direction``
+    (a runner's ``accept`` may be stricter, never looser)."""
+    if metric is None or best is None:
+        return metric is not None
+    return metric < best if direction == "min" else metric > best
+
+
 def mark_interrupted(trace: Trace, run: str) -> list[Mapping[str, Any]]:
     """Record every pending trial as interrupted; returns their ``start`` events."""
     pending = trace.pending()

@@ -73,6 +73,10 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def gone_all(pids: list[int]) -> bool:
+    return all(gone(pid) for pid in pids)
+
+
 def refused_at(result: GateResult, step: str) -> str:
     assert not result.ok
     assert result.steps[-1].name == step, result.describe()
@@ -119,7 +123,8 @@ def test_import_sklearn_is_refused_by_safety(tmp_path):
     source = probe("def focus(self, ctx):", "    return [sklearn.__name__]",
                    header="import sklearn\n\n\n")
     reason = refused_at(run_gate(source, tmp_path, mechanism="Probe"), "safety")
-    assert reason == f"safety: import of 'sklearn' is not allowed (allowed: {ALLOWED}) (line 24)"
+    line = source.splitlines().index("import sklearn") + 1
+    assert reason == f"safety: import of 'sklearn' is not allowed (allowed: {ALLOWED}) (line {line})"
 
 
 @pytest.mark.parametrize("header, lines, words", [
@@ -175,21 +180,33 @@ def test_an_infinite_loop_in_a_hook_times_out(tmp_path):
     assert result.seconds < 6
 
 
-def test_a_loop_that_ignores_signals_is_killed_with_its_group_at_the_gate_timeout(tmp_path,
-                                                                                monkeypatch):
+def test_a_loop_inside_one_c_call_is_killed_at_the_hook_deadline(tmp_path):
+    source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
+                   header="import itertools\n\n\n")
+    result = run_gate(source, tmp_path, mechanism="Probe", timeout_s=4)
+    reason = refused_at(result, "smoke")  # max() over an endless iterator never sees a signal
+    assert reason == "smoke: focus timed out after 1 s (per-hook limit; iteration 1)"
+    assert result.seconds < 4
+
+
+def test_at_the_gate_timeout_the_smoke_group_and_its_runner_worker_are_killed(tmp_path,
+                                                                             monkeypatch):
     grandchild = tmp_path / "grandchild.pid"  # a process the smoke test's group started
     started = shell_first(monkeypatch, f"sleep 60 & echo $! > {grandchild}")
+    monkeypatch.setattr(gate, "hook_limit", lambda timeout_s: 60.0)  # no per-hook deadline
     source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
                    header="import itertools\n\n\n")
     workdir = tmp_path / "work"
     result = run_gate(source, workdir, mechanism="Probe", timeout_s=4)
-    reason = refused_at(result, "smoke")  # max() over an endless iterator never sees SIGALRM
+    reason = refused_at(result, "smoke")
     assert reason.startswith("smoke: timed out after 4 s")
     assert reason.endswith("(in focus, iteration 1)") or "(in load" in reason  # slow start-up
     (smoke,) = started
     assert gone(int(grandchild.read_text())) and gone(smoke.pid)
     assert not group_alive(smoke.pid)
     assert processes_mentioning(str(workdir)) == []  # nothing of the smoke test is left
+    # the runner's worker (its own group) went with the smoke test: killed with its parent
+    assert gone_all(processes_mentioning(f'"parent": {smoke.pid}'))
 
 
 def test_llm_keys_never_reach_the_smoke_test(tmp_path, monkeypatch):

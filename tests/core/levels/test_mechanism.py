@@ -19,7 +19,8 @@ from arx.core.levels.mechanism import (
     load_catalog,
     new_method_names,
 )
-from arx.core.levels.runnerload import load_runner
+
+from support.inprocess import load_runner
 
 RUNNER = '''\
 """A runner."""
