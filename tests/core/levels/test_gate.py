@@ -294,6 +294,15 @@ def test_a_planted_test_file_is_overwritten(tmp_path):
     ("import subprocess", "import of 'subprocess'"),
     ("import importlib", "import of 'importlib'"),
     ("x = __builtins__", "use of '__builtins__'"),
+    # the two escapes found by hand: a submodule bound by `from pkg import mod`, then a private
+    # attribute of it; and a ForwardRef's string evaluated (``_evaluate``)
+    ("from json import tool\nx = tool.argparse._sys.modules", "import of module json.tool"),
+    ("import json.tool\nfrom json import tool\nx = tool.argparse._sys.modules",
+     "use of module json.tool.argparse"),
+    ("import json.tool\nfrom json import tool\nx = tool.main._y", "private attribute '_y'"),
+    ("import typing\nx = typing.get_args(typing.List['a' + 'b'])[0]._evaluate(None, None, ())",
+     "private attribute '_evaluate'"),
+    ("x = getattr(object(), '_evaluate')", "private attribute '_evaluate'"),
 ])
 def test_safety_refusals(code, words):
     problems = check_safety(code)
@@ -303,6 +312,8 @@ def test_safety_refusals(code, words):
 @pytest.mark.parametrize("code", [
     "import collections.abc\nx = collections.abc.Mapping",
     "from collections import Counter, defaultdict\nx = Counter(defaultdict(int))",
+    "class A:\n    def __init__(self):\n        self._seen = {}\n        self._seen[1] = 2\n",
+    "import collections.abc\nfrom collections import abc\nx = abc.Mapping",
     "import dataclasses\n@dataclasses.dataclass\nclass A:\n    x: int = 0",
     "class A(dict):\n    def __init__(self):\n        super().__init__()\n"
     "        self.n = type(self).__name__\n        self.m = getattr(self, 'n', None)",
