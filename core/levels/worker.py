@@ -167,8 +167,11 @@ class RunnerWorker:
         end = self._end(self.deadline_s)
         self._send(data, end, hook)
         answer = self._answer(hook, self.deadline_s)
-        if not answer.get("ok"):
-            fault = answer.get("fault") if isinstance(answer.get("fault"), dict) else {}
+        if answer.get("ok") is not True and not isinstance(answer.get("fault"), dict):
+            self._fail(hook, "result", f"the worker answered {json.dumps(answer)[:200]}, not "
+                                       "a result: its own code was tampered with")
+        if answer.get("ok") is not True:
+            fault = answer["fault"]
             self.close()
             raise MechanismFault(
                 str(fault.get("hook") or hook), str(fault.get("error") or "failed"),
@@ -246,9 +249,10 @@ class RunnerWorker:
         if kind == "deadline":
             detail = f"{hook} took longer than {self.deadline_s:g} s (hook_timeout); the " \
                      "worker was killed" + (f" while {at} ran" if at else "")
-        elif kind == "exit" and not detail:
+        elif kind == "exit":
             detail = f"the runner worker {_ended(proc.returncode if proc else None)} " \
-                     f"during {hook}" + (f" (in {at})" if at else "")
+                     f"during {hook}" + (f" (in {at})" if at else "") + \
+                     (f": it {detail}" if detail else "")
         error = detail + (f"\nworker stderr:\n{tail}" if tail else "")
         raise MechanismFault(hook, error, kind, _owner(at),
                              trail=(at,) if at else ())
