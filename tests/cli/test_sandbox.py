@@ -368,3 +368,28 @@ def test_mechanism_code_never_sees_the_key(toy_repo, tmp_path, llm_server, lint_
 def sandbox():
     with RunnerWorker(5.0) as worker:
         return worker.start()
+
+
+# ---- refused before the gate -------------------------------------------------------------------
+
+
+def test_a_mechanism_over_the_size_limit_is_refused_before_the_gate(run):
+    padding = "\n".join(f"    x{i} = {i}" for i in range(60_000))  # ~1.1 MB of class body
+    path = run.tmp / "big.json"
+    path.write_text(json.dumps(mech("Big", f"class Big:\n{padding}\n")))
+    start = time.monotonic()
+    out = CliRunner().invoke(cli, ["-C", str(run.root), "mechanism", "add", str(path), "--run",
+                                   "r"])
+    assert out.exit_code == 1 and "more than 64 kB ([levels] max_mechanism_kb)" in out.output
+    assert "(nothing written)" in out.output and time.monotonic() - start < 10
+    assert "class Big" not in run.runner()
+
+
+def test_a_patch_file_that_is_not_utf8_is_a_clear_error(run):
+    path = run.tmp / "latin1.json"
+    path.write_bytes(json.dumps(mech("Caf", "class Caf:\n    pass\n")).encode().replace(
+        b"hostile", "caf\u00e9".encode("latin-1")))
+    out = CliRunner().invoke(cli, ["-C", str(run.root), "mechanism", "add", str(path), "--run",
+                                   "r"])
+    assert out.exit_code == 1 and "not UTF-8 text" in out.output
+    assert "save the patch file as UTF-8" in out.output and "Traceback" not in out.output
