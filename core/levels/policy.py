@@ -89,7 +89,8 @@ class RunnerPolicy:
         policy._note(worker.request(message, "load"), "__init__")
         if history is not None:
             ctx, records = history
-            policy.replay(ctx, [r for r in records if r.get("kind") == TrialKind.TRIAL])
+            policy.replay(ctx, [r for r in records  # a record without a kind is a trial
+                                if r.get("kind", TrialKind.TRIAL.value) == TrialKind.TRIAL])
         return policy
 
     @property
