@@ -61,10 +61,10 @@ def main() -> None:
         ws.close(remove_worktree=True)
         n = args.iterations + 1  # baseline included
         n_commits = len(GitRepo(root).log("arx/bench"))
-    own = total - engine.trial_seconds
+    own = total - engine.journal.trial_seconds
     per_iter = own / n
     print(f"iterations:                 {args.iterations} (+ baseline), {n_commits} commits on the branch")
-    print(f"total wall:                 {total:.2f} s; trial subprocesses {engine.trial_seconds:.2f} s")
+    print(f"total wall:                 {total:.2f} s; trial subprocesses {engine.journal.trial_seconds:.2f} s")
     print(f"arx overhead per iteration: {per_iter * 1000:.1f} ms "
           f"(proposer {propose.seconds / n * 1000:.1f} ms, commits {commit.seconds / n * 1000:.1f} ms)")
     print(f"share of a 300 s trial:     {per_iter / 300 * 100:.3f} %")

@@ -261,10 +261,11 @@ def mechanism_add(ctx, patch_file, run_name):
     "modify_init", "name": ..., "target": ..., "code": ...}, or a mechanism
     {"name", "domain", "description", "patches": [...]}. Exits 1 when it is refused."""
 
-    mech = Mechanism.from_json(patch_file.read_text())
+    mech = Mechanism.from_json(patch_file.read_bytes())
     ws = open_run(ctx.obj["repo"], {}, resume=run_name)
     try:
-        outcome = add_by_hand(ws, mech, gate_timeout_s=ws.config.gate_timeout)
+        outcome = add_by_hand(ws, mech, gate_timeout_s=ws.config.gate_timeout,
+                              max_bytes=ws.config.max_mechanism_kb * 1024)
     finally:
         ws.close(remove_worktree=True)
     if outcome.active:

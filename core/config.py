@@ -84,6 +84,8 @@ class RunConfig:
     repair: int = 1
     hook_timeout: float = 10.0
     gate_timeout: float = 60.0
+    #: the most code (kB, UTF-8) one Level-2 mechanism may bring; larger ones are refused
+    max_mechanism_kb: int = 64
     history: int = 12
     #: candidates trained at once per iteration, and where (local slots or a Ray cluster)
     parallel: int = 1
@@ -171,7 +173,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
-    "gate_timeout": (float, 60.0),
+    "gate_timeout": (float, 60.0), "max_mechanism_kb": (int, 64),
 }
 
 
@@ -309,6 +311,8 @@ def check(config: RunConfig) -> None:
         raise ConfigError(f"--executor must be local or ray, not {config.executor!r}")
     if config.address and config.executor != "ray":
         raise ConfigError("--address is for --executor ray", hint="add --executor ray")
+    if config.max_mechanism_kb < 1:
+        raise ConfigError("[levels] max_mechanism_kb must be >= 1")
     if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
         raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:

@@ -4,7 +4,7 @@ arx loads this file from the run branch when a run starts or resumes and after e
 change (docs/levels.md has the whole contract). Level 2 rewrites it with structured
 patches (a new helper class, a new method, a replaced method, statements appended to __init__),
 each one a git commit that can be reverted. Keep it plain Python with standard-library imports
-only: it runs inside the arx process and the Level-2 gate refuses anything else.
+only: it runs in a sandboxed worker process, never inside arx, and the gate refuses the rest.
 
 The engine calls, in order, each iteration:
     build_prompt(ctx) -> str          the text an LLM proposer reads

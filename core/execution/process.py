@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 #: seconds between SIGTERM and SIGKILL when a group is stopped
 KILL_GRACE_S = 5.0
@@ -35,15 +36,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def start_group(argv: Sequence[str], cwd: Path, env: Mapping[str, str], *,
-                text: bool = False) -> subprocess.Popen:
+                text: bool = False, stdin: int = subprocess.DEVNULL,
+                stderr: Any = subprocess.STDOUT) -> subprocess.Popen:
     """Start ``argv`` in ``cwd`` as the leader of a new session and process group.
 
-    stdin is ``/dev/null``; stdout and stderr are merged into one pipe (``proc.stdout``).
-    ``env`` is the child's whole environment (see ``env.scrub_env``). Raises ``OSError`` when
-    the command cannot start.
+    stdin is ``/dev/null`` (``stdin=subprocess.PIPE``: a pipe, for a child that is talked to);
+    stdout is a pipe (``proc.stdout``) and stderr goes into it unless ``stderr`` names another
+    file. ``env`` is the child's whole environment (see ``env.scrub_env``). Raises ``OSError``
+    when the command cannot start.
     """
-    return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=text,
+    return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=stdin,
+                            stdout=subprocess.PIPE, stderr=stderr, text=text,
                             start_new_session=True)
 
 

@@ -4,15 +4,17 @@ Four steps, in order, stopping at the first failure; each returns a ``GateStep``
 
 1. **parse**: libcst and ``compile()``.
 2. **ruff**: pyflakes errors and syntax (``ruff check --isolated --select F,E9``), in a subprocess.
-3. **safety**: an AST allow-list. The runner runs inside the arx process, next to the API key, so
-   it may import only pure-computation standard modules (``ALLOWED_MODULES``) and what the
-   template itself imports, and may not reach the interpreter's escape hatches (``open``,
-   ``eval``, ``__import__``, ``().__class__.__bases__``, frame objects, ``str.format``, ...).
+3. **safety**: an AST allow-list, fast feedback for the LLM (the boundary is the worker the
+   runner runs in, ``worker.py``): it may import only pure-computation standard modules
+   (``ALLOWED_MODULES``) and what the template itself imports, and may not reach the
+   interpreter's escape hatches (``open``, ``eval``, ``__import__``, ``().__class__.__bases__``,
+   frame objects, ``str.format``, private attributes of anything but ``self``/``cls``, a
+   submodule bound by ``from pkg import mod`` used past its allow-list, ...).
 4. **smoke**: ``runner/test_smoke.py`` (rendered from ``runner_repo/test_smoke.py.tmpl`` after the
    patch is applied) runs under pytest in its own process group, killed whole at the time limit,
-   with no secrets in its environment (``scrub_env`` for untrusted code); it drives the runner
-   through simulated iterations and checks every hook's contract and the mechanism's
-   integration. The test reports back through a file named by the gate and stamped with a
+   with no secrets in its environment (``scrub_env`` for untrusted code); it drives the runner,
+   in the same sandboxed worker the engine uses, through simulated iterations and checks every
+   hook's contract and the mechanism's integration. The test reports back through a file named by the gate and stamped with a
    nonce, so a runner cannot fake a pass.
 
 A gate never raises for a bad runner: it returns a ``GateResult`` (like a trial result).
@@ -20,16 +22,12 @@ A gate never raises for a bad runner: it returns a ``GateResult`` (like a trial 
 
 from __future__ import annotations
 
-import ast
-import importlib
 import json
-import re
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -40,6 +38,7 @@ import libcst
 
 from arx.core.execution.env import scrub_env
 from arx.core.execution.process import kill_group, start_group
+from arx.core.levels.safety import ALLOWED_MODULES, check_safety
 from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
 
 __all__ = [
@@ -54,33 +53,6 @@ __all__ = [
 
 #: the tests the smoke template defines; all must report ok
 SMOKE_TESTS = ("test_runner_loads", "test_drive_min", "test_drive_max_confirm")
-#: pure-computation standard modules a runner may import (plus what the template imports)
-ALLOWED_MODULES = frozenset({
-    "__future__", "bisect", "collections", "copy", "dataclasses", "enum", "functools", "heapq",
-    "itertools", "json", "math", "random", "re", "statistics", "typing",
-})
-#: names a runner may not mention at all
-FORBIDDEN_NAMES = frozenset({
-    "os", "sys", "subprocess", "socket", "importlib", "builtins", "open", "eval", "exec",
-    "compile", "__import__", "globals", "locals", "vars", "breakpoint", "input", "help", "exit",
-    "quit", "memoryview",
-})
-#: attributes a runner may not read or write (escape hatches of the allowed modules and of
-#: frames, generators and tracebacks; ``format`` can walk attributes from inside a string)
-FORBIDDEN_ATTRS = frozenset({
-    "os", "sys", "subprocess", "socket", "importlib", "builtins", "environ", "system", "popen",
-    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame",
-    "ag_code", "ag_await", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "tb_frame",
-    "tb_next", "co_code", "co_consts", "format", "format_map", "get_type_hints", "ForwardRef",
-})
-#: the only dunder attributes a runner may use (``super().__init__()``, ``cls.__name__``)
-ALLOWED_DUNDERS = frozenset({
-    "__init__", "__post_init__", "__name__", "__qualname__", "__doc__", "__repr__", "__str__",
-    "__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__len__", "__iter__",
-    "__next__", "__contains__", "__getitem__", "__setitem__", "__call__",
-})
-_ATTR_FUNCS = ("getattr", "setattr", "delattr", "hasattr")
-_DUNDER = re.compile(r"__([A-Za-z0-9_]+?)__")
 
 
 @dataclass(frozen=True)
@@ -226,189 +198,12 @@ def _ruff_step(source: str, workdir: Path) -> tuple[str, str]:
 # -- safety --------------------------------------------------------------------------------------
 
 
-def _template_text() -> str:
-    return files("arx.runner_repo").joinpath("runner.py").read_text(encoding="utf-8")
-
-
-def _import_roots(tree: ast.AST) -> set[str]:
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 def _safety_step(source: str, template_source: str | None) -> tuple[str, str]:
     problems = check_safety(source, template_source)
     if not problems:
         return "", ""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return problems[0] + more, "\n".join(problems)
-
-
-def check_safety(source: str, template_source: str | None = None) -> list[str]:
-    """Every reason ``source`` may not run inside arx (empty: allowed), each with its line."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        return [f"syntax error (line {e.lineno}): {e.msg}"]
-    template = _template_text() if template_source is None else template_source
-    try:
-        allowed = ALLOWED_MODULES | _import_roots(ast.parse(template))
-    except SyntaxError:
-        allowed = ALLOWED_MODULES
-    checker = _SafetyChecker(allowed)
-    checker.check(tree)
-    return checker.problems
-
-
-class _SafetyChecker(ast.NodeVisitor):
-    """Walks the whole module (not only the patch): the allow-list applies to all of it."""
-
-    def __init__(self, allowed: frozenset[str] | set[str]):
-        self.allowed = frozenset(allowed)
-        self.found: list[tuple[int, int, int, str]] = []
-        self.modules: dict[str, str] = {}  # name bound by an import -> dotted module
-        self.dotted: set[str] = set()  # every module imported with `import a.b`
-        self.parents: dict[ast.AST, ast.AST] = {}
-
-    @property
-    def problems(self) -> list[str]:
-        """In source order; of nested nodes at one place, the innermost first."""
-        return [f"{text} (line {line})" for line, _, _, text in sorted(self.found)]
-
-    def refuse(self, node: ast.AST, text: str) -> None:
-        where = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0),
-                 getattr(node, "end_col_offset", 0) or 0)
-        self.found.append((*where, text))
-
-    def check(self, tree: ast.AST) -> None:
-        for parent in ast.walk(tree):
-            for child in ast.iter_child_nodes(parent):
-                self.parents[child] = parent
-        for node in ast.walk(tree):  # bindings first: a use may precede its import textually
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        self.modules[alias.asname] = alias.name
-                    else:
-                        root = alias.name.split(".")[0]
-                        self.modules[root] = root
-                    parts = alias.name.split(".")
-                    self.dotted.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        self.visit(tree)
-
-    # imports
-    def _allowed_module(self, node: ast.AST, module: str) -> bool:
-        if module.split(".")[0] in self.allowed:
-            return True
-        self.refuse(node, f"import of {module.split('.')[0]!r} is not allowed (allowed: "
-                          f"{', '.join(sorted(self.allowed - {'__future__'}))})")
-        return False
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            if self._allowed_module(node, alias.name):
-                try:
-                    importlib.import_module(alias.name)
-                except ImportError:
-                    self.refuse(node, f"module {alias.name!r} does not exist")
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.level:
-            self.refuse(node, "relative imports are not allowed")
-            return
-        module = node.module or ""
-        if not self._allowed_module(node, module):
-            return
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            self.refuse(node, f"module {module!r} does not exist")
-            return
-        for alias in node.names:
-            if alias.name == "*":
-                self.refuse(node, f"`from {module} import *` is not allowed")
-            elif module != "__future__":
-                self._module_attr(node, mod, module, alias.name, "import")
-
-    def _module_attr(self, node: ast.AST, mod: types.ModuleType, path: str, name: str,
-                     how: str) -> None:
-        if name.startswith("_") or name in FORBIDDEN_ATTRS:
-            self.refuse(node, f"{how} of {path}.{name} is not allowed")
-        elif not hasattr(mod, name):
-            self.refuse(node, f"module {path!r} has no attribute {name!r}")
-        elif isinstance(getattr(mod, name), types.ModuleType) and f"{path}.{name}" not in \
-                self.dotted:
-            self.refuse(node, f"{how} of module {path}.{name} is not allowed "
-                              f"(import {path}.{name} itself)")
-
-    # names and attributes
-    def _module_path(self, node: ast.AST) -> str | None:
-        """The dotted module an expression denotes (``collections.abc``), or None."""
-        if isinstance(node, ast.Name):
-            return self.modules.get(node.id)
-        if isinstance(node, ast.Attribute):
-            base = self._module_path(node.value)
-            if base is not None and f"{base}.{node.attr}" in self.dotted:
-                return f"{base}.{node.attr}"
-        return None
-
-    def visit_Name(self, node: ast.Name) -> None:
-        name = node.id
-        if name in FORBIDDEN_NAMES:
-            self.refuse(node, f"use of {name!r} is not allowed")
-        elif name.startswith("__") and name.endswith("__") and name not in ("__name__",
-                                                                            "__doc__"):
-            self.refuse(node, f"use of {name!r} is not allowed")
-        elif name in _ATTR_FUNCS:
-            self._attr_func(node)
-        elif name in self.modules:
-            parent = self.parents.get(node)
-            as_base = isinstance(parent, ast.Attribute) and parent.value is node
-            if not as_base and not isinstance(node.ctx, ast.Store):
-                self.refuse(node, f"module {name!r} may only be used as `{name}.attribute`")
-
-    def _attr_func(self, node: ast.Name) -> None:
-        call = self.parents.get(node)
-        if not (isinstance(call, ast.Call) and call.func is node and len(call.args) >= 2):
-            self.refuse(node, f"{node.id} may only be called, with a literal attribute name")
-            return
-        name = call.args[1]
-        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-            self.refuse(node, f"{node.id} with a computed attribute name is not allowed")
-        else:
-            self._attr_name(node, name.value)
-
-    def _attr_name(self, node: ast.AST, attr: str) -> None:
-        if attr.startswith("__") and attr.endswith("__") and attr not in ALLOWED_DUNDERS:
-            self.refuse(node, f"access to attribute {attr!r} is not allowed")
-        elif attr in FORBIDDEN_ATTRS:
-            self.refuse(node, f"access to attribute {attr!r} is not allowed")
-
-    def visit_Attribute(self, node: ast.Attribute) -> None:
-        self._attr_name(node, node.attr)
-        base = self._module_path(node.value)
-        if base is not None and self._module_path(node) is None:
-            if not isinstance(node.ctx, ast.Load):
-                self.refuse(node, f"assigning to {base}.{node.attr} is not allowed")
-            else:
-                try:
-                    mod = importlib.import_module(base)
-                except ImportError:
-                    mod = None
-                if mod is not None:
-                    self._module_attr(node, mod, base, node.attr, "use")
-        self.generic_visit(node)
-
-    def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str):
-            for name in _DUNDER.findall(node.value):
-                if f"__{name}__" not in ALLOWED_DUNDERS:
-                    self.refuse(node, f"the string mentions '__{name}__', which is not allowed")
-                    break
 
 
 # -- smoke ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ mechanisms in turn. ``install`` is the one path every mechanism takes, generated
 hand-written (`arx mechanism add`): patch with libcst (a refusal writes nothing), run the gate in
 a scratch directory, commit the patched runner with its smoke test, and ``git revert`` it with the
 gate's reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
-raised or hung during a run.
+raised, hung or otherwise faulted in its worker during a run.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import ArxError, PatchError
+from arx.core.levels.blame import patched_methods
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
 from arx.core.levels.mechanism_state import level2_note
@@ -35,6 +36,8 @@ from arx.core.repo.workspace import Workspace
 from arx.core.states import Event, Source, TrialKind, TrialState, Verdict
 
 ROUNDS = ("explore", "critique", "specify", "generate")
+#: the most code a mechanism may bring (``[levels] max_mechanism_kb``, 64)
+MAX_MECHANISM_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,34 @@ class Outcome:
     commit: str | None = None
     revert: str | None = None
     gate: Mapping[str, Any] = field(default_factory=dict)
+    #: the Runner methods its patches add, replace or extend (``blame.patched_methods``)
+    methods: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.verdict is Verdict.PASS
 
+    def extra(self) -> dict[str, Any]:
+        """Fields of its ``level2`` event beyond the common ones: ``methods`` when committed."""
+        return {"methods": list(self.methods)} if self.commit else {}
+
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
-            iteration: int | None,
-            gate_timeout_s: float = 60.0, drop_env: Sequence[str] = ()) -> Outcome:
+            iteration: int | None, gate_timeout_s: float = 60.0, drop_env: Sequence[str] = (),
+            max_bytes: int = MAX_MECHANISM_BYTES) -> Outcome:
     """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written.
-    ``drop_env``: the run's LLM key names, withheld from the gate's smoke test."""
+    ``drop_env``: the run's LLM key names, withheld from the gate's smoke test; ``max_bytes``:
+    the most code (UTF-8, all patches) a mechanism may bring, refused before the gate."""
     path = tree.root / RUNNER_PATH
     current = path.read_text()
+    size = sum(len(p.code.encode("utf-8", "replace")) for p in mech.patches)
+    if size > max_bytes:
+        return Outcome(mech.name, mech.domain, source, Verdict.REFUSED,
+                       f"patch refused: the mechanism's code is {size / 1024:.1f} kB, more than "
+                       f"{max_bytes / 1024:g} kB ([levels] max_mechanism_kb)")
     try:
         patched = apply_patches(current, mech.patches)
+        methods = tuple(patched_methods(mech.patches))
     except PatchError as exc:
         return Outcome(mech.name, mech.domain, source, Verdict.REFUSED,
                        f"patch refused: {exc.message}")
@@ -90,7 +106,7 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
         revert = tree.revert(sha, *commits.gate_revert_message(mech.name, result.reason, gate,
                                                                result.describe()))
     return Outcome(mech.name, mech.domain, source, Verdict.PASS if result.ok else Verdict.FAIL,
-                   "" if result.ok else result.reason, sha, revert, result.to_json())
+                   "" if result.ok else result.reason, sha, revert, result.to_json(), methods)
 
 
 def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: str) -> str:
@@ -217,7 +233,8 @@ def trace_summary(records: Sequence[Mapping[str, Any]], metric: str, limit: int 
     return "\n".join(lines)
 
 
-def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) -> Outcome:
+def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0,
+                max_bytes: int = MAX_MECHANISM_BYTES) -> Outcome:
     """`arx mechanism add`: the same patch, gate, commit and revert path, on a run's branch.
     The patch is stored on the branch (``runs/<name>/mechanisms/NN-<Name>.json``) and its
     ``level2`` note says where (``patch``) and where the run stood (``at``), so replay can
@@ -230,12 +247,12 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0) ->
     (ws.path / patch).write_text(json.dumps(mech.to_json(), indent=2, sort_keys=True) + "\n")
     outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
                       iteration=None, gate_timeout_s=gate_timeout_s,
-                      drop_env=secret_names_in(ws.path))
+                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes)
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note(Event.LEVEL2, level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,
         outcome.reason, commit=outcome.commit, revert=outcome.revert, gate=dict(outcome.gate),
-        patch=patch, at=at))
+        patch=patch, at=at, **outcome.extra()))
     ws.tree.commit(ws.run_files(), *commits.manual_trace_message(ws.name, mech.name,
                                                                  outcome.verdict.value))
     return outcome

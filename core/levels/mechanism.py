@@ -50,7 +50,14 @@ def _identifier(value: object) -> bool:
 
 
 def _load(obj_or_text: object, what: str) -> Any:
-    if isinstance(obj_or_text, (str, bytes)):
+    if isinstance(obj_or_text, bytes):
+        try:
+            obj_or_text = obj_or_text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PatchError(f"the {what} is not UTF-8 text (byte {e.start}: "
+                             f"{obj_or_text[e.start:e.start + 1]!r})",
+                             hint="save the patch file as UTF-8") from None
+    if isinstance(obj_or_text, str):
         try:
             return json.loads(obj_or_text)
         except ValueError as e:
@@ -85,6 +92,8 @@ class MechanismPatch:
             if not _identifier(self.target):
                 raise PatchError(f"a replace_method patch needs a method name as target, "
                                  f"got {self.target!r}")
+        elif self.kind == "modify_init" and self.target == "__init__":
+            object.__setattr__(self, "target", None)  # the method it extends, said outright
         elif self.target not in (None, ""):
             raise PatchError(f"a {self.kind} patch takes no target (got {self.target!r})")
         if not isinstance(self.code, str) or not self.code.strip():

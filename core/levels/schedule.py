@@ -17,9 +17,10 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RunError
 from arx.core.levels import level2, level15
+from arx.core.levels.blame import responsible
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.mechanism_state import MechanismRecord, active_mechanisms, level2_note
-from arx.core.levels.runguard import MechanismFault
+from arx.core.levels.worker import MechanismFault
 from arx.core.loop.resume import REVERTED_ON_RESUME
 from arx.core.loop.trace import Trace
 from arx.core.repo import commits
@@ -152,7 +153,7 @@ class OuterLoop:
         self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
             outcome.verdict, outcome.reason, commit=outcome.commit, revert=outcome.revert,
-            gate=outcome.gate, transcripts=transcripts))
+            gate=outcome.gate, transcripts=transcripts, **outcome.extra()))
         return outcome.active
 
     def _install(self, mech: Any, source: Source, cycle: int | None,
@@ -160,7 +161,8 @@ class OuterLoop:
         outcome = level2.install(self.ws.tree, mech, run=self.ws.name, source=source.value,
                                  cycle=cycle, iteration=iteration,
                                  gate_timeout_s=self.config.gate_timeout,
-                                 drop_env=self.secret_env)
+                                 drop_env=self.secret_env,
+                                 max_bytes=self.config.max_mechanism_kb * 1024)
         verdict = {Verdict.PASS: "activated", Verdict.FAIL: "reverted by the gate",
                    Verdict.REFUSED: "refused"}
         self.say(f"L2 mechanism {mech.name} ({source.value}): {verdict[outcome.verdict]}"
@@ -168,20 +170,19 @@ class OuterLoop:
         return outcome
 
     def runtime_fault(self, fault: MechanismFault, iteration: int) -> None:
-        """Revert the mechanism behind a hook failure (named in the traceback, else the newest
-        active one); the caller reloads the runner. Without one, the run stops."""
+        """Revert the mechanism responsible for a runner fault (``blame.responsible``); the
+        caller starts the runner again. Without an active mechanism, the run stops."""
         active = self.active()
         if not active:
             raise RunError(f"the runner's {fault.hook} hook failed:\n{fault.error}",
                            hint="fix runner/runner.py on the run branch, then resume")
-        named = [m for m in active if m.name in fault.error]
-        target = (named or active)[-1]
+        target = responsible(fault, active)
         sha = level2.revert_runtime(self.ws.tree, target.commit, target.name, fault.hook,
                                     fault.error)
         self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, target.cycle, iteration, target.name, target.domain, target.source,
             Verdict.RUNTIME_REVERT, str(fault), commit=target.commit, revert=sha,
-            hook=fault.hook, error=fault.error[-2000:], reverted=True))
+            hook=fault.hook, error=fault.error[-2000:], reverted=True, fault=fault.kind))
         self.say(f"L2 mechanism {target.name} reverted: {fault.hook} failed at run time ({fault})")
 
     # ---- Level 1.5 ---------------------------------------------------------------------------

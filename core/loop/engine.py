@@ -23,8 +23,7 @@ from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.executor import Executor
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.levels.level15 import SearchState
-from arx.core.levels.runguard import GuardedRunner, MechanismFault
-from arx.core.levels.runnerload import load_runner
+from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
@@ -33,7 +32,7 @@ from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
 from arx.core.loop.progress import Reporter, RunProgress, trial_counts
-from arx.core.loop.resume import Best
+from arx.core.loop.resume import Best, improves, mean_of
 from arx.core.loop.space import run_space
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.loop.trials import (
@@ -85,7 +84,7 @@ class Engine:
         self.best: Best | None = None
         self.baseline_metric: float | None = None
         self.search = SearchState()
-        self.runner: Any = None
+        self.runner: RunnerPolicy | None = None
         self.started = time.monotonic()
         self._baseline_wall: float | None = None
         self._retry: dict[int, list[Mapping[str, Any]]] = {}
@@ -135,6 +134,13 @@ class Engine:
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self.runner is not None:
+                self.runner.close()
+
+    def _run(self) -> None:
         self.reporter.start(self.progress())
         if self.ws.resumed:
             self._recover()
@@ -223,21 +229,19 @@ class Engine:
         raise RunError(f"iteration {i}: the runner kept failing after reverting mechanisms")
 
     def reload_runner(self) -> None:
-        """Load runner/runner.py afresh and let it observe the history (its mechanisms' state);
-        a mechanism that fails while catching up is reverted too."""
+        """Start runner/runner.py in a new worker, caught up with the history; a fault reverts."""
         for _ in range(_MAX_FAULTS):
-            runner = GuardedRunner(load_runner(self.ws.path / RUNNER_PATH,
-                                               runner_config(self.config)),
-                                   self.config.hook_timeout)
+            if self.runner is not None:
+                self.runner.close()
+            last = self.records[-1].iteration if self.records else 0
             try:
-                for rec in self.records:
-                    if rec.kind == TrialKind.TRIAL:
-                        runner.observe(self.context(rec.iteration), dict(rec.data))
+                self.runner = RunnerPolicy.start(
+                    self.ws.path / RUNNER_PATH, runner_config(self.config), self.space.validate,
+                    deadline_s=self.config.hook_timeout, drop_env=self.secret_env,
+                    history=(self.context(last), [r.data for r in self.records]))
+                return
             except MechanismFault as fault:
-                self.outer.runtime_fault(fault, self.records[-1].iteration if self.records else 0)
-                continue
-            self.runner = runner
-            return
+                self.outer.runtime_fault(fault, last)
         raise RunError("the runner kept failing while replaying the history")
 
     def _iteration(self, i: int) -> None:
@@ -252,7 +256,7 @@ class Engine:
             iteration=i, prompt=self.runner.build_prompt(ctx), active=tuple(ctx["active"]),
             best_config=ctx["best_config"], space=self.space, history=tuple(ctx["history"]),
             guidance=self.search.guidance, direction=self.target.direction,
-            n=max(1, int(getattr(self.runner, "n_candidates", 1)), self.config.parallel),
+            n=max(self.runner.n_candidates, self.config.parallel),
             focus=tuple(focus) if focus else None,
         )
         refusals: list[dict[str, str]] = []
@@ -302,7 +306,7 @@ class Engine:
         base = {"usage": usage, "transcripts": transcripts, "refusals": refusals,
                 "hypothesis": proposal.hypothesis if proposal else "",
                 "proposer": self.proposer.name, "focus": list(request.focus or []),
-                "candidates": request.n}
+                "candidates": request.n, **self.runner.dropped(i)}
         if self.executor is not None and batch:
             return self._run_batch(i, ctx, batch, base)
         if changes is None:
@@ -328,20 +332,24 @@ class Engine:
         config = {**self.best.config, **changes}
         metrics = [result.metric]
         best_metrics = [self.best.metric]
-        state = None
+        state = overruled = None
         if result.status is ExecStatus.OK:
             if confirmed is None:
-                n_seeds = int(self.runner.confirm_seeds(ctx, result.metric, self.best.metric) or 0)
+                n_seeds = self.runner.confirm_seeds(ctx, result.metric, self.best.metric)
                 if n_seeds > 0:
                     confirmed = self._confirm(i, source, result.metric, n_seeds)
                     self._measured[i]["confirmed"] = confirmed
             if confirmed is not None:
                 metrics, best_metrics = confirmed
-            keep = bool(self.runner.accept(ctx, metrics, best_metrics))
-            state = noeffect.settle(TrialState.KEEP if keep else TrialState.DISCARD,
-                                    result.metric, self.best.first_metric, self.config.rules)
+            keep = self.runner.accept(ctx, metrics, best_metrics)  # may veto; cannot keep worse:
+            overruled = keep and not improves(mean_of(metrics), mean_of(best_metrics),
+                                              self.target.direction)
+            state = noeffect.settle(TrialState.KEEP if keep and not overruled
+                                    else TrialState.DISCARD, result.metric,
+                                    self.best.first_metric, self.config.rules)
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
+        extra.update({"overruled": True} if overruled else {})
         extra.update(noise.judged(metrics, best_metrics, ctx["noise"]["sd"],
                                   self.target.direction, state))
         reference = extra.get("reference")

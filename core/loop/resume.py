@@ -42,6 +42,20 @@ class Best:
         return self.metric if self.first is None else self.first
 
 
+def improves(metric: float | None, best: float | None, direction: str) -> bool:
+    """The engine's own comparison: ``metric`` strictly better than ``best`` in ``direction``
+    (a runner's ``accept`` may be stricter, never looser)."""
+    if metric is None or best is None:
+        return metric is not None
+    return metric < best if direction == "min" else metric > best
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
+    """The mean of the measured values (None when there is none)."""
+    measured = [v for v in values if v is not None]
+    return sum(measured) / len(measured) if measured else None
+
+
 def mark_interrupted(trace: Trace, run: str) -> list[Mapping[str, Any]]:
     """Record every pending trial as interrupted; returns their ``start`` events."""
     pending = trace.pending()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -248,7 +249,10 @@ class GitRepo:
     ) -> str:
         """Undo an arx commit on the current branch with a new commit; returns its sha.
 
-        Refuses commits without an ``Arx-Run`` trailer and commits not reachable from HEAD. The
+        ``git revert``; when later commits added lines right next to the commit's own (two
+        Level-2 mechanisms inserted one after the other), exactly its own lines are taken out
+        instead (``_unapply``). Refuses commits without an ``Arx-Run`` trailer and commits not
+        reachable from HEAD. The
         new commit says ``This reverts commit <sha>.`` and carries ``Arx-Reverts: <sha>`` and
         the reverted commit's ``Arx-Run`` unless ``trailers`` give them.
         """
@@ -273,8 +277,11 @@ class GitRepo:
                 hint="commit or unstage them (`git restore --staged .`)",
             )
         status, _, err = self._git("revert", "--no-commit", full, ok=None)
+        left: list[str] | None = []
         if status != 0:
             self._git("revert", "--abort", ok=None)
+            left = self._unapply(full)
+        if left is None:
             raise RepoError(
                 f"cannot revert {full[:12]} cleanly: {err.strip()}",
                 hint="later commits changed the same lines; resolve by hand with `git revert`",
@@ -282,7 +289,10 @@ class GitRepo:
         if self._git("diff", "--cached", "--quiet", ok=(0, 1))[0] == 0:
             self._git("revert", "--quit", ok=None)
             raise RepoError(f"reverting {full[:12]} changes nothing (already reverted?)")
-        body = "\n\n".join(part for part in (body.strip(), f"This reverts commit {full}.") if part)
+        kept = f"Its own lines taken out; left as later commits made them: {', '.join(left)}." \
+            if left else ""
+        body = "\n\n".join(part for part in (body.strip(), f"This reverts commit {full}.", kept)
+                           if part)
         extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], Trailer.REVERTS: full}
         message = format_message(subject, body, {**extra, **(trailers or {})})
         self._git(
@@ -296,6 +306,26 @@ class GitRepo:
             env=self._identity_env(),
         )
         return self.head_sha() or ""
+
+    def _unapply(self, sha: str) -> list[str] | None:
+        """Stage the reverse of ``sha``'s changes without context lines (``git apply -R
+        --unidiff-zero``), file by file, so neighbours a later commit added do not block it.
+        Returns the files left as later commits made them (None: nothing could be undone)."""
+        status, diff, _ = self._git("diff", "-U0", "--no-color", "--no-ext-diff", f"{sha}^", sha,
+                                    ok=None, strip=False)
+        paths = self._git("diff", "--name-only", f"{sha}^", sha, ok=None)[1].splitlines()
+        if status != 0 or not diff.strip():
+            return None
+        left = []
+        with tempfile.TemporaryDirectory(prefix="arx-unapply-") as tmp:
+            patch = Path(tmp) / "commit.diff"
+            patch.write_text(diff)
+            for path in paths:
+                applied, _, _ = self._git("apply", "-R", "--unidiff-zero", "--index",
+                                          f"--include={path}", str(patch), ok=None)
+                if applied != 0:
+                    left.append(path)
+        return None if len(left) == len(paths) else left
 
     # ------------------------------------------------------------------ worktrees
 

@@ -73,6 +73,10 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def gone_all(pids: list[int]) -> bool:
+    return all(gone(pid) for pid in pids)
+
+
 def refused_at(result: GateResult, step: str) -> str:
     assert not result.ok
     assert result.steps[-1].name == step, result.describe()
@@ -176,21 +180,33 @@ def test_an_infinite_loop_in_a_hook_times_out(tmp_path):
     assert result.seconds < 6
 
 
-def test_a_loop_that_ignores_signals_is_killed_with_its_group_at_the_gate_timeout(tmp_path,
-                                                                                monkeypatch):
+def test_a_loop_inside_one_c_call_is_killed_at_the_hook_deadline(tmp_path):
+    source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
+                   header="import itertools\n\n\n")
+    result = run_gate(source, tmp_path, mechanism="Probe", timeout_s=4)
+    reason = refused_at(result, "smoke")  # max() over an endless iterator never sees a signal
+    assert reason == "smoke: focus timed out after 1 s (per-hook limit; iteration 1)"
+    assert result.seconds < 4
+
+
+def test_at_the_gate_timeout_the_smoke_group_and_its_runner_worker_are_killed(tmp_path,
+                                                                             monkeypatch):
     grandchild = tmp_path / "grandchild.pid"  # a process the smoke test's group started
     started = shell_first(monkeypatch, f"sleep 60 & echo $! > {grandchild}")
+    monkeypatch.setattr(gate, "hook_limit", lambda timeout_s: 60.0)  # no per-hook deadline
     source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
                    header="import itertools\n\n\n")
     workdir = tmp_path / "work"
     result = run_gate(source, workdir, mechanism="Probe", timeout_s=4)
-    reason = refused_at(result, "smoke")  # max() over an endless iterator never sees SIGALRM
+    reason = refused_at(result, "smoke")
     assert reason.startswith("smoke: timed out after 4 s")
     assert reason.endswith("(in focus, iteration 1)") or "(in load" in reason  # slow start-up
     (smoke,) = started
     assert gone(int(grandchild.read_text())) and gone(smoke.pid)
     assert not group_alive(smoke.pid)
     assert processes_mentioning(str(workdir)) == []  # nothing of the smoke test is left
+    # the runner's worker (its own group) went with the smoke test: killed with its parent
+    assert gone_all(processes_mentioning(f'"parent": {smoke.pid}'))
 
 
 def test_llm_keys_never_reach_the_smoke_test(tmp_path, monkeypatch):
@@ -278,6 +294,15 @@ def test_a_planted_test_file_is_overwritten(tmp_path):
     ("import subprocess", "import of 'subprocess'"),
     ("import importlib", "import of 'importlib'"),
     ("x = __builtins__", "use of '__builtins__'"),
+    # the two escapes found by hand: a submodule bound by `from pkg import mod`, then a private
+    # attribute of it; and a ForwardRef's string evaluated (``_evaluate``)
+    ("from json import tool\nx = tool.argparse._sys.modules", "import of module json.tool"),
+    ("import json.tool\nfrom json import tool\nx = tool.argparse._sys.modules",
+     "use of module json.tool.argparse"),
+    ("import json.tool\nfrom json import tool\nx = tool.main._y", "private attribute '_y'"),
+    ("import typing\nx = typing.get_args(typing.List['a' + 'b'])[0]._evaluate(None, None, ())",
+     "private attribute '_evaluate'"),
+    ("x = getattr(object(), '_evaluate')", "private attribute '_evaluate'"),
 ])
 def test_safety_refusals(code, words):
     problems = check_safety(code)
@@ -287,6 +312,8 @@ def test_safety_refusals(code, words):
 @pytest.mark.parametrize("code", [
     "import collections.abc\nx = collections.abc.Mapping",
     "from collections import Counter, defaultdict\nx = Counter(defaultdict(int))",
+    "class A:\n    def __init__(self):\n        self._seen = {}\n        self._seen[1] = 2\n",
+    "import collections.abc\nfrom collections import abc\nx = abc.Mapping",
     "import dataclasses\n@dataclasses.dataclass\nclass A:\n    x: int = 0",
     "class A(dict):\n    def __init__(self):\n        super().__init__()\n"
     "        self.n = type(self).__name__\n        self.m = getattr(self, 'n', None)",

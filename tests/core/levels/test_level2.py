@@ -159,9 +159,10 @@ def test_a_repair_round_can_fix_a_refused_mechanism(toy_repo, llm_server):
 
 
 def test_a_hook_that_raises_at_run_time_is_reverted_and_nothing_is_rerun(toy_repo, llm_server):
-    # passes the gate's simulation (run "smoke"), raises on its third call in a real run
+    # passes the gate's simulation (it knows its parameters), raises on its third real call
     flaky = mech("class Flaky:\n    def __init__(self):\n        self.calls = 0\n\n"
-                 "    def observe(self, ctx, record):\n        if ctx['run'] != 'smoke':\n"
+                 "    def observe(self, ctx, record):\n"
+                 "        if 'LEARNING_RATE' not in ctx['best_config']:\n"
                  "            self.calls += 1\n            if self.calls == 3:\n"
                  "                raise ValueError('third call')\n", name="Flaky")
     llm_server.responder = responder([flaky])

@@ -19,7 +19,8 @@ from arx.core.levels.mechanism import (
     load_catalog,
     new_method_names,
 )
-from arx.core.levels.runnerload import load_runner
+
+from support.inprocess import load_runner
 
 RUNNER = '''\
 """A runner."""
@@ -365,3 +366,12 @@ def _prompt_ctx(c):
     return {**c, "target_file": "train.py", "metric": "val_bpb", "baseline_metric": 1.0,
             "best_metric": 1.0, "iteration": 4, "iterations": 10, "params": params,
             "guidance": "", "target_source": "LR = 1\n", "history": c["history"]}
+
+
+def test_modify_init_may_name_the_method_it_extends():
+    p = MechanismPatch.from_json({"kind": "modify_init", "name": "X", "target": "__init__",
+                                  "code": "self.x = 1"})
+    assert p.target is None and p == MechanismPatch("modify_init", "X", None, "self.x = 1")
+    with pytest.raises(PatchError, match="takes no target"):
+        MechanismPatch.from_json({"kind": "modify_init", "name": "X", "target": "select",
+                                  "code": "self.x = 1"})

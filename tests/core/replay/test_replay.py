@@ -200,8 +200,8 @@ def test_the_smoke_test_is_arx_s_own_and_not_compared_but_the_runner_is(offline_
     def older_template(path):
         smoke = path / "runner/test_smoke.py"
         text = smoke.read_text()
-        assert "from arx.core.levels.runnerload import load_runner" in text
-        smoke.write_text(text.replace("arx.core.levels.runnerload", "arx.core.runnerload"))
+        assert "from arx.core.levels.policy import MechanismFault, RunnerPolicy" in text
+        smoke.write_text(text.replace("arx.core.levels.policy", "arx.core.runnerload"))
 
     commit_on_branch(root, "arx/c", older_template, amend=True)
     report = replay(root, "arx/c")

@@ -263,6 +263,32 @@ def test_revert_arx_commit(repo):
     assert repo.dirty_paths() == [] and not (Path(repo.root) / ".git" / "REVERT_HEAD").exists()
 
 
+def test_revert_takes_out_its_own_lines_when_a_later_commit_changed_their_neighbours(repo):
+    (repo.root / "runner.py").write_text("class Runner:\n    def __init__(self):\n"
+                                         "        self.m = []\n")
+    repo.commit(["runner.py"], "runner", trailers={"Arx-Run": "r"})
+    (repo.root / "smoke.txt").write_text("for A\n")
+    (repo.root / "runner.py").write_text("class A:\n    pass\n\n\nclass Runner:\n"
+                                         "    def __init__(self):\n        self.m = []\n"
+                                         "        self.m.append(A())\n")
+    older = repo.commit(["runner.py", "smoke.txt"], "L2 mechanism A", trailers={"Arx-Run": "r"})
+    (repo.root / "smoke.txt").write_text("for B\n")
+    (repo.root / "runner.py").write_text("class A:\n    pass\n\n\nclass B:\n    pass\n\n\n"
+                                         "class Runner:\n    def __init__(self):\n"
+                                         "        self.m = []\n        self.m.append(A())\n"
+                                         "        self.m.append(B())\n")
+    repo.commit(["runner.py", "smoke.txt"], "L2 mechanism B", trailers={"Arx-Run": "r"})
+    sha = repo.revert(older, "Revert L2 mechanism A: observe failed at run time")
+    assert (repo.root / "runner.py").read_text() == (
+        "class B:\n    pass\n\n\nclass Runner:\n    def __init__(self):\n"
+        "        self.m = []\n        self.m.append(B())\n")
+    assert (repo.root / "smoke.txt").read_text() == "for B\n"  # later commits' version kept
+    record = repo.log(max_count=1)[0]
+    assert record.sha == sha and record.trailers["Arx-Reverts"] == older
+    assert "left as later commits made them: smoke.txt" in record.body
+    assert repo.dirty_paths() == []
+
+
 def test_revert_refuses_commits_arx_did_not_make(repo):
     (repo.root / "train.py").write_text("LR = 9\n")
     git(repo.root, "commit", "-qam", "user's own change")
