@@ -8,6 +8,7 @@ accept rule, so a batch makes at most one commit. These are plain functions of t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,10 @@ from typing import Any
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import TargetConfig
 from arx.core.errors import PatchError, ProposalError
-from arx.core.execution.executor import TrialJob
+from arx.core.execution.executor import Executor, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.loop.space import ParameterSpace
-from arx.core.loop.trials import TrialKey
+from arx.core.loop.trials import TrialJournal, TrialKey
 from arx.core.repo.git import GitRepo
 from arx.core.states import TrialKind
 
@@ -81,3 +82,17 @@ def jobs(iteration: int, batch: Sequence[Candidate], files: Mapping[str, str],
                      timeout_s=timeout_s, metric=target.metric, metric_regex=target.metric_regex,
                      drop_env=tuple(drop_env), setup=target.setup, links=links)
             for k, cand in enumerate(batch)]
+
+
+def run_jobs(executor: Executor, jobs: Sequence[TrialJob], batch: Sequence[Candidate],
+             iteration: int, journal: TrialJournal) -> tuple[list[TrialResult], list[list]]:
+    """Journal the candidates' starts, run the jobs at once (the driver alone writes git), and
+    return their results and ``[started, finished, worker]`` intervals, in candidate order."""
+    for k, cand in enumerate(batch):
+        journal.trace.start(iteration, TrialKind.TRIAL, cand.changes,
+                            hypothesis=cand.hypothesis, seq=k)
+    started = time.monotonic()
+    done = executor.run(jobs)
+    journal.count(len(jobs), time.monotonic() - started)
+    return ([jr.result for jr in done],
+            [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done])

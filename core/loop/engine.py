@@ -110,27 +110,14 @@ class Engine:
         self.trials.kill_stale()
         if self.executor is not None:
             self.executor.kill_stale()
-        self.trace.repair_tail()
-        point = resume.resume_point(self.trace, self.ws)  # where the stopped run stood (for replay)
-        records = self.trace.records()
-        committed = commits.last_committed_iteration(self.ws.tree.log("HEAD", max_count=200))
-        pending_keep = [r for r in records if r.state is TrialState.KEEP and r.iteration > committed]
-        self.ws.tree.restore([self.target.file])
-        self.search = self.outer.recover()
-        for rec in pending_keep:  # killed between the trace line and its commit
-            source = apply_changes(self.target_path.read_text(), rec.changes)
-            self.target_path.write_text(source)
-            self._commit_keep(rec, recovered=True)
-        pending = resume.mark_interrupted(self.trace, self.ws.name)
-        self.trace.note(Event.RESUME, resume.resume_event(self.ws, self.trace, point,
-                                                          pending_keep))
-        self.records = self.trace.records()
-        self._retry = resume.retries(pending, self.records)  # run the same proposal(s) again
+        self.search, self.records, self._retry = resume.recover(
+            self.trace, self.ws, self.target.file, self.outer.recover,
+            lambda rec: self._commit_keep(rec, recovered=True))
 
     def _rebuild_state(self) -> None:
         self.noise = noise.latest_noise(self.trace.notes(Event.NOISE))
-        self.best, self.baseline_metric = resume.rebuild_best(self.records, self.target_path.read_text(),
-                                                       self.noise)
+        self.best, self.baseline_metric = resume.rebuild_best(
+            self.records, self.target_path.read_text(), self.noise)
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -377,13 +364,7 @@ class Engine:
         """Train the candidates at once through the executor; the driver alone writes git."""
         jobs = batches.jobs(i, batch, batches.job_files(self.ws.tree, self.ws.path), self.target,
                             self._timeout(), self.secret_env, self.ws.included)
-        for k, cand in enumerate(batch):
-            self.trace.start(i, TrialKind.TRIAL, cand.changes, hypothesis=cand.hypothesis, seq=k)
-        started = time.monotonic()
-        done = self.executor.run(jobs)
-        results = [jr.result for jr in done]
-        intervals = [[round(jr.started_at, 3), round(jr.finished_at, 3), jr.worker] for jr in done]
-        self.journal.count(len(jobs), time.monotonic() - started)
+        results, intervals = batches.run_jobs(self.executor, jobs, batch, i, self.journal)
         self._measured[i] = {"batch": list(batch), "results": results, "base": base,
                              "intervals": intervals}
         return self._decide_batch(i, ctx, batch, results, base, intervals)

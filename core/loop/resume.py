@@ -12,12 +12,14 @@ that point and resumes it the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from arx.core.codemods.constants import apply_changes
 from arx.core.config import RunConfig
 from arx.core.loop.trace import Trace, TraceRecord, best_of
+from arx.core.repo import commits
 from arx.core.repo.workspace import Workspace
 from arx.core.states import Event, TrialKind, TrialState
 
@@ -48,6 +50,31 @@ def improves(metric: float | None, best: float | None, direction: str) -> bool:
     if metric is None or best is None:
         return metric is not None
     return metric < best if direction == "min" else metric > best
+
+
+def recover(trace: Trace, ws: Workspace, target_file: str,
+            outer_recover: Callable[[], Any], commit_keep: Callable[[TraceRecord], None],
+            ) -> tuple[Any, list[TraceRecord], dict[int, list[Mapping[str, Any]]]]:
+    """Put a killed run's worktree and trace back in order: the target restored to the branch,
+    the outer levels' half-done work undone (``outer_recover`` returns their search state), a
+    keep recorded but not committed committed now, the trials that were running recorded
+    ``interrupted``, and a ``resume`` event written. Returns (search state, the records, the
+    proposals to run again by iteration)."""
+    trace.repair_tail()
+    point = resume_point(trace, ws)  # where the stopped run stood (for replay)
+    committed = commits.last_committed_iteration(ws.tree.log("HEAD", max_count=200))
+    pending_keep = [r for r in trace.records()
+                    if r.state is TrialState.KEEP and r.iteration > committed]
+    ws.tree.restore([target_file])
+    search = outer_recover()
+    target = ws.path / target_file
+    for rec in pending_keep:  # killed between the trace line and its commit
+        target.write_text(apply_changes(target.read_text(), rec.changes))
+        commit_keep(rec)
+    pending = mark_interrupted(trace, ws.name)
+    trace.note(Event.RESUME, resume_event(ws, trace, point, pending_keep))
+    records = trace.records()
+    return search, records, retries(pending, records)
 
 
 def mean_of(values: Sequence[float | None]) -> float | None:
