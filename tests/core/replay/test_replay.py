@@ -392,7 +392,8 @@ def test_a_steps_mode_run_of_the_gpt_target_retrains_bit_identically(tmp_path, m
     assert all(len(r.get("data_fingerprint", "")) == 12 for r in records if "metric" in r)
     report = replay(root, "gpt", retrain=True)
     assert report.reproduced, report.render()
-    measured = [r for r in records if r["status"] in ("baseline", "noise", "keep", "discard")]
+    measured = [r for r in records
+                if r["status"] in ("baseline", "noise", "keep", "discard", "no_effect")]
     assert [r.recorded for r in report.retrain.rows] == [r["metric"] for r in measured]
     assert all(r.retrained == r.recorded for r in report.retrain.rows)
     assert os.environ["ARX_DATA_DIR"] == str(data)
