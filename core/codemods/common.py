@@ -12,7 +12,7 @@ import libcst as cst
 
 from arx.core.errors import PatchError
 
-__all__ = ["ModuleBindings", "ensure_once", "parse_expression", "parse_source"]
+__all__ = ["ModuleBindings", "dotted", "ensure_once", "parse_expression", "parse_source"]
 
 
 def parse_source(source: str) -> cst.Module:
@@ -39,6 +39,18 @@ def ensure_once(counts: Mapping[str, int], wanted: Iterable[str], what: str) -> 
         n = counts.get(key, 0)
         if n != 1:
             raise PatchError(f"{what} {key!r} matched {n} times, expected exactly once")
+
+
+def dotted(node: cst.BaseExpression) -> str:
+    """``a.b.c`` for an attribute chain, ``f`` for a name (a call: its callee's), '' otherwise."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        inner = dotted(node.value)
+        return f"{inner}.{node.attr.value}" if inner else ""
+    if isinstance(node, cst.Call):
+        return dotted(node.func)
+    return ""
 
 
 class ModuleBindings(cst.CSTVisitor):

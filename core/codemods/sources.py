@@ -11,6 +11,8 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from arx.core.codemods.common import dotted
+
 __all__ = ["config_sources"]
 
 #: dotted call (or its last part after a module alias) -> what it means
@@ -36,15 +38,6 @@ _CALLS = {
 }
 
 
-def _dotted(node: cst.BaseExpression) -> str:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        inner = _dotted(node.value)
-        return f"{inner}.{node.attr.value}" if inner else ""
-    return ""
-
-
 class _Sources(cst.CSTVisitor):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
@@ -64,7 +57,7 @@ class _Sources(cst.CSTVisitor):
             self.found[what] = self.get_metadata(PositionProvider, node).start.line
 
     def visit_Call(self, node: cst.Call) -> None:
-        name = _dotted(node.func)
+        name = dotted(node.func)
         if name in _CALLS:
             self._note(_CALLS[name], node)
         elif name == "exec":
@@ -72,13 +65,13 @@ class _Sources(cst.CSTVisitor):
                        "flags and config files override the constants)", node)
 
     def visit_Decorator(self, node: cst.Decorator) -> None:
-        name = _dotted(node.decorator.func if isinstance(node.decorator, cst.Call)
+        name = dotted(node.decorator.func if isinstance(node.decorator, cst.Call)
                        else node.decorator)
         if name in _CALLS:
             self._note(_CALLS[name], node)
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
-        name = _dotted(node.value)
+        name = dotted(node.value)
         if name == "os.environ":
             self._note("environment variables (os.environ[...])", node)
         elif name == "sys.argv":

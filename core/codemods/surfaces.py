@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from arx.core.codemods.common import dotted
 from arx.core.codemods.values import NotConstant, evaluate
 
 __all__ = ["ARGPARSE", "DICT", "FIELD", "Found", "Miss", "find_surfaces"]
@@ -63,18 +64,6 @@ class Miss:
     name: str
     anchor: cst.CSTNode
     reason: str
-
-
-def _dotted(node: cst.BaseExpression) -> str:
-    """``a.b.c`` for an attribute chain, ``f`` for a name, '' otherwise."""
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        inner = _dotted(node.value)
-        return f"{inner}.{node.attr.value}" if inner else ""
-    if isinstance(node, cst.Call):
-        return _dotted(node.func)
-    return ""
 
 
 def _string(node: cst.BaseExpression) -> str | None:
@@ -166,7 +155,7 @@ def _argparse(module: cst.Module, found: list[Found], missed: list[Miss]) -> Non
             missed.append(Miss(name, call, f"default is not a literal ({code[:40]})"))
             continue
         type_arg = _kwarg(call, "type")
-        as_float = type_arg is not None and _dotted(type_arg.value) == "float"
+        as_float = type_arg is not None and dotted(type_arg.value) == "float"
         choices = None
         choices_arg = _kwarg(call, "choices")
         if choices_arg is not None:
@@ -182,10 +171,10 @@ def _argparse(module: cst.Module, found: list[Found], missed: list[Miss]) -> Non
 
 def _is_config_class(node: cst.ClassDef) -> bool:
     for deco in node.decorators:
-        if _dotted(deco.decorator).rsplit(".", 1)[-1] in _CONFIG_DECORATORS:
+        if dotted(deco.decorator).rsplit(".", 1)[-1] in _CONFIG_DECORATORS:
             return True
     for base in node.bases:
-        if _dotted(base.value).rsplit(".", 1)[-1] in _CONFIG_BASES:
+        if dotted(base.value).rsplit(".", 1)[-1] in _CONFIG_BASES:
             return True
     body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
     return not any(isinstance(s, (cst.FunctionDef, cst.ClassDef)) for s in body)
@@ -193,9 +182,9 @@ def _is_config_class(node: cst.ClassDef) -> bool:
 
 def _field_value(value: cst.BaseExpression) -> cst.BaseExpression | None:
     """The expression holding a field's default: the value, or ``default=`` of field(...)."""
-    if isinstance(value, cst.Call) and _dotted(value.func).rsplit(".", 1)[-1] in _FIELD_CALLS:
+    if isinstance(value, cst.Call) and dotted(value.func).rsplit(".", 1)[-1] in _FIELD_CALLS:
         arg = _kwarg(value, "default")
-        if arg is None and _dotted(value.func).endswith("Field") and value.args \
+        if arg is None and dotted(value.func).endswith("Field") and value.args \
                 and value.args[0].keyword is None and not value.args[0].star:
             arg = value.args[0]  # pydantic: Field(0.1, ...)
         return arg.value if arg is not None else None
@@ -304,7 +293,7 @@ def _dict_items(node: cst.BaseExpression) -> Iterator[tuple[str | None, cst.CSTN
             if isinstance(e, cst.DictElement):
                 spread = any(isinstance(x, cst.StarredDictElement) for x in elements[k + 1:])
                 yield _string(e.key), e, e.value, spread
-    elif isinstance(node, cst.Call) and _dotted(node.func) == "dict":
+    elif isinstance(node, cst.Call) and dotted(node.func) == "dict":
         args = list(node.args)
         for k, a in enumerate(args):
             if a.keyword is not None:
@@ -314,7 +303,7 @@ def _dict_items(node: cst.BaseExpression) -> Iterator[tuple[str | None, cst.CSTN
 
 def _is_dict(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Dict) or (isinstance(node, cst.Call)
-                                          and _dotted(node.func) == "dict")
+                                          and dotted(node.func) == "dict")
 
 
 def _walk_dict(module: cst.Module, prefix: str, node: cst.BaseExpression,
