@@ -154,8 +154,9 @@ def throughput(summary: Mapping[str, Any]) -> float | None:
 def drifted(records: Iterable[Any], i: int) -> bool:
     """Whether a contended trial since the best was last re-measured says the machine may have
     changed (time mode): then the best is measured again before iteration ``i``."""
-    contended = [r.iteration for r in records
-                 if r.state == TrialState.CONTENDED and r.iteration < i]
+    contended = [r.iteration for r in records  # (a contended re-measurement was re-measured)
+                 if r.state == TrialState.CONTENDED and r.kind != TrialKind.REBASELINE
+                 and r.iteration < i]
     rebased = [r.iteration for r in records
                if r.kind == TrialKind.REBASELINE and r.iteration < i]
     return bool(contended) and max(contended) >= max(rebased, default=-1)

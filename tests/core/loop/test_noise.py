@@ -162,3 +162,21 @@ def test_the_report_shows_the_noise_band_and_each_keeps_margin(tmp_path):
     summary = (tmp_path / "r.md").read_text()
     assert "Noise: val_bpb sd" in summary and "over 3 baseline runs (seeds)" in summary
     assert "| margin (sd) |" in summary
+
+
+def test_the_best_is_measured_again_after_contention_once():
+    """A contended trial calls for re-measuring the best before the next iteration; a contended
+    re-measurement, once it is measured again, does not call for another."""
+    from arx.core.loop.noise import drifted
+    from arx.core.loop.trace import TraceRecord
+
+    def rec(i, kind, status):
+        return TraceRecord({"iteration": i, "kind": kind, "status": status})
+
+    trial = [rec(3, "trial", "contended"), rec(3, "trial", "discard")]
+    assert drifted(trial, 4) and not drifted(trial, 3)
+    after = trial + [rec(4, "rebaseline", "contended"), rec(4, "rebaseline", "rebaseline"),
+                     rec(4, "trial", "discard")]
+    assert not drifted(after, 5)
+    again = after + [rec(5, "trial", "contended"), rec(5, "trial", "keep")]
+    assert drifted(again, 6)
