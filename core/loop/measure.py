@@ -63,9 +63,10 @@ class Measurer:
                 TrialState.CONTENDED, best_before=best_before,
                 reason=self._why(out.result.usage), **out.key.fields())
             out.contended.append(rec)
-            self.say(f"#{key.iteration} {key.kind} contended ({rec.get('reason')}); it runs "
-                     "again when the machine is quiet")
-            if len(out.contended) >= noise.MAX_ATTEMPTS:
+            if len(out.contended) < noise.MAX_ATTEMPTS:
+                self.say(f"#{key.iteration} {key.kind} contended ({rec.get('reason')}); it runs "
+                         "again when the machine is quiet")
+            else:
                 raise RunError(
                     f"iteration {key.iteration}: the machine stayed busy for "
                     f"{noise.MAX_ATTEMPTS} attempts of the same trial; the run is paused so "
