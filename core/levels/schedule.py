@@ -191,16 +191,20 @@ class OuterLoop:
         args = (records, self.state, list(view.active), view.best_iteration,
                 self.config.target.direction)
         transcripts: list[str] = []
+        evidence = self.config.rules >= 3  # by evidence; runs before it decide by counts
         if self.llm is not None:
             msgs = level15.llm_messages(records, self.state, list(view.active),
-                                        self.config.target.direction, self.config.target.metric)
+                                        self.config.target.direction, self.config.target.metric,
+                                        evidence=evidence)
             result = self.llm.complete(msgs, purpose=f"l15-cycle{self.state.cycle + 1}")
             transcripts = [result.transcript] if result.transcript else []
-            decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active)
+            decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active,
+                                        evidence=evidence)
             if result.transcript:
-                self.llm.record_parsed(result.transcript, decision.__dict__)
+                self.llm.record_parsed(result.transcript, _parsed(decision))
         else:
-            decision = level15.rules(*args, k=self.k15, min_active=self.min_active)
+            decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
+                                     evidence=evidence)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
         self.trace.note(Event.LEVEL15, {
@@ -214,3 +218,12 @@ class OuterLoop:
             decision.guidance, decision.source, decision.note)
         self.ws.tree.commit([STATE_PATH, *self.ws.run_files()], subject, body, trailers)
         self.say(subject)
+
+
+def _parsed(decision: level15.Decision) -> dict[str, Any]:
+    """What a transcript records as the parsed Level-1.5 answer (``evidence`` only when set, so
+    transcripts of runs before it read as they did)."""
+    data = dict(decision.__dict__)
+    if not data.get("evidence"):
+        data.pop("evidence", None)
+    return data
