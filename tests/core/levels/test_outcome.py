@@ -154,3 +154,42 @@ def test_replay_judges_as_the_run_did(group_d, tmp_path):
     shutil.copytree(root, copy, symlinks=True)
     out = invoke(copy, "replay", "arx/d", "--json")
     assert out.exit_code == 0, out.output
+
+
+class Killed(BaseException):
+    """arx stopped right after the outcome gate's revert, before its trace event."""
+
+
+def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo, monkeypatch):
+    from arx.core.loop.trace import Trace
+
+    real_note = Trace.note
+
+    def note(self, event, data):
+        if data.get("verdict") == "no_benefit":
+            raise Killed()
+        return real_note(self, event, data)
+
+    monkeypatch.setattr(Trace, "note", note)
+    flags = {"iterations": 12, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1}
+    ws = open_run(toy_repo, flags, name="k")
+    try:
+        with pytest.raises(Killed):
+            Engine(ws, offline_proposer(ws.config)).run()
+    finally:
+        ws.close(remove_worktree=False)
+    head = GitRepo(toy_repo).log("arx/k", max_count=1)[0]
+    assert head.subject == "Revert L2 mechanism OrthogonalExploration: no measured benefit"
+    monkeypatch.setattr(Trace, "note", real_note)
+    ws = open_run(toy_repo, {"iterations": 12}, resume="k")
+    try:
+        engine = Engine(ws, offline_proposer(ws.config))
+        engine.run()
+        notes = engine.trace.notes("level2")
+    finally:
+        ws.close(remove_worktree=True)
+    judged = [n for n in notes if n["verdict"] == "no_benefit"]
+    assert len(judged) == 1 and judged[0]["revert"] == head.sha
+    assert judged[0]["reason"].startswith("no measured benefit: gain/trial")
+    reverts = [c for c in GitRepo(toy_repo).log("arx/k") if c.subject.startswith("Revert")]
+    assert len(reverts) == 1  # not reverted twice
