@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from arx.cli.main import cli
+from arx.core.analysis.figures import markers
 from arx.core.analysis.report import load_run
 from arx.core.analysis.summary import level2_rows
 from arx.core.levels.mechanism_state import (
@@ -146,6 +147,9 @@ def test_the_judgements_show_in_log_mechanism_list_and_report(group_d):
     assert judged["no_benefit"]["result"] == "reverted"
     assert judged["no_benefit"]["gate"].startswith("pass (reverted: no measured benefit")
     assert judged["kept"]["result"] == "active" and judged["kept"]["now"] == "active"
+    drawn = markers(load_run(GitRepo(root), "d"))  # the report figure's markers
+    assert any(m.action == "keep" for m in drawn)
+    assert any(m.action == "revert" and m.label.endswith("(no benefit)") for m in drawn)
 
 
 def test_replay_judges_as_the_run_did(group_d, tmp_path):
