@@ -167,9 +167,9 @@ def level15_rows(run: RunData) -> list[dict[str, Any]]:
 def level2_rows(run: RunData) -> list[dict[str, Any]]:
     """Level 2 attempts and the outcome gate's judgements, oldest first: ``result`` is what the
     event did (active, refused, or reverted at run time or for no measured benefit; a ``kept``
-    judgement leaves it active), ``now`` where its mechanism stands, ``gate`` a line. From the trace's
-    ``level2`` events, and for mechanisms the trace does not name, from the branch's commits;
-    both read by ``mechanism_state``, the one place that decides."""
+    judgement leaves it active), ``now`` where its mechanism stands, ``gate`` a line. From the
+    trace's ``level2`` events, and for mechanisms the trace does not name, from the branch's
+    commits; both read by ``mechanism_state``, the one place that decides."""
     events = [dict(e) for e in run.events if e.get("event") == Event.LEVEL2]
     events += events_from_commits(run.commits, {str(e.get("mechanism")) for e in events})
     now = {m.name: m.state.value for m in mechanism_records(events)}

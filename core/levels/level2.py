@@ -2,10 +2,11 @@
 
 ``research`` runs the paper's four-round LLM session (Explore, Critique, Specify, Generate) and
 returns a ``Mechanism`` (structured patches); offline, ``next_from_catalog`` draws the built-in
-mechanisms in turn (from rules 3 in the order the trace calls for, ``catalog_order``). ``install`` is the one path every mechanism takes, generated, built-in or
-hand-written (`arx mechanism add`): patch with libcst (a refusal writes nothing), run the gate in
-a scratch directory, commit the patched runner with its smoke test, and ``git revert`` it with the
-gate's reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
+mechanisms in turn (from rules 3 in the order the trace calls for, ``catalog_order``).
+``install`` is the one path every mechanism takes, generated, built-in or hand-written (`arx
+mechanism add`): patch with libcst (a refusal writes nothing), run the gate in a scratch
+directory, commit the patched runner with its smoke test, and ``git revert`` it with the gate's
+reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
 raised, hung or otherwise faulted in its worker during a run.
 """
 

@@ -104,11 +104,12 @@ class OuterLoop:
         mech = next((m for m in self.active() if m.commit == undone), None)
         if mech is None:
             return
+        evidence = head.trailers.get(commits.Trailer.OUTCOME, "").split(": ", 1)[-1]
         self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, mech.cycle, commits.trailer_int(head, commits.Trailer.ITERATION),
             mech.name, mech.domain, mech.source, Verdict.NO_BENEFIT,
-            "no measured benefit: " + head.trailers.get(commits.Trailer.OUTCOME, "").split(": ", 1)[-1],
-            commit=mech.commit, revert=head.sha, reverted=True, note=REVERTED_ON_RESUME))
+            f"no measured benefit: {evidence}", commit=mech.commit, revert=head.sha,
+            reverted=True, note=REVERTED_ON_RESUME))
 
     def before_iteration(self, i: int, view: SearchView) -> OuterResult:
         """Run every outer cycle due before iteration ``i`` that has not run yet."""

@@ -51,7 +51,8 @@ def test_disjoint_opinions_take_turns_and_shared_names_win():
                                                              ["DEPTH", "WD"], ["LR"]]
     finally:
         p.close()
-    p = runner_with(focus_class("LrDepth", ["LR", "DEPTH"]), focus_class("DepthWd", ["DEPTH", "WD"]))
+    p = runner_with(focus_class("LrDepth", ["LR", "DEPTH"]),
+                    focus_class("DepthWd", ["DEPTH", "WD"]))
     try:
         assert p.focus(ctx(1)) == p.focus(ctx(2)) == ["DEPTH"]  # they agree on DEPTH
     finally:
