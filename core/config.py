@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 2
+CURRENT_RULES = 3
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,9 @@ class RunConfig:
     gate_timeout: float = 60.0
     #: the most code (kB, UTF-8) one Level-2 mechanism may bring; larger ones are refused
     max_mechanism_kb: int = 64
+    #: trials a Level-2 mechanism runs before the outcome gate judges it against the same
+    #: number of trials before it (rules >= 3; 0 turns the outcome gate off)
+    judge_window: int = 10
     history: int = 12
     #: candidates trained at once per iteration, and where (local slots or a Ray cluster)
     parallel: int = 1
@@ -99,7 +102,10 @@ class RunConfig:
     #: the revision of arx's run rules the run started with. 1 (runs made before it was
     #: stored): as they ran. 2: the budget, steps and seed constants are locked whatever
     #: [params] says, a trial equal to the best is ``no_effect`` (three in a row stop the run),
-    #: and the offline proposer treats crashed configurations as infeasible.
+    #: and the offline proposer treats crashed configurations as infeasible. 3: the baseline
+    #: is in the engine's records from the start (a fresh run and a resumed one ask the same
+    #: questions), Level 1.5 freezes by evidence (``level15.rules``), the offline catalog is
+    #: drawn in the order the trace calls for, and the outcome gate judges every mechanism.
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
@@ -173,7 +179,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
-    "gate_timeout": (float, 60.0), "max_mechanism_kb": (int, 64),
+    "gate_timeout": (float, 60.0), "max_mechanism_kb": (int, 64), "judge_window": (int, 10),
 }
 
 
@@ -313,6 +319,9 @@ def check(config: RunConfig) -> None:
         raise ConfigError("--address is for --executor ray", hint="add --executor ray")
     if config.max_mechanism_kb < 1:
         raise ConfigError("[levels] max_mechanism_kb must be >= 1")
+    if config.judge_window < 0:
+        raise ConfigError("[levels] judge_window must be >= 0",
+                          hint="0 turns the outcome gate off; 10 is the default")
     if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
         raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:

@@ -141,13 +141,15 @@ class Verdict(_Word):
     FAIL = "fail"  # failed the gate: committed, then reverted
     REFUSED = "refused"  # the patch could not be applied (or no usable answer): nothing written
     RUNTIME_REVERT = "runtime_revert"  # was active, failed at run time, reverted
+    NO_BENEFIT = "no_benefit"  # was active, did no better than before it (outcome gate), reverted
+    KEPT = "kept"  # was active, did better than before it (outcome gate): stays
 
 
 class MechanismState(_Word):
     """Where a mechanism stands now on a run's branch (`arx status`, `arx mechanism list`)."""
 
     ACTIVE = "active"
-    REVERTED = "reverted"  # it was committed and a revert undid it (gate or run time)
+    REVERTED = "reverted"  # a revert undid it (the gate, run time, or no measured benefit)
     REFUSED = "refused"  # it never reached the runner
 
 

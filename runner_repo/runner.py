@@ -18,7 +18,8 @@ The engine calls, in order, each iteration:
 ``{"changes": {NAME: value}, "hypothesis": str}`` dicts; ``self.n_candidates`` of them are asked
 for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
 ``extend_prompt(ctx, lines) -> lines``, ``focus(ctx) -> names``, ``filter_candidates(ctx, cands)
--> cands`` and ``observe(ctx, record)``.
+-> cands`` and ``observe(ctx, record)``. Their focus is composed (``Runner.focus``): what they
+all agree on, else each in turn.
 """
 
 import math
@@ -93,14 +94,26 @@ class Runner:
         return "\n".join(lines)
 
     def focus(self, ctx):
-        """Names the mechanisms want explored next (first mechanism with an opinion wins)."""
+        """Names the mechanisms want explored next, composed from every mechanism's opinion.
+
+        The names all mechanisms with an opinion agree on, when there are some; otherwise they
+        take turns by iteration, so each one decides a share of the iterations in full (a
+        union would blur them into "anything", and "the first opinion wins" let one mechanism
+        silence the others).
+        """
+        opinions = []
         for mechanism in self.mechanisms:
             hook = getattr(mechanism, "focus", None)
             if hook is not None:
                 names = [n for n in (hook(ctx) or []) if n in ctx["active"]]
                 if names:
-                    return names
-        return None
+                    opinions.append(list(dict.fromkeys(names)))
+        if not opinions:
+            return None
+        shared = [n for n in opinions[0] if all(n in other for other in opinions[1:])]
+        if shared:
+            return shared
+        return opinions[int(ctx.get("iteration") or 0) % len(opinions)]
 
     def filter_candidates(self, ctx, candidates):
         for mechanism in self.mechanisms:

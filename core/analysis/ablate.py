@@ -11,6 +11,12 @@ The runs are ordinary arx runs (``open_run`` + ``Engine``), so an ablation is re
 ``arx run``: run it again with the same prefix and finished runs are skipped, interrupted ones
 resumed, missing ones started. An arm the engine does not offer yet (Level 2 for group C, the
 catalog for group D) is reported as unavailable rather than failing the ablation.
+
+Offline (the group rows have no LLM), two pairs of arms are the same runs by construction: group
+A is the ``optuna`` row (the same proposer, the same group), and group C is group D (without an
+LLM, Level 2 draws the built-in catalog in both). Each such pair runs once, as one row labelled
+with both keys ("C = D offline"), instead of spending compute on duplicates presented as
+independent rows (issue #16). ``TWINS`` names the pairs.
 """
 
 from __future__ import annotations
@@ -18,20 +24,24 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.analysis.ablate_figure import figure
 from arx.core.analysis.summary import delta_convention
 from arx.core.analysis.summary import to_markdown as blocks_md
-from arx.core.config import load_toml, resolve
+from arx.core.config import load_toml, plain, resolve
 from arx.core.errors import ConfigError
+from arx.core.llm.settings import resolve_llm
 from arx.core.loop.engine import run_to_end
 from arx.core.loop.provenance import write_provenance
 from arx.core.proposers.base import Proposer
 from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer as run_offline_proposer
 from arx.core.proposers.random_search import RandomProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import branch_of
@@ -49,6 +59,8 @@ LABELS = {
     "optuna": "Optuna TPE, no LLM (Level 1)",
     "random": "Random search, no LLM (Level 1)",
 }
+#: offline, (arm, its twin): the same runs by construction; the twin is folded into the arm's row
+TWINS = (("A", "optuna"), ("C", "D"))
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,16 @@ class Row:
     arm: Arm
     outcomes: tuple[Outcome, ...]
     unavailable: str | None = None
+    #: arms identical to this one by construction (offline), run once as this row
+    twins: tuple[Arm, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The arm's label; a row that stands for its twins too says so ("C = D offline")."""
+        if not self.twins:
+            return self.arm.label
+        return " = ".join([self.arm.key, *(t.key for t in self.twins)]) + \
+            f" offline: {self.arm.label}"
 
     @property
     def deltas(self) -> list[float]:
@@ -160,10 +182,39 @@ def split_list(text: str | None) -> list[str]:
     return [p for p in (text or "").replace(" ", ",").split(",") if p]
 
 
-def offline_proposer(arm: Arm, seed: int) -> Proposer:
+def offline_proposer(arm: Arm, seed: int, config: Any = None) -> Proposer:
+    """The proposer of a baseline row. With the run's ``config`` at rules >= 3, the ``optuna``
+    row gets exactly what `arx run` gives an offline group A run (``offline_proposer`` of
+    proposers.offline), so the two are one by construction; older runs keep theirs."""
     if arm.proposer == "random":
         return RandomProposer(seed=seed)
+    if config is not None and config.rules >= 3:
+        return run_offline_proposer(config)
     return OptunaProposer(seed=seed)
+
+
+def group_rows_offline(root: Path | str, flags: Mapping[str, Any],
+                       proposer_for: Callable[[Workspace], Proposer] | None) -> bool:
+    """Whether the group rows run without an LLM: no ``proposer_for`` (they get Optuna), or no
+    LLM configured for them (``--llm``, ``ARX_LLM``, arx.toml, a key), as `arx run` decides."""
+    if proposer_for is None:
+        return True
+    doc = load_toml(Path(root))
+    config = resolve("probe", doc, {**flags, "group": "A"}, env=os.environ)
+    return resolve_llm(config.llm, config.model, os.environ,
+                       overrides=plain(doc.get("llm", {}))) is None
+
+
+def fold_twins(arms: Sequence[Arm], offline: bool,
+               available: Callable[[Arm], bool] = lambda _arm: True,
+               ) -> list[tuple[Arm, tuple[Arm, ...]]]:
+    """The arms to run, each with the arms it stands for (``TWINS``, only ``offline``, and only
+    a twin the engine would run: one it refuses keeps its own "unavailable" row)."""
+    keys = {a.key: a for a in arms}
+    folded = {twin for arm, twin in TWINS
+              if offline and arm in keys and twin in keys and available(keys[twin])}
+    return [(a, tuple(keys[t] for arm, t in TWINS if arm == a.key and t in folded))
+            for a in arms if a.key not in folded]
 
 
 def run_ablation(
@@ -179,6 +230,7 @@ def run_ablation(
     executor_for: Callable[[Workspace], Any] | None = None,
     out: Path | str | None = None,
     echo: Callable[[str], None] | None = None,
+    offline: bool | None = None,
 ) -> Ablation:
     """Run (or resume) every arm's repeats, then write ``<out>.csv``, ``.md`` and ``.png``.
 
@@ -187,7 +239,8 @@ def run_ablation(
     Optuna); the baseline rows always use their own offline proposer. ``executor_for(ws)``
     makes the executor of a run with ``parallel`` > 1 (None: one candidate at a time), and
     ``reporter_for()`` its progress reporter. ``out`` is the path stem of the outputs (default
-    ``<prefix>-ablation`` in the current directory)."""
+    ``<prefix>-ablation`` in the current directory). ``offline``: whether the group rows run
+    without an LLM (None: ``group_rows_offline``); then identical arms run once (``TWINS``)."""
     if repeats < 1 or iterations < 1:
         raise ConfigError("--repeats and --iterations must be at least 1")
     check_name(f"{prefix}-optuna-r{repeats}")
@@ -201,14 +254,21 @@ def run_ablation(
         log.append(text)
         say(text)
 
+    if offline is None:
+        offline = group_rows_offline(repo.root, flags, proposer_for)
     rows = []
-    for arm in arms:
+    for arm, twins in fold_twins(arms, offline,
+                                 lambda a: group_refusal(repo.root, a.group, flags) is None):
         run_flags = {**flags, "group": arm.group, "iterations": iterations}
         if arm.proposer != "default":  # the no-LLM rows: recorded as offline, whatever is set
             run_flags.update(llm="offline", model=None)
+        if twins:
+            note(f"ablate: {' = '.join([arm.key, *(t.key for t in twins)])}: the same runs "
+                 "offline (identical by construction), run once")
         run = functools.partial(_run_one, repo.root, arm=arm, proposer_for=proposer_for,
                                 reporter_for=reporter_for, executor_for=executor_for)
-        rows.append(_run_arm(repo, arm, prefix, repeats, run_flags, run, note))
+        row = _run_arm(repo, arm, prefix, repeats, run_flags, run, note)
+        rows.append(Row(row.arm, row.outcomes, row.unavailable, twins))
     metric, direction = _target(repo, rows)
     result = Ablation(prefix, iterations, repeats, metric, direction, rows, log=log)
     write_outputs(result, repo, Path(out) if out else Path(f"{prefix}-ablation"))
@@ -289,7 +349,7 @@ def _run_one(root: Path, name: str, action: str, flags: Mapping[str, Any], arm: 
         if arm.proposer == "default" and proposer_for is not None:
             proposer = proposer_for(ws)
         else:
-            proposer = offline_proposer(arm, ws.config.seed)
+            proposer = offline_proposer(arm, ws.config.seed, ws.config)
         reporter = reporter_for() if reporter_for else None
         executor = executor_for(ws) if executor_for else None
     except BaseException:
@@ -321,7 +381,7 @@ def table_rows(result: Ablation) -> tuple[list[str], list[list[str]]]:
     out = []
     for row in result.rows:
         if row.unavailable:
-            out.append([row.arm.label, *["-"] * result.repeats,
+            out.append([row.label, *["-"] * result.repeats,
                         f"unavailable: {row.unavailable}", "-"])
             continue
         cells = []
@@ -332,7 +392,7 @@ def table_rows(result: Ablation) -> tuple[list[str], list[list[str]]]:
         ratio = result.ratio(row)
         mean_std = (f"{fmt(row.mean)} ± {fmt(row.std, '.4f')}" if row.mean is not None
                     else "n/a")
-        out.append([row.arm.label, *cells, mean_std, "n/a" if ratio is None else f"{ratio:.2f}x"])
+        out.append([row.label, *cells, mean_std, "n/a" if ratio is None else f"{ratio:.2f}x"])
     return headers, out
 
 
@@ -354,7 +414,7 @@ def csv_rows(result: Ablation) -> list[list[Any]]:
     ref = result.reference
     header = ["arm", "label", "group", "proposer",
               *[f"R{r}" for r in range(1, result.repeats + 1)],
-              "mean", "std", "mean_abs", "ratio", "reference", "state", "runs"]
+              "mean", "std", "mean_abs", "ratio", "reference", "state", "runs", "same_as"]
     out: list[list[Any]] = [header]
     for row in result.rows:
         deltas, states = [], []
@@ -364,10 +424,10 @@ def csv_rows(result: Ablation) -> list[list[Any]]:
             states.append(o.state if o else "missing")
         state = (f"unavailable: {row.unavailable}" if row.unavailable else
                  "finished" if all(s == "finished" for s in states) else " ".join(states))
-        out.append([row.arm.key, row.arm.label, row.arm.group, row.arm.proposer, *deltas,
+        out.append([row.arm.key, row.label, row.arm.group, row.arm.proposer, *deltas,
                     _cell(row.mean), _cell(row.std), _cell(row.mean_abs),
                     _cell(result.ratio(row)), ref.arm.key if ref else "", state,
-                    " ".join(o.run for o in row.outcomes)])
+                    " ".join(o.run for o in row.outcomes), " ".join(t.key for t in row.twins)])
     return out
 
 
@@ -385,57 +445,3 @@ def write_outputs(result: Ablation, repo: GitRepo, stem: Path) -> None:
     result.md_path.write_text(to_markdown(result) + f"\n![ablation]({result.figure_path.name})\n")
     result.figure = figure(result, repo)
     result.figure.savefig(result.figure_path, dpi=110)
-
-
-def running_delta(repo: GitRepo, run: str, iterations: int) -> list[float] | None:
-    """Best - baseline after each iteration 0..iterations (held after the last trial)."""
-    records = read_trace(repo, run)
-    base = next((r.get("metric") for r in records if r.get("status") == TrialState.BASELINE), None)
-    if not isinstance(base, (int, float)):
-        return None
-    best, out = base, []
-    by_iteration = {}
-    for r in records:
-        if r.get("kind") == TrialKind.TRIAL and r.get("status") == TrialState.KEEP:
-            by_iteration[int(r["iteration"])] = r.get("metric")
-    for i in range(iterations + 1):
-        best = by_iteration.get(i, best)
-        out.append(best - base)
-    return out
-
-
-def figure(result: Ablation, repo: GitRepo) -> Any:
-    """Left: each row's mean delta with its std and the repeats as points. Right: the mean
-    best-so-far delta per iteration of each row."""
-    # imported here: matplotlib is slow to load, and commands other than ablate must not pay for it
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    ax_bar, ax_line = fig.subplots(1, 2, gridspec_kw={"width_ratios": (2, 3)})
-    rows = [r for r in result.rows if r.mean is not None]
-    xs = range(len(rows))
-    ax_bar.bar(xs, [r.mean for r in rows], yerr=[r.std or 0.0 for r in rows], capsize=5,
-               color=[f"C{i}" for i in xs], alpha=0.6)
-    for i, row in zip(xs, rows):
-        ax_bar.scatter([i] * len(row.deltas), row.deltas, color="black", s=14, zorder=3)
-    ax_bar.set_xticks(list(xs), [r.arm.label for r in rows], rotation=20, ha="right",
-                     fontsize=8)
-    ax_bar.axhline(0, color="black", linewidth=0.8)
-    ax_bar.set_ylabel(f"delta {result.metric} (best - baseline)")
-    ax_bar.set_title(f"mean ± std over {result.repeats} repeat(s)")
-    for i, row in zip(xs, rows):
-        curves = [c for c in (running_delta(repo, o.run, result.iterations)
-                              for o in row.outcomes if o.state == RunState.FINISHED) if c]
-        if curves:
-            mean = [statistics.fmean(v) for v in zip(*curves)]
-            ax_line.step(range(len(mean)), mean, where="post", color=f"C{i}",
-                         label=row.arm.label)
-    ax_line.set_xlabel("iteration")
-    ax_line.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_line.set_ylabel("mean best-so-far delta")
-    ax_line.set_title(("lower" if result.direction == "min" else "higher") + " is better")
-    ax_line.grid(alpha=0.3)
-    if rows:
-        ax_line.legend(fontsize="small")
-    return fig

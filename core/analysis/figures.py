@@ -20,7 +20,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from arx.core.analysis.summary import as_int, as_number, level2_rows, level15_rows
 from arx.core.repo.commits import fmt_metric
-from arx.core.states import FAILED, TrialKind, TrialState
+from arx.core.states import FAILED, TrialKind, TrialState, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
     from arx.core.analysis.report import RunData
@@ -39,6 +39,7 @@ MARKER_STYLES = {
     "activate": {"color": "#2ca02c", "linestyle": "-"},
     "revert": {"color": "#d62728", "linestyle": ":"},
     "refuse": {"color": "#ff7f0e", "linestyle": "-."},
+    "keep": {"color": "#2ca02c", "linestyle": ":"},
 }
 
 
@@ -50,7 +51,7 @@ class Marker:
     iteration: int
     #: "1.5" or "2"
     level: str
-    #: Level 1.5: freeze, unfreeze, guidance; Level 2: activate, refuse, revert
+    #: Level 1.5: freeze, unfreeze, guidance; Level 2: activate, refuse, revert, keep (judged)
     action: str
     label: str
 
@@ -69,9 +70,11 @@ def markers(run: RunData) -> list[Marker]:
         out.append(Marker(run.name, as_int(row.get("iteration")), "1.5", action, " ".join(parts)))
     action_of = {"active": "activate", "refused": "refuse", "reverted": "revert"}
     for row in level2_rows(run):
-        action = action_of[row["result"]]
+        judged = row.get("verdict") in (Verdict.KEPT, Verdict.NO_BENEFIT)  # the outcome gate
+        action = "keep" if row.get("verdict") == Verdict.KEPT else action_of[row["result"]]
         out.append(Marker(run.name, as_int(row.get("iteration")), "2", action,
-                          f"L2 {action} {row['mechanism']}"))
+                          f"L2 {action} {row['mechanism']}"
+                          + (" (no benefit)" if judged and action == "revert" else "")))
     return sorted(out, key=lambda m: (m.iteration, m.level))
 
 

@@ -165,10 +165,11 @@ def level15_rows(run: RunData) -> list[dict[str, Any]]:
 
 
 def level2_rows(run: RunData) -> list[dict[str, Any]]:
-    """Level 2 attempts, oldest first: ``result`` is what the attempt did (active, refused, or
-    reverted at run time), ``now`` where its mechanism stands, ``gate`` a line. From the trace's
-    ``level2`` events, and for mechanisms the trace does not name, from the branch's commits;
-    both read by ``mechanism_state``, the one place that decides."""
+    """Level 2 attempts and the outcome gate's judgements, oldest first: ``result`` is what the
+    event did (active, refused, or reverted at run time or for no measured benefit; a ``kept``
+    judgement leaves it active), ``now`` where its mechanism stands, ``gate`` a line. From the
+    trace's ``level2`` events, and for mechanisms the trace does not name, from the branch's
+    commits; both read by ``mechanism_state``, the one place that decides."""
     events = [dict(e) for e in run.events if e.get("event") == Event.LEVEL2]
     events += events_from_commits(run.commits, {str(e.get("mechanism")) for e in events})
     now = {m.name: m.state.value for m in mechanism_records(events)}
@@ -188,7 +189,9 @@ def _gate_line(e: Mapping[str, Any]) -> str:
         return gate if isinstance(gate, str) else "pass"
     return {Verdict.PASS: "pass", Verdict.FAIL: f"fail: {reason}",
             Verdict.REFUSED: f"refused: {reason}",
-            Verdict.RUNTIME_REVERT: "pass (failed at run time)"}.get(verdict_of(e), str(verdict))
+            Verdict.RUNTIME_REVERT: "pass (failed at run time)",
+            Verdict.NO_BENEFIT: f"pass (reverted: {reason})",
+            Verdict.KEPT: f"pass ({reason})"}.get(verdict_of(e), str(verdict))
 
 
 def _md_cell(value: Any) -> str:

@@ -1,10 +1,24 @@
 """Level 1.5: every K iterations, adjust what the inner loop searches (not how).
 
-From the trace: freeze parameters tried at least ``k`` times with no gain, unfreeze frozen ones
-once the search has moved (a keep since they were frozen), and write guidance that points the
+From the trace: freeze parameters that the trials say do not matter, unfreeze frozen ones once
+the search has moved or after a bounded number of cycles, and write guidance that points the
 next proposals at under-explored parameters. Never freeze so much that fewer than
 ``min_active`` parameters remain. With an LLM, one call proposes the same three things as JSON
-and the rules above validate it; without one (or when its answer is unusable) the rules decide.
+and the rules validate it; without one (or when its answer is unusable) the rules decide.
+
+Two revisions of the rules, by the run's ``RunConfig.rules`` (old branches resume and replay as
+they ran):
+
+- **by counts** (rules < 3): freeze a parameter tried ``k`` times with no keep, counted over the
+  whole history; unfreeze it once the best moved. This froze the most sensitive parameter (a
+  learning rate whose big moves all lose) and re-froze at once what it unfroze (issue #16).
+- **by evidence** (rules >= 3, ``evidence=True``): a parameter's **effect** is the median of
+  ``|metric - best before|`` over its measured trials (how far changing it moves the metric). It
+  is frozen only when it was measured at least ``k`` times since it was last unfrozen, none of
+  them a keep, and its effect is below ``INERT_SHARE`` of the largest effect of any parameter
+  with as much evidence (and at least two parameters have it: a tiny sample freezes nothing). A
+  frozen parameter returns when the best moved or after ``MAX_FROZEN_CYCLES`` cycles, and one
+  unfrozen in a cycle needs ``k`` new trials before it can be frozen again.
 
 The state lives in ``runner/search_state.json`` on the branch, so each cycle is a commit and a
 resumed or replayed run starts from exactly the state it had.
@@ -13,6 +27,7 @@ resumed or replayed run starts from exactly the state it had.
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +43,13 @@ class SearchState:
     """What Level 1.5 decided last: frozen parameters (with when) and the guidance text."""
 
     cycle: int = 0
-    #: name -> {"iteration": when frozen, "best_iteration": the best config's iteration then}
+    #: name -> {"iteration": when frozen, "best_iteration": the best config's iteration then,
+    #: and (rules by evidence) "cycle": the cycle that froze it}
     frozen: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     guidance: str = ""
+    #: (rules by evidence) name -> the iteration it was last unfrozen at: its evidence for a new
+    #: freeze counts from there
+    released: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> SearchState:
@@ -38,11 +57,15 @@ class SearchState:
             return cls()
         data = json.loads(Path(path).read_text())
         return cls(cycle=int(data.get("cycle", 0)), frozen=dict(data.get("frozen", {})),
-                   guidance=str(data.get("guidance", "")))
+                   guidance=str(data.get("guidance", "")),
+                   released={str(k): int(v) for k, v in dict(data.get("released", {})).items()})
 
     def dump(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        data = {"cycle": self.cycle, "frozen": dict(self.frozen), "guidance": self.guidance}
+        data: dict[str, Any] = {"cycle": self.cycle, "frozen": dict(self.frozen),
+                                "guidance": self.guidance}
+        if self.released:  # only runs with rules by evidence have it
+            data["released"] = dict(self.released)
         Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -54,12 +77,26 @@ class Decision:
     guidance: str
     source: str  # "rules" or "llm"
     note: str = ""
+    #: decided by the rules by evidence (rules >= 3): the state keeps when each was unfrozen
+    evidence: bool = False
 
     def apply(self, state: SearchState, iteration: int, best_iteration: int) -> SearchState:
         frozen = {k: v for k, v in state.frozen.items() if k not in self.unfreeze}
         for name in self.freeze:
             frozen[name] = {"iteration": iteration, "best_iteration": best_iteration}
-        return SearchState(cycle=self.cycle, frozen=frozen, guidance=self.guidance)
+            if self.evidence:
+                frozen[name]["cycle"] = self.cycle
+        released = {k: v for k, v in state.released.items() if k not in frozen}
+        if self.evidence:
+            released.update({name: iteration for name in self.unfreeze})
+        return SearchState(cycle=self.cycle, frozen=frozen, guidance=self.guidance,
+                           released=released)
+
+
+#: a parameter whose effect is below this share of the largest one does not matter (by evidence)
+INERT_SHARE = 0.1
+#: cycles a parameter stays frozen at most before it returns (by evidence)
+MAX_FROZEN_CYCLES = 2
 
 
 @dataclass(frozen=True)
@@ -67,30 +104,48 @@ class ParamStats:
     tried: int
     kept: int
     best_delta: float | None  # most negative (min) / positive (max) delta of its trials
+    #: median |metric - best before| of its measured trials: how far changing it moves the metric
+    effect: float | None = None
+    measured: int = 0
 
 
-def param_stats(records: Sequence[Mapping[str, Any]], direction: str) -> dict[str, ParamStats]:
+def param_stats(records: Sequence[Mapping[str, Any]], direction: str,
+                since: Mapping[str, int] | None = None) -> dict[str, ParamStats]:
+    """Per parameter, what its trials say; with ``since`` (name -> iteration) a parameter's
+    trials up to that iteration are not counted (the rules by evidence: since it was unfrozen)."""
+    since = since or {}
     tried: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     best: dict[str, float] = {}
+    moves: dict[str, list[float]] = {}
     sign = 1.0 if direction == "min" else -1.0
     for rec in records:
         if rec.get("kind", "trial") != TrialKind.TRIAL or rec.get("status") == TrialState.INTERRUPTED:
             continue
         for name in rec.get("changes") or {}:
+            if int(rec.get("iteration", 0)) <= since.get(name, -1):
+                continue
             tried[name] += 1
             if rec.get("status") == TrialState.KEEP:
                 kept[name] += 1
             delta = rec.get("delta")
-            if isinstance(delta, (int, float)) and (
-                    name not in best or sign * delta < sign * best[name]):
-                best[name] = float(delta)
-    return {n: ParamStats(tried[n], kept[n], best.get(n)) for n in tried}
+            if isinstance(delta, (int, float)) and delta == delta:
+                moves.setdefault(name, []).append(abs(float(delta)))
+                if name not in best or sign * delta < sign * best[name]:
+                    best[name] = float(delta)
+    return {n: ParamStats(tried[n], kept[n], best.get(n),
+                          statistics.median(moves[n]) if n in moves else None,
+                          len(moves.get(n, ())))
+            for n in tried}
 
 
 def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
-          best_iteration: int, direction: str, k: int = 3, min_active: int = 2) -> Decision:
-    """The offline Level 1.5 decision (also the validator of an LLM's decision)."""
+          best_iteration: int, direction: str, k: int = 3, min_active: int = 2,
+          evidence: bool = False) -> Decision:
+    """The offline Level 1.5 decision (also the validator of an LLM's decision): by counts, or
+    with ``evidence`` (runs with rules >= 3) by what the trials say (see the module)."""
+    if evidence:
+        return _by_evidence(records, state, active, best_iteration, direction, k, min_active)
     stats = param_stats(records, direction)
     unfreeze = tuple(sorted(n for n, info in state.frozen.items()
                             if info.get("best_iteration", 0) != best_iteration))
@@ -103,6 +158,12 @@ def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequ
     candidates.sort(key=lambda n: (-stats[n].tried, n))
     freeze = tuple(sorted(candidates[:room]))
     remaining = [n for n in active if n not in still_frozen and n not in freeze]
+    return Decision(cycle=state.cycle + 1, freeze=freeze, unfreeze=unfreeze,
+                    guidance=_guidance(remaining, stats), source="rules")
+
+
+def _guidance(remaining: Sequence[str], stats: Mapping[str, ParamStats],
+              effects: Sequence[str] = ()) -> str:
     under = sorted(remaining, key=lambda n: (stats.get(n, ParamStats(0, 0, None)).tried, n))
     guidance = ""
     if under:
@@ -111,23 +172,76 @@ def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequ
     promising = [n for n in remaining if stats.get(n) and stats[n].kept]
     if promising:
         guidance += " Changes to " + ", ".join(sorted(promising)[:3]) + " helped before."
+    if effects:
+        guidance += " Largest effect on the metric so far: " + ", ".join(effects[:3]) + "."
+    return guidance.strip()
+
+
+def due_unfreeze(state: SearchState, best_iteration: int) -> tuple[str, ...]:
+    """(By evidence) the frozen parameters that return this cycle: the best moved since they
+    were frozen, or they were frozen ``MAX_FROZEN_CYCLES`` cycles ago (or more)."""
+    cycle = state.cycle + 1
+    return tuple(sorted(
+        n for n, info in state.frozen.items()
+        if info.get("best_iteration", 0) != best_iteration
+        or cycle - int(info.get("cycle", state.cycle)) >= MAX_FROZEN_CYCLES))
+
+
+def inert(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
+          direction: str, k: int, exclude: Sequence[str] = ()) -> list[str]:
+    """(By evidence) the active parameters the trials say do not matter, least effect first: at
+    least ``k`` measured trials since they were last unfrozen, no keep among them, and an
+    effect below ``INERT_SHARE`` of the largest effect measured on as much evidence."""
+    stats = param_stats(records, direction, since=state.released)
+    known = {n: s for n, s in stats.items() if s.measured >= k and s.effect is not None}
+    if len(known) < 2:
+        return []  # a tiny sample says nothing about what matters
+    scale = max(s.effect for s in known.values())
+    if scale <= 0:
+        return []
+    out = [n for n in active if n in known and n not in exclude and n not in state.frozen
+           and stats[n].kept == 0 and known[n].effect < INERT_SHARE * scale]
+    return sorted(out, key=lambda n: (known[n].effect, n))
+
+
+def _by_evidence(records: Sequence[Mapping[str, Any]], state: SearchState,
+                 active: Sequence[str], best_iteration: int, direction: str, k: int,
+                 min_active: int) -> Decision:
+    unfreeze = due_unfreeze(state, best_iteration)
+    still_frozen = set(state.frozen) - set(unfreeze)
+    # one unfrozen now is not frozen again now (its evidence counts from here on)
+    candidates = inert(records, state, active, direction, k, exclude=unfreeze)
+    room = max(0, len([n for n in active if n not in still_frozen]) - min_active)
+    freeze = tuple(sorted(candidates[:room]))
+    remaining = [n for n in active if n not in still_frozen and n not in freeze]
+    stats = param_stats(records, direction)
+    ranked = sorted((n for n in remaining if stats.get(n) and stats[n].effect),
+                    key=lambda n: (-stats[n].effect, n))
     return Decision(cycle=state.cycle + 1, freeze=freeze, unfreeze=unfreeze,
-                    guidance=guidance.strip(), source="rules")
+                    guidance=_guidance(remaining, stats, ranked), source="rules", evidence=True)
 
 
 def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
-                 direction: str, metric: str) -> list[dict[str, str]]:
+                 direction: str, metric: str, evidence: bool = False) -> list[dict[str, str]]:
     stats = param_stats(records, direction)
     lines = [f"Search trace summary ({metric}, {'lower' if direction == 'min' else 'higher'} "
-             "is better). Per parameter: times tried, times kept, best delta."]
+             "is better). Per parameter: times tried, times kept, best delta"
+             + (", effect (median |change of the metric| when it was changed)." if evidence
+                else ".")]
     for name in active:
         s = stats.get(name, ParamStats(0, 0, None))
-        lines.append(f"- {name}: tried {s.tried}, kept {s.kept}, best delta "
-                     f"{'n/a' if s.best_delta is None else f'{s.best_delta:+.4g}'}")
+        line = (f"- {name}: tried {s.tried}, kept {s.kept}, best delta "
+                f"{'n/a' if s.best_delta is None else f'{s.best_delta:+.4g}'}")
+        if evidence:
+            line += f", effect {'n/a' if s.effect is None else f'{s.effect:.4g}'}"
+        lines.append(line)
     lines.append("Currently frozen: " + (", ".join(sorted(state.frozen)) or "none"))
     recent = [r for r in records if r.get("kind", "trial") == TrialKind.TRIAL][-10:]
     lines.append("Recent trials: " + "; ".join(
         f"#{r['iteration']} {r.get('changes')} {r.get('status')}" for r in recent))
+    if evidence:
+        lines.append("Only parameters whose effect is small next to the others' may be frozen; "
+                     "a frozen one returns after a few cycles or when the best moves.")
     lines.append('Answer with one JSON object: {"freeze": [names tried often with no gain], '
                  '"unfreeze": [frozen names worth another look], "guidance": "one or two '
                  'sentences steering the next proposals"}.')
@@ -137,9 +251,12 @@ def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, activ
 
 def from_llm(text: str, records: Sequence[Mapping[str, Any]], state: SearchState,
              active: Sequence[str], best_iteration: int, direction: str, k: int,
-             min_active: int) -> Decision:
-    """Validate an LLM's answer against the rules' limits; fall back to the rules if unusable."""
-    fallback = rules(records, state, active, best_iteration, direction, k, min_active)
+             min_active: int, evidence: bool = False) -> Decision:
+    """Validate an LLM's answer against the rules' limits; fall back to the rules if unusable.
+    With ``evidence`` the same rules bound it: it may freeze only what the evidence says does
+    not matter (``inert``), never one unfrozen in this cycle, and what is due to return
+    (``due_unfreeze``) returns whatever it says."""
+    fallback = rules(records, state, active, best_iteration, direction, k, min_active, evidence)
     try:
         obj = extract_json_object(text)
         freeze = [str(n) for n in obj.get("freeze", []) or []]
@@ -148,13 +265,23 @@ def from_llm(text: str, records: Sequence[Mapping[str, Any]], state: SearchState
     except (ValueError, AttributeError, TypeError) as exc:
         return Decision(**{**fallback.__dict__, "note": f"LLM answer unusable ({exc}); rules used"})
     unfreeze = sorted(n for n in unfreeze if n in state.frozen)
+    notes = []
+    if evidence:
+        unfreeze = sorted(set(unfreeze) | set(due_unfreeze(state, best_iteration)))
+        allowed = set(inert(records, state, active, direction, k, exclude=unfreeze))
+        refused = [n for n in dict.fromkeys(freeze) if n not in allowed and n in active
+                   and n not in state.frozen]
+        if refused:
+            notes.append(f"not frozen (the evidence says they matter, or too few trials, or "
+                         f"just unfrozen): {', '.join(refused)}")
+        freeze = [n for n in freeze if n in allowed]
     still = set(state.frozen) - set(unfreeze)
     free = [n for n in active if n not in still]
     freeze = sorted(n for n in dict.fromkeys(freeze) if n in free)
-    dropped = ""
     if len(free) - len(freeze) < min_active:
         keep_n = max(0, len(free) - min_active)
-        dropped = f"; froze only {keep_n} of {len(freeze)} to keep {min_active} active"
+        notes.append(f"froze only {keep_n} of {len(freeze)} to keep {min_active} active")
         freeze = freeze[:keep_n]
     return Decision(cycle=state.cycle + 1, freeze=tuple(freeze), unfreeze=tuple(unfreeze),
-                    guidance=guidance or fallback.guidance, source="llm", note=dropped.lstrip("; "))
+                    guidance=guidance or fallback.guidance, source="llm", note="; ".join(notes),
+                    evidence=evidence)

@@ -2,10 +2,11 @@
 
 ``research`` runs the paper's four-round LLM session (Explore, Critique, Specify, Generate) and
 returns a ``Mechanism`` (structured patches); offline, ``next_from_catalog`` draws the built-in
-mechanisms in turn. ``install`` is the one path every mechanism takes, generated, built-in or
-hand-written (`arx mechanism add`): patch with libcst (a refusal writes nothing), run the gate in
-a scratch directory, commit the patched runner with its smoke test, and ``git revert`` it with the
-gate's reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
+mechanisms in turn (from rules 3 in the order the trace calls for, ``catalog_order``).
+``install`` is the one path every mechanism takes, generated, built-in or hand-written (`arx
+mechanism add`): patch with libcst (a refusal writes nothing), run the gate in a scratch
+directory, commit the patched runner with its smoke test, and ``git revert`` it with the gate's
+reasons when the gate fails. ``revert_runtime`` undoes an active mechanism whose hook
 raised, hung or otherwise faulted in its worker during a run.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import ArxError, PatchError
+from arx.core.levels import outcome
 from arx.core.levels.blame import patched_methods
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import Mechanism, apply_patches, catalog, new_method_names
@@ -114,12 +116,51 @@ def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: st
     return tree.revert(sha, *commits.runtime_revert_message(mechanism, hook, error))
 
 
-def next_from_catalog(tried: Sequence[str]) -> Mechanism | None:
-    """The first built-in mechanism not tried yet on this run (None when all were)."""
-    for mech in catalog():
+def next_from_catalog(tried: Sequence[str],
+                      records: Sequence[Mapping[str, Any]] | None = None,
+                      active: Sequence[str] = ()) -> Mechanism | None:
+    """The next built-in mechanism not tried yet on this run (None when all were): in file-name
+    order, or with ``records`` (runs with rules >= 3) in the order the trace calls for
+    (``catalog_order``)."""
+    mechanisms = catalog()
+    if records is not None:
+        rank = {name: k for k, name in enumerate(catalog_order(records, active))}
+        mechanisms.sort(key=lambda m: rank.get(m.name, len(rank)))
+    for mech in mechanisms:
         if mech.name not in tried:
             return mech
     return None
+
+
+#: the trace's symptoms and the catalog mechanism that treats each, most urgent first; without
+#: a symptom, ``CATALOG_DEFAULT`` (exploit what paid off first)
+CATALOG_SYMPTOMS = (("repeats", "TabuList"), ("uneven", "OrthogonalExploration"))
+CATALOG_DEFAULT = ("ParameterBandit", "OrthogonalExploration", "TabuList")
+
+
+def symptoms(records: Sequence[Mapping[str, Any]], active: Sequence[str]) -> dict[str, bool]:
+    """What the trace shows: ``repeats``, configurations run again (at least 2, or a tenth of
+    the trials) or invalid proposals; ``uneven``, an active parameter changed less than a third
+    as often as the average (never, at first)."""
+    trials = [r for r in records if r.get("kind", TrialKind.TRIAL) == TrialKind.TRIAL]
+    wasted = len(outcome.repeated(records)) + sum(
+        1 for r in trials if r.get("status") == TrialState.INVALID)
+    counts = {n: 0 for n in active}
+    for r in trials:
+        for name in r.get("changes") or {}:
+            if name in counts:
+                counts[name] += 1
+    mean = sum(counts.values()) / len(counts) if counts else 0.0
+    return {"repeats": wasted >= max(2, len(trials) / 10),
+            "uneven": bool(counts) and mean > 0 and min(counts.values()) * 3 < mean}
+
+
+def catalog_order(records: Sequence[Mapping[str, Any]], active: Sequence[str]) -> list[str]:
+    """The built-in mechanisms' names in the order this trace calls for: the treatment of each
+    symptom it shows (``symptoms``, ``CATALOG_SYMPTOMS``), then ``CATALOG_DEFAULT``."""
+    shown = symptoms(records, active)
+    first = [name for symptom, name in CATALOG_SYMPTOMS if shown[symptom]]
+    return list(dict.fromkeys([*first, *CATALOG_DEFAULT]))
 
 
 # ---- the four-round LLM session ------------------------------------------------------------

@@ -5,7 +5,9 @@ the run's trace (``note``); a mechanism's state is derived from those events, ol
 branch whose trace lacks them is read from its commits by ``events_from_commits``):
 
 - ``pass`` makes it **active**;
-- ``runtime_revert`` (and any event marked ``reverted`` after it was active) makes it **reverted**;
+- ``runtime_revert`` and ``no_benefit`` (the outcome gate, ``outcome.py``), and any event marked
+  ``reverted`` after it was active, make it **reverted**;
+- ``kept`` (the outcome gate found it helped) leaves it **active**;
 - any other attempt (``fail``: committed then reverted by the gate; ``refused``: never written)
   leaves an active mechanism of the same name active and otherwise makes it **refused**.
 
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from arx.core.repo.commits import Commit, Trailer, is_revert, trailer_int
+from arx.core.repo.commits import Commit, Trailer, is_revert, outcome_of, trailer_int
 from arx.core.states import Event, MechanismState, Verdict
 
 
@@ -69,9 +71,9 @@ def verdict_of(event: Mapping[str, Any]) -> Verdict | None:
 def attempt_state(event: Mapping[str, Any]) -> MechanismState:
     """What one attempt did to its mechanism: activated, reverted it, or was refused."""
     verdict = verdict_of(event)
-    return (MechanismState.ACTIVE if verdict is Verdict.PASS else
-            MechanismState.REVERTED if verdict is Verdict.RUNTIME_REVERT else
-            MechanismState.REFUSED)
+    return (MechanismState.ACTIVE if verdict in (Verdict.PASS, Verdict.KEPT) else
+            MechanismState.REVERTED if verdict in (Verdict.RUNTIME_REVERT, Verdict.NO_BENEFIT)
+            else MechanismState.REFUSED)
 
 
 def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) -> list[dict]:
@@ -95,7 +97,14 @@ def events_from_commits(commits: Iterable[Commit], known: Iterable[str] = ()) ->
             continue
         gate = t.get(Trailer.GATE) or "pass"
         reason = c.body.strip().splitlines()[0] if c.body.strip() else ""
-        if undone is None and not is_revert(c):
+        judged = outcome_of(c)
+        if judged is not None:  # the outcome gate: kept, or reverted for no measured benefit
+            events.append({"event": Event.LEVEL2.value, "mechanism": name, "iteration": at,
+                           "verdict": judged.value, "reverted": judged is Verdict.NO_BENEFIT,
+                           "reason": t.get(Trailer.OUTCOME, ""), "source": "commit",
+                           "revert": c.sha if undone else None,
+                           "commit": undone.sha if undone else None})
+        elif undone is None and not is_revert(c):
             event = {"event": Event.LEVEL2.value, "mechanism": name, "iteration": at, "gate": gate,
                      "reason": "", "source": "commit", "commit": c.sha}
             activated[c.sha] = event
@@ -124,7 +133,8 @@ def mechanism_records(events: Iterable[Mapping[str, Any]]) -> list[MechanismReco
         activated = prev.activated if prev is not None else -1
         if verdict is Verdict.PASS:
             state, commit, activated = MechanismState.ACTIVE, e.get("commit"), position
-        elif was_active and (verdict is Verdict.RUNTIME_REVERT or e.get("reverted")
+        elif was_active and (verdict in (Verdict.RUNTIME_REVERT, Verdict.NO_BENEFIT)
+                             or e.get("reverted")
                              and e.get("commit") == commit):
             state = MechanismState.REVERTED
         elif was_active:

@@ -1,6 +1,7 @@
 """The outer loops' schedule: Level 1.5 every K iterations (groups B, C, D) and Level 2 every M
-Level-1.5 cycles (groups C, D), run between Level-1 iterations. Each decision is a commit on the
-run branch.
+Level-1.5 cycles (groups C, D), run between Level-1 iterations, and (rules >= 3) the outcome
+gate, which judges each Level-2 mechanism once its window has run (``outcome``). Each decision
+is a commit on the run branch.
 
 ``OuterLoop`` is handed the run's places (``Workspace``), its trace and settings, an optional LLM
 and a line sink; it reads a ``SearchView`` of the inner loop and returns what changed (an
@@ -16,7 +17,7 @@ from typing import Any
 
 from arx.core.config import RunConfig
 from arx.core.errors import RunError
-from arx.core.levels import level2, level15
+from arx.core.levels import level2, level15, outcome
 from arx.core.levels.blame import responsible
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.mechanism_state import MechanismRecord, active_mechanisms, level2_note
@@ -80,6 +81,9 @@ class OuterLoop:
                 commits.trailer_int(head, commits.Trailer.ITERATION), mech, None,
                 head.trailers.get(commits.Trailer.SOURCE), Verdict.FAIL, gate[6:],
                 commit=head.sha, note=REVERTED_ON_RESUME))
+        if commits.outcome_of(head) is Verdict.NO_BENEFIT and not any(
+                n.get("revert") == head.sha for n in self.trace.notes(Event.LEVEL2)):
+            self._note_judged_revert(head)
         if tree.dirty_paths([STATE_PATH]):
             if tree.show("HEAD", STATE_PATH) is None:
                 self.state_path.unlink()
@@ -94,12 +98,27 @@ class OuterLoop:
             self.pending_level2 = cycle
         return self.state
 
+    def _note_judged_revert(self, head: Any) -> None:
+        """A kill between the outcome gate's revert and its trace event: write the event."""
+        undone = head.trailers.get(commits.Trailer.REVERTS)
+        mech = next((m for m in self.active() if m.commit == undone), None)
+        if mech is None:
+            return
+        evidence = head.trailers.get(commits.Trailer.OUTCOME, "").split(": ", 1)[-1]
+        self.trace.note(Event.LEVEL2, level2_note(
+            self.ws.name, mech.cycle, commits.trailer_int(head, commits.Trailer.ITERATION),
+            mech.name, mech.domain, mech.source, Verdict.NO_BENEFIT,
+            f"no measured benefit: {evidence}", commit=mech.commit, revert=head.sha,
+            reverted=True, note=REVERTED_ON_RESUME))
+
     def before_iteration(self, i: int, view: SearchView) -> OuterResult:
         """Run every outer cycle due before iteration ``i`` that has not run yet."""
         changed = False
         if self.pending_level2 is not None:
             cycle, self.pending_level2 = self.pending_level2, None
             changed |= self.level2(cycle, cycle * self.config.k, view)
+        if self.group.has_level2 and self.config.rules >= 3:  # the outcome gate, from rules 3
+            changed |= self.judge(i - 1, view)
         if self.group.has_level15 and i > 1:
             k = self.config.k
             due = (i - 1) // k
@@ -134,7 +153,8 @@ class OuterLoop:
                     session.error, transcripts=transcripts))
                 return False
         else:
-            mech, source = level2.next_from_catalog(tried), Source.CATALOG
+            evidence = view.records if self.config.rules >= 3 else None  # before: file order
+            mech, source = level2.next_from_catalog(tried, evidence, view.active), Source.CATALOG
             if mech is None:
                 self.say(f"L2 cycle {cycle}: the built-in catalog is exhausted")
                 return False
@@ -185,22 +205,55 @@ class OuterLoop:
             hook=fault.hook, error=fault.error[-2000:], reverted=True, fault=fault.kind))
         self.say(f"L2 mechanism {target.name} reverted: {fault.hook} failed at run time ({fault})")
 
+    def judge(self, done: int, view: SearchView) -> bool:
+        """The outcome gate (``outcome``): judge every mechanism whose window ended by iteration
+        ``done``; keep it with a commit, or revert it for no measured benefit. Returns whether
+        the runner changed."""
+        notes = self.trace.notes(Event.LEVEL2)
+        window, changed = self.config.judge_window, False
+        for mech in outcome.due(active_mechanisms(notes), notes, done, window):
+            j = outcome.judge(mech, view.records, window, self.config.target.direction)
+            at = int(mech.iteration or 0) + window
+            details = (f"Outcome gate ([levels] judge_window = {window}).\n"
+                       f"Before: {j.before.describe()}\nAfter: {j.after.describe()}")
+            if j.helps:
+                self.trace.note(Event.LEVEL2, level2_note(
+                    self.ws.name, mech.cycle, at, mech.name, mech.domain, mech.source,
+                    Verdict.KEPT, j.reason, commit=mech.commit, **j.fields()))
+                self.ws.tree.commit(self.ws.run_files(), *commits.kept_message(
+                    self.ws.name, mech.name, at, j.evidence, details))
+                self.say(f"L2 mechanism {mech.name} kept: {j.reason}")
+                continue
+            sha = self.ws.tree.revert(mech.commit, *commits.no_benefit_revert_message(
+                mech.name, at, j.evidence, details))
+            self.trace.note(Event.LEVEL2, level2_note(
+                self.ws.name, mech.cycle, at, mech.name, mech.domain, mech.source,
+                Verdict.NO_BENEFIT, j.reason, commit=mech.commit, revert=sha, reverted=True,
+                **j.fields()))
+            self.say(f"L2 mechanism {mech.name} reverted: {j.reason}")
+            changed = True
+        return changed
+
     # ---- Level 1.5 ---------------------------------------------------------------------------
     def level15(self, iteration: int, view: SearchView) -> None:
         records = [r for r in view.records if int(r["iteration"]) <= iteration]
         args = (records, self.state, list(view.active), view.best_iteration,
                 self.config.target.direction)
         transcripts: list[str] = []
+        evidence = self.config.rules >= 3  # by evidence; runs before it decide by counts
         if self.llm is not None:
             msgs = level15.llm_messages(records, self.state, list(view.active),
-                                        self.config.target.direction, self.config.target.metric)
+                                        self.config.target.direction, self.config.target.metric,
+                                        evidence=evidence)
             result = self.llm.complete(msgs, purpose=f"l15-cycle{self.state.cycle + 1}")
             transcripts = [result.transcript] if result.transcript else []
-            decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active)
+            decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active,
+                                        evidence=evidence)
             if result.transcript:
-                self.llm.record_parsed(result.transcript, decision.__dict__)
+                self.llm.record_parsed(result.transcript, _parsed(decision))
         else:
-            decision = level15.rules(*args, k=self.k15, min_active=self.min_active)
+            decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
+                                     evidence=evidence)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
         self.trace.note(Event.LEVEL15, {
@@ -214,3 +267,12 @@ class OuterLoop:
             decision.guidance, decision.source, decision.note)
         self.ws.tree.commit([STATE_PATH, *self.ws.run_files()], subject, body, trailers)
         self.say(subject)
+
+
+def _parsed(decision: level15.Decision) -> dict[str, Any]:
+    """What a transcript records as the parsed Level-1.5 answer (``evidence`` only when set, so
+    transcripts of runs before it read as they did)."""
+    data = dict(decision.__dict__)
+    if not data.get("evidence"):
+        data.pop("evidence", None)
+    return data

@@ -169,6 +169,8 @@ class Engine:
                 f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
                 hint=failure_hint(result.log_tail, self.ws.root, self.ws.path, self.ws.name),
             )
+        if self.config.rules >= 3:  # as a resume reloads it (runs before rules 3 left it out)
+            self.records.append(record)
         self.baseline_metric = record.metric
         self.best = Best(0, record.metric, config, source)
         self._baseline_wall = result.wall_s

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from arx.core.states import Level, Source
+from arx.core.states import Level, Source, Verdict
 
 Message = tuple[str, str, dict[str, str]]
 
@@ -40,6 +40,7 @@ class Trailer:
     SOURCE = "Arx-Source"  # a states.Source value
     MARGIN = "Arx-Margin"  # a keep's win over the best, in units of the measured noise (sd)
     REVERTS = "Arx-Reverts"  # on a revert: the sha it undoes (written by GitRepo.revert)
+    OUTCOME = "Arx-Outcome"  # the outcome gate's judgement: "kept: ..." or "no_benefit: ..."
 
 
 class Commit(Protocol):
@@ -210,6 +211,32 @@ def runtime_revert_message(name: str, hook: str, error: str) -> Message:
     return (f"Revert L2 mechanism {name}: {hook} failed at run time", error[-3000:],
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.GATE: f"runtime: {last}"})
+
+
+def no_benefit_revert_message(name: str, iteration: int, reason: str,
+                              details: str) -> Message:
+    """The revert of an active mechanism the outcome gate judged of no measured benefit."""
+    return (f"Revert L2 mechanism {name}: no measured benefit", details,
+            {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
+             Trailer.ITERATION: str(iteration),
+             Trailer.OUTCOME: f"{Verdict.NO_BENEFIT.value}: {reason}"[:300]})
+
+
+def kept_message(run: str, name: str, iteration: int, reason: str, details: str) -> Message:
+    """An active mechanism the outcome gate judged helpful: it stays (the trace goes with it)."""
+    return (f"L2 mechanism {name} kept: measured benefit", details,
+            {Trailer.RUN: run, Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
+             Trailer.ITERATION: str(iteration),
+             Trailer.OUTCOME: f"{Verdict.KEPT.value}: {reason}"[:300]})
+
+
+def outcome_of(commit: Commit) -> Verdict | None:
+    """The outcome gate's verdict a commit carries (``Arx-Outcome``), else None."""
+    value = commit.trailers.get(Trailer.OUTCOME, "")
+    for verdict in (Verdict.NO_BENEFIT, Verdict.KEPT):
+        if value.startswith(verdict.value + ":"):
+            return verdict
+    return None
 
 
 def target_message(run: str, changed: Mapping[str, tuple[Any, Any]]) -> Message:

@@ -1,0 +1,199 @@
+"""The outcome gate (issue #16): a Level-2 mechanism that does no better than the search did
+before it is reverted for "no measured benefit"; one that helps is kept; both are in git log,
+`arx log --level 2`, `arx mechanism list`, the report and the trace, and replay judges the same."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import git
+import pytest
+from click.testing import CliRunner
+
+from arx.cli.main import cli
+from arx.core.analysis.figures import markers
+from arx.core.analysis.report import load_run
+from arx.core.analysis.summary import level2_rows
+from arx.core.levels.mechanism_state import (
+    MechanismRecord,
+    events_from_commits,
+    mechanism_records,
+)
+from arx.core.levels.outcome import due, judge, repeated, window
+from arx.core.loop.engine import Engine
+from arx.core.proposers.offline import offline_proposer
+from arx.core.repo.git import GitRepo
+from arx.core.repo.workspace import open_run
+from arx.core.states import MechanismState
+
+from support.repos import make_toy_repo
+
+
+def rec(i, status="discard", metric=1.0, best=1.0, config=None, changes=None):
+    return {"iteration": i, "kind": "trial", "status": status, "metric": metric,
+            "best_before": best, "changes": changes or {"LR": i},
+            "config": config or {"LR": i}}
+
+
+def mech(iteration=4, source="catalog", commit="abc"):
+    return MechanismRecord("M", MechanismState.ACTIVE, source, "d", 1, iteration, commit, {})
+
+
+def test_windows_count_gain_repeats_and_invalid_proposals():
+    recs = [{"iteration": 0, "kind": "baseline", "status": "baseline", "metric": 1.0,
+             "changes": {}, "config": {"LR": 0}},
+            rec(1, "keep", 0.9, 1.0), rec(2), rec(3, config={"LR": 1}),  # 3 repeats 1
+            rec(4, "invalid_proposal", None, None), rec(5, config={"LR": 0})]  # 5: the baseline
+    assert [r["iteration"] for r in repeated(recs)] == [3, 5]
+    w = window(recs, 1, 5, "min")
+    assert (w.trials, w.repeats, w.invalid) == (5, 2, 1)
+    assert w.gain == pytest.approx(0.1) and w.gain_per_trial == pytest.approx(0.02)
+    assert window(recs, 1, 5, "max").gain == 0.0  # 0.9 after 1.0 is no gain when higher wins
+
+
+def test_a_mechanism_helps_with_more_gain_or_as_much_with_less_waste():
+    before = [rec(i, "keep", 1.0 - 0.01 * i, 1.01 - 0.01 * i) for i in (1, 2, 3, 4)]
+    better = before + [rec(i, "keep", 0.5 - 0.1 * i, 0.6 - 0.1 * i) for i in (5, 6, 7, 8)]
+    worse = before + [rec(i) for i in (5, 6, 7, 8)]
+    assert judge(mech(), better, 4, "min").helps
+    j = judge(mech(), worse, 4, "min")
+    assert not j.helps and j.reason.startswith("no measured benefit: gain/trial 0.01 -> 0")
+    assert (j.before.first, j.before.last, j.after.first, j.after.last) == (1, 4, 5, 8)
+    flat = [rec(i, config={"LR": 1}) for i in range(1, 5)] + [rec(i) for i in (5, 6, 7, 8)]
+    assert judge(mech(), flat, 4, "min").helps  # no gain either side, fewer repeats after
+
+
+def test_due_judges_level2_mechanisms_once_after_their_window():
+    m, hand = mech(10), mech(10, source="manual", commit="def")
+    assert due([m, hand], [], done=19, judge_window=10) == []
+    assert due([m, hand], [], done=20, judge_window=10) == [m]
+    judged = [{"event": "level2", "verdict": "kept", "commit": "abc"}]
+    assert due([m], judged, done=40, judge_window=10) == []
+    assert due([m], [], done=40, judge_window=0) == []  # judge_window = 0: off
+
+
+@pytest.fixture(scope="module")
+def group_d(tmp_path_factory):
+    """A group D run on the toy target: a catalog mechanism every 5 iterations, each judged
+    after 5 more (seed 1: one kept, two reverted for no measured benefit)."""
+    root = make_toy_repo(tmp_path_factory.mktemp("outcome") / "project")
+    ws = open_run(root, {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5,
+                         "seed": 1}, name="d")
+    try:
+        engine = Engine(ws, offline_proposer(ws.config))
+        engine.run()
+        notes = engine.trace.notes("level2")
+    finally:
+        ws.close(remove_worktree=True)
+    return root, notes
+
+
+def invoke(root, *args):
+    return CliRunner().invoke(cli, ["-C", str(root), *args], catch_exceptions=False)
+
+
+def test_group_d_keeps_one_mechanism_and_reverts_one_for_no_measured_benefit(group_d):
+    root, notes = group_d
+    log = list(reversed(GitRepo(root).log("arx/d")))
+    subjects = [c.subject for c in log]
+    kept = [c for c in log if c.trailers.get("Arx-Outcome", "").startswith("kept: ")]
+    reverted = [c for c in log if c.trailers.get("Arx-Outcome", "").startswith("no_benefit: ")]
+    assert kept and reverted
+    for c in kept:
+        assert c.subject == f"L2 mechanism {c.trailers['Arx-Mechanism']} kept: measured benefit"
+        assert "Before: iterations" in c.body and c.trailers["Arx-Level"] == "2"
+    for c in reverted:
+        name = c.trailers["Arx-Mechanism"]
+        assert c.subject == f"Revert L2 mechanism {name}: no measured benefit"
+        undone = next(x for x in log if x.sha == c.trailers["Arx-Reverts"])
+        assert undone.subject.startswith(f"L2 mechanism {name} (")
+        assert subjects.index(undone.subject) < subjects.index(c.subject)
+    # the runner on the branch holds the kept mechanisms and not the reverted ones
+    runner = git.Repo(root).git.show("arx/d:runner/runner.py")
+    assert all(f"class {c.trailers['Arx-Mechanism']}" in runner for c in kept)
+    assert all(f"class {c.trailers['Arx-Mechanism']}" not in runner for c in reverted)
+    # the trace: one judgement per mechanism, each after its window, with both windows
+    judged = [n for n in notes if n["verdict"] in ("kept", "no_benefit")]
+    activated = {n["mechanism"]: n for n in notes if n["verdict"] == "pass"}
+    assert sorted(n["mechanism"] for n in judged) == sorted(activated)
+    for n in judged:
+        assert n["iteration"] == activated[n["mechanism"]]["iteration"] + 5
+        assert n["window"] == 5 and n["after"]["trials"] == 5
+        assert n["reverted"] == (n["verdict"] == "no_benefit")
+        assert n["reason"].startswith("no measured benefit" if n["reverted"]
+                                      else "measured benefit")
+    states = {m.name: m.state for m in mechanism_records(notes)}
+    assert {states[c.trailers["Arx-Mechanism"]] for c in kept} == {MechanismState.ACTIVE}
+    assert {states[c.trailers["Arx-Mechanism"]] for c in reverted} == {MechanismState.REVERTED}
+    # read from the commits alone (a trace without the events), the same states
+    from_commits = {m.name: m.state for m in mechanism_records(events_from_commits(log))}
+    assert from_commits == states
+
+
+def test_the_judgements_show_in_log_mechanism_list_and_report(group_d):
+    root, notes = group_d
+    out = invoke(root, "log", "d", "--level", "2", "--json")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert any(r["subject"].endswith(": no measured benefit") for r in rows)
+    assert any(r["subject"].endswith("kept: measured benefit") for r in rows)
+    out = invoke(root, "mechanism", "list", "--run", "d", "--json")
+    listed = json.loads(out.output)
+    assert {(r["verdict"], r["state"]) for r in listed} >= {("no_benefit", "reverted"),
+                                                            ("kept", "active")}
+    rows = level2_rows(load_run(GitRepo(root), "d"))
+    judged = {r["verdict"]: r for r in rows if r["verdict"] in ("kept", "no_benefit")}
+    assert judged["no_benefit"]["result"] == "reverted"
+    assert judged["no_benefit"]["gate"].startswith("pass (reverted: no measured benefit")
+    assert judged["kept"]["result"] == "active" and judged["kept"]["now"] == "active"
+    drawn = markers(load_run(GitRepo(root), "d"))  # the report figure's markers
+    assert any(m.action == "keep" for m in drawn)
+    assert any(m.action == "revert" and m.label.endswith("(no benefit)") for m in drawn)
+
+
+def test_replay_judges_as_the_run_did(group_d, tmp_path):
+    root, _ = group_d
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    out = invoke(copy, "replay", "arx/d", "--json")
+    assert out.exit_code == 0, out.output
+
+
+class Killed(BaseException):
+    """arx stopped right after the outcome gate's revert, before its trace event."""
+
+
+def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo, monkeypatch):
+    from arx.core.loop.trace import Trace
+
+    real_note = Trace.note
+
+    def note(self, event, data):
+        if data.get("verdict") == "no_benefit":
+            raise Killed()
+        return real_note(self, event, data)
+
+    monkeypatch.setattr(Trace, "note", note)
+    flags = {"iterations": 12, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1}
+    ws = open_run(toy_repo, flags, name="k")
+    try:
+        with pytest.raises(Killed):
+            Engine(ws, offline_proposer(ws.config)).run()
+    finally:
+        ws.close(remove_worktree=False)
+    head = GitRepo(toy_repo).log("arx/k", max_count=1)[0]
+    assert head.subject == "Revert L2 mechanism OrthogonalExploration: no measured benefit"
+    monkeypatch.setattr(Trace, "note", real_note)
+    ws = open_run(toy_repo, {"iterations": 12}, resume="k")
+    try:
+        engine = Engine(ws, offline_proposer(ws.config))
+        engine.run()
+        notes = engine.trace.notes("level2")
+    finally:
+        ws.close(remove_worktree=True)
+    judged = [n for n in notes if n["verdict"] == "no_benefit"]
+    assert len(judged) == 1 and judged[0]["revert"] == head.sha
+    assert judged[0]["reason"].startswith("no measured benefit: gain/trial")
+    reverts = [c for c in GitRepo(toy_repo).log("arx/k") if c.subject.startswith("Revert")]
+    assert len(reverts) == 1  # not reverted twice

@@ -1,0 +1,37 @@
+"""Issue #16's acceptance on the default GPT target: a group D run keeps at least one mechanism
+and reverts one for no measured benefit, both readable in `git log` (tiny prepared data, steps
+mode, real torch training in subprocess trials; about 2.5 minutes on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import git
+import pytest
+from click.testing import CliRunner
+
+from arx.cli.main import cli
+
+from support.repos import identify
+
+
+@pytest.mark.slow
+def test_group_d_on_the_gpt_target_keeps_one_mechanism_and_reverts_one(tmp_path, data_dir,
+                                                                        monkeypatch):
+    monkeypatch.setenv("ARX_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key, value in {"ARX_K": "5", "ARX_M": "1", "ARX_JUDGE_WINDOW": "5"}.items():
+        monkeypatch.setenv(key, value)
+    runner = CliRunner()
+    demo = tmp_path / "demo"
+    assert runner.invoke(cli, ["init", str(demo)]).exit_code == 0
+    toml = demo / "arx.toml"
+    toml.write_text(toml.read_text().replace('setup = "python prepare.py"\n', ""))
+    identify(git.Repo(demo)).git.commit("-am", "test: data prepared by the fixture")
+    result = runner.invoke(cli, ["-C", str(demo), "run", "--name", "gptd", "--group", "D",
+                                 "--iterations", "22", "--steps", "3", "--noise", "off",
+                                 "--seed", "1", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    log = git.Repo(demo).git.log("--format=%s", "arx/gptd").splitlines()
+    kept = [s for s in log if s.startswith("L2 mechanism ") and s.endswith(" kept: measured benefit")]
+    reverted = [s for s in log if s.startswith("Revert L2 mechanism ")
+                and s.endswith(": no measured benefit")]
+    assert kept and reverted, "\n".join(log)
