@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 2
+CURRENT_RULES = 3
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,9 @@ class RunConfig:
     #: the revision of arx's run rules the run started with. 1 (runs made before it was
     #: stored): as they ran. 2: the budget, steps and seed constants are locked whatever
     #: [params] says, a trial equal to the best is ``no_effect`` (three in a row stop the run),
-    #: and the offline proposer treats crashed configurations as infeasible.
+    #: and the offline proposer treats crashed configurations as infeasible. 3: the offline
+    #: proposer never repeats a measured configuration while an unmeasured one is within
+    #: reach, and fits TPE on a bounded window of the history (``proposers/offline.py``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
