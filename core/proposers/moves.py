@@ -31,8 +31,9 @@ def norm(value: Any) -> Any:
 
 
 def freeze(config: Mapping[str, Any]) -> tuple:
-    """A configuration as a hashable key: the same for the same values."""
-    return tuple(sorted((k, repr(norm(v))) for k, v in config.items()))
+    """A configuration as a hashable key: the same for the same values (``repr`` tells 1 from
+    1.0 and True; a list and a tuple of the same items are the same)."""
+    return tuple(sorted((k, repr(norm(v) if type(v) is list else v)) for k, v in config.items()))
 
 
 def weighted_sample(names: Sequence[str], weights: Sequence[float], k: int,

@@ -40,9 +40,9 @@ from arx.core.states import FAILED, MEASURED
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: (fresh) trials TPE is fitted on: the most recent ones ...
-WINDOW = 100
+WINDOW = 64
 #: ... and the best this many of those before them
-KEEP_BEST = 10
+KEEP_BEST = 8
 #: (fresh) TPE draws over the focused parameters before the move is widened
 FRESH_ATTEMPTS = 8
 
