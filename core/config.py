@@ -105,7 +105,9 @@ class RunConfig:
     #: and the offline proposer treats crashed configurations as infeasible. 3: the baseline
     #: is in the engine's records from the start (a fresh run and a resumed one ask the same
     #: questions), Level 1.5 freezes by evidence (``level15.rules``), the offline catalog is
-    #: drawn in the order the trace calls for, and the outcome gate judges every mechanism.
+    #: drawn in the order the trace calls for, the outcome gate judges every mechanism, and the
+    #: offline proposer never repeats a measured configuration while an unmeasured one is
+    #: within reach and fits TPE on a bounded window of the history (``proposers/offline.py``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ once, and reads the result back to check that every value round-trips.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -229,7 +230,16 @@ def discover_constants(source: str) -> list[Constant]:
     ``A = B = 1``, calls, names, f-strings, any name bound more than once in module scope, and
     any value another line may override. Raises ``PatchError`` on a syntax error.
     """
-    return [c for c, _ in _collect(parse_source(source)).entries]
+    return [c for c, _ in _parsed(source)[1].entries]
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(source: str) -> tuple[cst.Module, _Collected]:
+    """``source`` parsed, and what ``_collect`` finds in it. Cached: the loop patches the same
+    best source again and again, and reads each patched one back (it is the next base when
+    kept); libcst trees are immutable and the callers only read what was collected."""
+    module = parse_source(source)
+    return module, _collect(module)
 
 
 # -- patching ------------------------------------------------------------------------------------
@@ -260,8 +270,7 @@ def apply_changes(source: str, changes: Mapping[str, object]) -> str:
     """
     if not changes:
         return source
-    module = parse_source(source)
-    collected = _collect(module)
+    module, collected = _parsed(source)
     by_name = {c.name: (c, node) for c, node in collected.entries}
     counts = collected.counts
     for name in changes:

@@ -326,6 +326,7 @@ def _supervise(
     timed_out = False
     interrupted: int | None = None
     exited_at: float | None = None
+    eof = False  # the reader's end marker was taken: every block before it was fed
     try:
         guard.arm()  # a signal caught since run_trial began raises here
         while True:
@@ -343,6 +344,7 @@ def _supervise(
                         break
                 continue
             if chunk is None:  # EOF; the child may still run with its output closed
+                eof = True
                 try:
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
@@ -365,7 +367,7 @@ def _supervise(
         proc.kill()
         proc.wait()
     end = time.monotonic() + 2.0
-    while time.monotonic() < end:  # lines still in the pipe or queue when we stopped pumping
+    while not eof and time.monotonic() < end:  # lines still in the pipe or queue when we stopped
         try:
             chunk = lines.get(timeout=0.05)
         except queue.Empty:

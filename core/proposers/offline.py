@@ -10,6 +10,15 @@ from (run seed, iteration), so a resumed or replayed run proposes exactly what t
 With ``crash_aware`` (runs whose ``RunConfig.rules`` >= 2, see ``offline_proposer``) a trial that
 crashed, timed out or gave no metric enters the study as an infeasible trial, so TPE ranks its
 region below every feasible one instead of ignoring it (Optuna's TPE skips FAIL trials).
+
+With ``fresh`` (rules >= 3) it never proposes a configuration already measured in the run while
+an unmeasured one is within reach (``moves.unmeasured_move``): when a few TPE draws over the
+focused parameters only land on measured configurations (a mechanism's focus of one boolean
+has one move), the move is widened, to more of the focused parameters and then beyond the
+focus. And its cost stays flat with the run's length: TPE is fitted on a bounded window of the
+history (the last ``WINDOW`` trials and the ``KEEP_BEST`` best before them, a function of the
+history alone, so resume and replay still ask the same questions), and each draw samples only
+the parameters it changes.
 """
 
 from __future__ import annotations
@@ -17,16 +26,25 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
+from arx.core.proposers.moves import freeze as _freeze
+from arx.core.proposers.moves import norm as _norm
+from arx.core.proposers.moves import unmeasured_move, weighted_sample
 from arx.core.states import FAILED, MEASURED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+#: (fresh) trials TPE is fitted on: the most recent ones ...
+WINDOW = 64
+#: ... and the best this many of those before them
+KEEP_BEST = 8
+#: (fresh) TPE draws over the focused parameters before the move is widened
+FRESH_ATTEMPTS = 8
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -114,21 +132,18 @@ def sample_value(spec: Any, rng: random.Random) -> Any:
     return min(max(round_sig(value), float(low)), float(high))
 
 
-def _norm(value: Any) -> Any:
-    return tuple(_norm(v) for v in value) if isinstance(value, list) else value
-
-
 class OptunaProposer(Proposer):
     """Seeded TPE proposals of one or two parameter changes around the current best."""
 
     name = "optuna"
 
     def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2,
-                 crash_aware: bool = False):
+                 crash_aware: bool = False, fresh: bool = False):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
         self.max_params = max_params
         self.crash_aware = crash_aware
+        self.fresh = fresh
 
     def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
         space = request.space
@@ -153,10 +168,10 @@ class OptunaProposer(Proposer):
         )
         direction = "minimize" if request.direction == "min" else "maximize"
         study = optuna.create_study(direction=direction, sampler=sampler)
-        measured = [float(r["metric"]) for r in request.history if r.get("status") in MEASURED
-                    and isinstance(r.get("metric"), (int, float)) and math.isfinite(r["metric"])]
+        history = fitted(request.history, request.direction) if self.fresh else request.history
+        measured = [_metric(r) for r in history if _metric(r) is not None]
         worst = (max(measured) if request.direction == "min" else min(measured)) if measured else 0.0
-        for rec in request.history:
+        for rec in history:
             config = rec.get("config") or {}
             params, dists = {}, {}
             for name, codec in codecs.items():
@@ -185,12 +200,14 @@ class OptunaProposer(Proposer):
         if request.focus:  # the runner's mechanisms asked for these dimensions
             names = [n for n in names if n in request.focus] or names
         best = dict(request.best_config)
+        if self.fresh:
+            return self._fresh(request, codecs, names, study, rng, tried, counts)
         changes: dict[str, Any] = {}
         for _attempt in range(25):
             k = 1 if len(names) == 1 or rng.random() < 0.65 else min(self.max_params, len(names))
             # favour the parameters tried least so far (the bias the paper's Level 2 had to fix)
             weights = [1.0 / (1 + counts[n]) for n in names]
-            chosen = _weighted_sample(names, weights, k, rng)
+            chosen = weighted_sample(names, weights, k, rng)
             trial = study.ask({n: codecs[n].dist for n in sorted(codecs)})
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # placeholder, never "measured"
             changes = {}
@@ -205,30 +222,69 @@ class OptunaProposer(Proposer):
             value = codecs[name].random_other(best.get(name), rng)
             if value is not None:
                 changes = {name: value}
+        return self._proposal(request, best, changes)
+
+    def _fresh(self, request, codecs, names, study, rng, tried, counts) -> Proposal:
+        """Rules 3: a few TPE draws over the focus, each sampling only what it changes; when
+        all of them land on measured configurations (or on the best), the smallest unmeasured
+        move, within the focus first (``moves.unmeasured_move``)."""
+        best = dict(request.best_config)
+        changes: dict[str, Any] = {}
+        for _attempt in range(FRESH_ATTEMPTS):
+            k = 1 if len(names) == 1 or rng.random() < 0.65 else min(self.max_params, len(names))
+            chosen = weighted_sample(names, [1.0 / (1 + counts[n]) for n in names], k, rng)
+            trial = study.ask({n: codecs[n].dist for n in sorted(chosen)})
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # placeholder
+            changes = {n: v for n in chosen
+                       if _norm(v := codecs[n].decode(trial.params[n])) != _norm(best.get(n))}
+            if changes and _freeze({**best, **changes}) not in tried:
+                return self._proposal(request, best, changes)
+        pools = [names] if len(names) == len(codecs) else [names, sorted(codecs)]
+        move = unmeasured_move(pools, codecs, best, tried, counts, rng)
+        if move is None:  # every configuration within reach was measured: repeat, as before
+            return self._proposal(request, best, changes)
+        return self._proposal(request, best, move, widened=True)
+
+    def _proposal(self, request, best, changes, widened: bool = False) -> Proposal:
         model = (
             f"TPE model of {len(request.history)} trials"
             if len(request.history) >= self.n_startup_trials
             else "random start-up sample"
         )
         moves = ", ".join(f"{n} {best.get(n)!r} -> {v!r}" for n, v in changes.items())
-        hypothesis = f"{model} rates {moves or 'no change'} as promising around the current best."
+        if widened:
+            hypothesis = (f"the {model} only rated measured configurations; {moves} is the "
+                          "smallest move from the current best not measured yet.")
+        else:
+            hypothesis = f"{model} rates {moves or 'no change'} as promising around the current best."
         return Proposal(changes=changes, hypothesis=hypothesis, source=self.name)
 
 
 def offline_proposer(config: Any) -> OptunaProposer:
-    """The offline proposer a run (a ``RunConfig``) gets: crash-aware from rules 2 on, so runs
-    made before keep proposing, on resume and in replay, exactly what they proposed."""
-    return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2)
+    """The offline proposer a run (a ``RunConfig``) gets: crash-aware from rules 2 on, fresh
+    (no repeats, a bounded fit) from rules 3 on, so runs made before keep proposing, on resume
+    and in replay, exactly what they proposed."""
+    return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2,
+                          fresh=config.rules >= 3)
 
 
-def _weighted_sample(names, weights, k, rng):
-    pool, w, out = list(names), list(weights), []
-    for _ in range(k):
-        pick = rng.choices(range(len(pool)), weights=w)[0]
-        out.append(pool.pop(pick))
-        w.pop(pick)
-    return out
+def fitted(history: Sequence[Mapping[str, Any]], direction: str,
+           window: int = WINDOW, keep_best: int = KEEP_BEST) -> list[Mapping[str, Any]]:
+    """The records TPE is fitted on (rules 3): the last ``window``, and the ``keep_best`` best
+    measured ones before them, in their order in the history."""
+    if len(history) <= window + keep_best:
+        return list(history)
+    cut = len(history) - window
+    older = [(m, i) for i, r in enumerate(history[:cut]) if (m := _metric(r)) is not None]
+    older.sort(key=lambda mi: (mi[0] if direction == "min" else -mi[0], mi[1]))
+    keep = sorted(i for _m, i in older[:keep_best])
+    return [history[i] for i in keep] + list(history[cut:])
 
 
-def _freeze(config: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(_norm(v))) for k, v in config.items()))
+def _metric(rec: Mapping[str, Any]) -> float | None:
+    """A measured trial's finite metric, else None."""
+    metric = rec.get("metric")
+    if rec.get("status") in MEASURED and isinstance(metric, (int, float)) \
+            and math.isfinite(metric):
+        return float(metric)
+    return None

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from arx.cli.main import cli
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import Engine
-from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.workflow import (
     REPLAY_WORKFLOW_PATH,
     replay_workflow_text,
@@ -37,7 +37,7 @@ def finished(tmp_path_factory):
     root = make_toy_repo(tmp_path_factory.mktemp("cli") / "project")
     ws = open_run(root, {"iterations": 6, "group": "B", "k": 2}, name="r")
     try:
-        Engine(ws, OptunaProposer(seed=ws.config.seed)).run()
+        Engine(ws, offline_proposer(ws.config)).run()
     finally:
         ws.close(remove_worktree=True)
     return root

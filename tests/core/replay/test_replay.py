@@ -21,7 +21,7 @@ from arx.core.llm.client import ChatClient
 from arx.core.llm.settings import resolve_llm
 from arx.core.loop.engine import Engine, run_to_end
 from arx.core.proposers.llm import LLMProposer
-from arx.core.proposers.offline import OptunaProposer
+from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.retrain import judge
 from arx.core.replay.run import ReplayError, replay
 from arx.core.repo.git import GitRepo
@@ -35,7 +35,7 @@ from support.scripted_model import responder
 
 def finished_run(root, name, flags):
     ws = open_run(root, flags, name=name)
-    run_to_end(ws, OptunaProposer(seed=ws.config.seed))
+    run_to_end(ws, offline_proposer(ws.config))
     return root
 
 
@@ -337,7 +337,7 @@ def test_retrain_refuses_other_data_than_recorded(tmp_path, monkeypatch):
     assert "prepare the data the run used" in info.value.hint
     # extended on other data: the decisions replay, the metrics cannot be retrained
     ws = open_run(root, {"iterations": 3}, resume="f")
-    run_to_end(ws, OptunaProposer(seed=ws.config.seed))
+    run_to_end(ws, offline_proposer(ws.config))
     assert replay(root, "f", force=True).reproduced
     with pytest.raises(ReplayError, match="data changed while it ran: data fingerprint "
                                           "aaaa11112222 from iteration 0, bbbb33334444 from "
