@@ -175,7 +175,7 @@ def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo,
         return real_note(self, event, data)
 
     monkeypatch.setattr(Trace, "note", note)
-    flags = {"iterations": 12, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1}
+    flags = {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1}
     ws = open_run(toy_repo, flags, name="k")
     try:
         with pytest.raises(Killed):
@@ -183,9 +183,10 @@ def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo,
     finally:
         ws.close(remove_worktree=False)
     head = GitRepo(toy_repo).log("arx/k", max_count=1)[0]
-    assert head.subject == "Revert L2 mechanism OrthogonalExploration: no measured benefit"
+    assert head.subject.startswith("Revert L2 mechanism ")
+    assert head.subject.endswith(": no measured benefit")
     monkeypatch.setattr(Trace, "note", real_note)
-    ws = open_run(toy_repo, {"iterations": 12}, resume="k")
+    ws = open_run(toy_repo, {"iterations": 24}, resume="k")
     try:
         engine = Engine(ws, offline_proposer(ws.config))
         engine.run()

@@ -21,7 +21,7 @@ class StopAt(OptunaProposer):
     """The proposer goes away at iteration ``stop`` (an LLM endpoint gone): the run stops."""
 
     def __init__(self, seed, stop):
-        super().__init__(seed=seed, crash_aware=True)
+        super().__init__(seed=seed, crash_aware=True, fresh=True)  # as offline_proposer
         self.stop = stop
 
     def propose(self, request, feedback=None):
