@@ -108,6 +108,8 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
 @click.option("--confirm", type=int, help="Extra seeds a would-be keep must also win on [0].")
 @click.option("--confirm-margin", type=float, help="Margin the mean must win by when confirming.")
 @click.option("--rebaseline", type=int, help="Re-measure the best every K iterations (time mode).")
+@click.option("--remeasure-after", type=float, help="Time mode: re-measure the best once its "
+              "last measurement is this many seconds old; 0 never [3600].")
 @click.option("--noise", help="The metric's spread: auto (measure it on the baseline before "
               "deciding anything), off, or a standard deviation [auto].")
 @click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "

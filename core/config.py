@@ -78,6 +78,9 @@ class RunConfig:
     confirm: int = 0
     confirm_margin: float = 0.0
     rebaseline: int = 0
+    #: time mode: seconds of the run after which the best is measured again (the machine may
+    #: have changed since); 0 never. Runs stored before this setting existed read as 0.
+    remeasure_after: float = 0.0
     k: int = 5
     m: int = 2
     #: LLM repair rounds after a failed gate; per-call limit of runner hooks; gate time limit
@@ -173,6 +176,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "confirm": (int, 0),
     "confirm_margin": (float, 0.0),
     "rebaseline": (int, 0),
+    "remeasure_after": (float, 3600.0),
     "history": (int, 12),
     "parallel": (int, 1),
     "executor": (str, "local"),
@@ -324,8 +328,10 @@ def check(config: RunConfig) -> None:
     if config.judge_window < 0:
         raise ConfigError("[levels] judge_window must be >= 0",
                           hint="0 turns the outcome gate off; 10 is the default")
-    if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1:
-        raise ConfigError("--confirm and --rebaseline must be >= 0; k and m >= 1")
+    if config.confirm < 0 or config.rebaseline < 0 or config.k < 1 or config.m < 1 \
+            or config.remeasure_after < 0:
+        raise ConfigError("--confirm, --rebaseline and --remeasure-after must be >= 0; "
+                          "k and m >= 1")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:
         raise ConfigError(f"--noise must be off, auto or a positive number, not {config.noise!r}",
                           hint="--noise auto measures the spread of the baseline's metric")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from arx.core.config import RunConfig
@@ -162,10 +163,36 @@ def drifted(records: Iterable[Any], i: int) -> bool:
     return bool(contended) and max(contended) >= max(rebased, default=-1)
 
 
+def _stamp(rec: Any) -> float | None:
+    """A record's ``finished_at`` as seconds since the epoch (None where it has none)."""
+    text = rec.get("finished_at")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def stale(records: Sequence[Any], i: int, after: float) -> bool:
+    """Whether the best was last measured more than ``after`` seconds of the run ago (time
+    mode): the machine may have changed since, so the best is measured again before iteration
+    ``i``. Its measurements: the baseline and noise trials, the keeps and the re-measurements;
+    the clock is the trace's ``finished_at`` stamps, so replay decides the same."""
+    if after <= 0:
+        return False
+    done = [r for r in records if r.iteration < i and _stamp(r) is not None]
+    best = [r for r in done if r.kind in (TrialKind.BASELINE, TrialKind.NOISE,
+                                          TrialKind.REBASELINE) or r.state == TrialState.KEEP]
+    if not done or not best:
+        return False
+    return _stamp(done[-1]) - max(_stamp(r) for r in best) > after
+
+
 def rebaseline_due(config: RunConfig, records: Sequence[Any], i: int) -> bool:
     """Whether the best is measured again before iteration ``i`` (time mode only, once): every
-    ``--rebaseline K`` iterations, and after contention (``drifted``)."""
+    ``--rebaseline K`` iterations, after contention (``drifted``), and once its last
+    measurement is ``--remeasure-after`` seconds old (``stale``)."""
     if config.steps or any(r.kind == TrialKind.REBASELINE and r.iteration == i for r in records):
         return False
     every = config.rebaseline
-    return bool(every and i > 1 and (i - 1) % every == 0) or drifted(records, i)
+    return bool(every and i > 1 and (i - 1) % every == 0) or drifted(records, i) \
+        or stale(records, i, config.remeasure_after)
