@@ -8,7 +8,11 @@ repository exactly as a user would, then given the space below in its arx.toml:
   rotated) and 21 (Gallagher's 101 peaks) of the COCO platform in 5 dimensions
   (``pip install coco-experiment``), reached through five constants of mixed types: a linear
   float, a float on a log scale, an int, a power of two and a categorical (``targets/bbob.py``);
-  the metric is log10 of the regret.
+  the metric is log10 of the regret. The script's six other constants (dropout, warm-up, ...)
+  barely matter (a few percent of the regret together) and are locked here.
+- ``bbob-f8-knobs``, ``bbob-f15-knobs``: the same functions with those six knobs tunable too,
+  11 parameters of which 5 matter: the shape of a real training script's constants, and the
+  case Level 1.5 (freezing what the trials say does not matter) is for.
 - ``logreg``: L2-regularised logistic regression in pure Python (``targets/logreg.py``).
 - ``mlp``: a small numpy MLP on three spirals (``targets/mlp.py``).
 - ``gpt``: the default GPT target in steps mode on a tiny generated corpus (needs torch; slow on
@@ -59,9 +63,26 @@ class Problem:
     about: str = ""
 
 
-def bbob(function: int, title: str) -> Problem:
+#: constants of targets/bbob.py that barely matter (a few percent of the regret together)
+KNOBS_SPACE = {
+    "DROPOUT": {"type": "float", "low": 0.0, "high": 0.5},
+    "WARMUP": {"type": "int", "low": 0, "high": 1000},
+    "BETA2": {"type": "float", "low": 0.9, "high": 0.999},
+    "GRAD_CLIP": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
+    "EMA": {"type": "bool", "choices": [False, True]},
+    "LOG_EVERY": {"type": "int", "low": 10, "high": 500},
+}
+
+
+def bbob(function: int, title: str, knobs: bool = False) -> Problem:
+    if knobs:
+        return Problem(f"bbob-f{function}-knobs", "bbob.py", "regret",
+                       {**BBOB_SPACE, **KNOBS_SPACE}, locked=("FUNCTION", "INSTANCE"),
+                       replace={"FUNCTION = 15": f"FUNCTION = {function}"},
+                       about=f"BBOB f{function} ({title}) as above, plus six knobs that move "
+                             "the regret by a few percent (11 parameters, 5 that matter)")
     return Problem(f"bbob-f{function}", "bbob.py", "regret", BBOB_SPACE,
-                   locked=("FUNCTION", "INSTANCE"),
+                   locked=("FUNCTION", "INSTANCE", *KNOBS_SPACE),
                    replace={"FUNCTION = 15": f"FUNCTION = {function}"},
                    about=f"BBOB f{function} ({title}), 5-d, log10 regret")
 
@@ -70,6 +91,8 @@ PROBLEMS = {p.name: p for p in [
     bbob(8, "Rosenbrock"),
     bbob(15, "Rastrigin"),
     bbob(21, "Gallagher 101 peaks"),
+    bbob(8, "Rosenbrock", knobs=True),
+    bbob(15, "Rastrigin", knobs=True),
     Problem("logreg", "logreg.py", "val_loss", {
         "LR": {"type": "float", "low": 0.001, "high": 3.0, "log": True},
         "L2": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
@@ -91,7 +114,7 @@ PROBLEMS = {p.name: p for p in [
     Problem("gpt", "", "val_bpb", {}, flags={"steps": 20},
             about="the default GPT target, steps mode, tiny corpus (torch; slow)"),
 ]}
-DEFAULT = ("bbob-f8", "bbob-f15", "bbob-f21", "logreg", "mlp")
+DEFAULT = ("bbob-f8", "bbob-f15", "bbob-f21", "bbob-f8-knobs", "bbob-f15-knobs", "logreg", "mlp")
 
 
 def git(root: Path, *args: str) -> None:

@@ -15,7 +15,9 @@ they ran):
 - **by evidence** (rules >= 3, ``evidence=True``): a parameter's **effect** is the median of
   ``|metric - best before|`` over its measured trials (how far changing it moves the metric). It
   is frozen only when it was measured at least ``k`` times since it was last unfrozen, none of
-  them a keep, and its effect is below ``INERT_SHARE`` of the largest effect of any parameter
+  them a keep that moved the best by ``INERT_SHARE`` of the largest effect or more (without
+  noise every strictly better metric is kept, tiny gains included), and its effect is below
+  ``INERT_SHARE`` of the largest effect of any parameter
   with as much evidence (and at least two parameters have it: a tiny sample freezes nothing). A
   frozen parameter returns when the best moved or after ``MAX_FROZEN_CYCLES`` cycles, and one
   unfrozen in a cycle needs ``k`` new trials before it can be frozen again.
@@ -200,8 +202,20 @@ def inert(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequ
     if scale <= 0:
         return []
     out = [n for n in active if n in known and n not in exclude and n not in state.frozen
-           and stats[n].kept == 0 and known[n].effect < INERT_SHARE * scale]
+           and negligible_keeps(stats[n], scale, direction)
+           and known[n].effect < INERT_SHARE * scale]
     return sorted(out, key=lambda n: (known[n].effect, n))
+
+
+def negligible_keeps(stats: ParamStats, scale: float, direction: str) -> bool:
+    """No keep, or none that moved the best by ``INERT_SHARE`` of the largest effect: on a
+    target without noise every strictly better metric is kept, and a knob that barely matters
+    collects such keeps without mattering."""
+    if stats.kept == 0:
+        return True
+    gain = stats.best_delta if stats.best_delta is not None else 0.0
+    gain = -gain if direction == "min" else gain
+    return gain < INERT_SHARE * scale
 
 
 def _by_evidence(records: Sequence[Mapping[str, Any]], state: SearchState,

@@ -40,6 +40,17 @@ def test_the_sensitive_parameter_stays_and_the_inert_one_is_frozen():
     assert "Largest effect on the metric so far: LR" in d.guidance
 
 
+def test_a_knob_whose_keeps_are_tiny_is_frozen_one_with_a_real_keep_is_not():
+    """On a target without noise every strictly better metric is kept: BIAS collects a keep
+    worth 0.002 beside LR's effect of 0.9, and is still frozen; a keep worth 0.2 is real."""
+    trace = [*TRACE, trial(8, {"BIAS": True}, -0.002, "keep")]
+    d = rules(trace, SearchState(), ACTIVE, best_iteration=8, direction="min", evidence=True)
+    assert d.freeze == ("BIAS",)
+    big = [*TRACE, trial(8, {"BIAS": True}, -0.2, "keep")]
+    d = rules(big, SearchState(), ACTIVE, best_iteration=8, direction="min", evidence=True)
+    assert d.freeze == ()
+
+
 def test_a_tiny_sample_freezes_nothing():
     few = TRACE[:4]  # only LR has two measured trials; BIAS two: less than k = 3
     d = rules(few, SearchState(), ACTIVE, best_iteration=0, direction="min", evidence=True)
