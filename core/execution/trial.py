@@ -194,7 +194,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
             else:
                 proc = started
                 output = _Output(_Scanner(spec.metric, spec.metric_regex), log_file, on_line)
-                sampler = UsageSampler(proc.pid)
+                sampler = UsageSampler(proc.pid, env=env)
                 try:
                     with sampler:
                         timed_out, interrupted = _supervise(proc, spec.timeout_s, start, output,

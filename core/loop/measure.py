@@ -79,6 +79,11 @@ class Measurer:
 
     def _why(self, usage: Mapping[str, float]) -> str:
         ref = self.reference or {}
+        if noise.gpu_contended(usage, ref):
+            return (f"contended: others were busy on the trial's GPUs "
+                    f"{usage['gpu_others_frac']:.0%} of its time (baseline "
+                    f"{ref['gpu_others_frac']:.0%}; up to {usage.get('gpu_others', 0):.0f} "
+                    "processes of others)")
         return (f"contended: others kept {usage.get('others_cpu', 0):.2f} cores busy (baseline "
                 f"{ref.get('others_cpu', 0):.2f}); the trial got {usage.get('cpu_share', 0):.2f} "
                 f"cores (baseline {ref.get('cpu_share', 0):.2f})")

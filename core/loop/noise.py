@@ -31,6 +31,9 @@ OTHERS_CORES = 0.25
 SHARE_DROP = 0.75
 #: below this many cores the target is not CPU-bound, and CPU contention cannot be judged
 MIN_SHARE = 0.3
+#: a trial is contended when others were busy on its GPUs this much more of its time than
+#: during the baseline (NVML; ``execution.gpu``)
+GPU_BUSY_FRAC = 0.5
 #: attempts of one trial under contention before the run pauses
 MAX_ATTEMPTS = 4
 #: seconds to wait for a quiet machine between two attempts
@@ -118,26 +121,43 @@ def judged(metrics: Sequence[float | None], best_metrics: Sequence[float | None]
 def reference_usage(records: Iterable[Any]) -> dict[str, float] | None:
     """What the baseline got of the machine: the median over its measurements (baseline and
     noise trials), or None when they carry no usage (a run recorded before usage was)."""
-    shares, others = [], []
+    shares, others, gpu = [], [], []
     for rec in records:
         usage = rec.get("machine") or {}
         if rec.get("kind") in ("baseline", "noise") and "cpu_share" in usage:
             shares.append(float(usage["cpu_share"]))
             others.append(float(usage.get("others_cpu", 0.0)))
+            if "gpu_others_frac" in usage:
+                gpu.append(float(usage["gpu_others_frac"]))
     if not shares:
         return None
-    return {"cpu_share": statistics.median(shares), "others_cpu": statistics.median(others)}
+    out = {"cpu_share": statistics.median(shares), "others_cpu": statistics.median(others)}
+    if gpu:
+        out["gpu_others_frac"] = statistics.median(gpu)
+    return out
 
 
 def contended(usage: Mapping[str, float], reference: Mapping[str, float] | None) -> bool:
     """Whether a trial got markedly less of the machine than its baseline did: others kept more
     cores busy and the trial's own tree got less CPU. Targets that are not CPU-bound (a trial
-    that mostly waits on a GPU or on I/O) are not judged by CPU."""
-    if not reference or not usage or reference["cpu_share"] < MIN_SHARE:
+    that mostly waits on a GPU or on I/O) are not judged by CPU. On GPUs (where NVML reports
+    them for the baseline and the trial): others were busy on the trial's GPUs for at least
+    ``GPU_BUSY_FRAC`` more of its time than during the baseline."""
+    if not reference or not usage:
+        return False
+    if gpu_contended(usage, reference):
+        return True
+    if reference["cpu_share"] < MIN_SHARE:
         return False
     busier = usage.get("others_cpu", 0.0) > reference["others_cpu"] + OTHERS_CORES
     starved = usage.get("cpu_share", 0.0) < SHARE_DROP * reference["cpu_share"]
     return busier and starved
+
+
+def gpu_contended(usage: Mapping[str, float], reference: Mapping[str, float]) -> bool:
+    if "gpu_others_frac" not in usage or "gpu_others_frac" not in reference:
+        return False
+    return usage["gpu_others_frac"] - reference["gpu_others_frac"] >= GPU_BUSY_FRAC
 
 
 def quiet_enough(others_cpu: float, reference: Mapping[str, float] | None) -> bool:
