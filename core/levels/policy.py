@@ -64,6 +64,8 @@ class RunnerPolicy:
         self._dropped: dict[Any, int] = {}
         self._n = 1
         self._sent: Mapping[str, Any] | None = None  # held, so its id cannot be reused
+        #: how many history records the worker holds, and the last of them (``_ctx_message``)
+        self._history: tuple[int, Mapping[str, Any] | None] = (0, None)
         self._empty: list[int] = []
         self._emptied: str | None = None
 
@@ -200,6 +202,7 @@ class RunnerPolicy:
                                             "records": [dict(r) for r in records]}, "observe"),
                        "observe")
             self._sent = None
+            self._history = (0, None)
 
     def probe(self) -> dict[str, Any]:
         """The gate's integration counts (a policy started with ``probe``)."""
@@ -209,12 +212,27 @@ class RunnerPolicy:
     def _call(self, hook: str, ctx: Mapping[str, Any], *args: Any) -> tuple[Any, list[str]]:
         message: dict[str, Any] = {"op": "call", "hook": hook, "args": list(args)}
         if ctx is not self._sent:  # a new context: send it (the worker keeps the last one)
-            message["ctx"] = dict(ctx)
+            message["ctx"] = self._ctx_message(ctx)
             self._sent = ctx
         answer = self.worker.request(message, hook)
         self._note(answer, hook)
         trail = answer.get("trail")
         return answer.get("result"), trail if isinstance(trail, list) else []
+
+    def _ctx_message(self, ctx: Mapping[str, Any]) -> dict[str, Any]:
+        """``ctx`` as sent: its history only from the records the worker does not hold yet
+        (``history_from``, ``history_tail``). The history only grows during a run, so sending
+        all of it with every context made each iteration cost more than the one before."""
+        out = dict(ctx)
+        history = out.get("history")
+        if not isinstance(history, list):
+            return out
+        held, last = self._history
+        if 0 < held <= len(history) and history[held - 1] == last:
+            del out["history"]
+            out["history_from"], out["history_tail"] = held, history[held:]
+        self._history = (len(history), history[-1] if history else None)
+        return out
 
     def _note(self, answer: Mapping[str, Any], hook: str) -> None:
         n = answer.get("n_candidates", 1)

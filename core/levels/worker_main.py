@@ -239,6 +239,8 @@ class Worker:
         self.counts: dict[str, int] = {}
         self.probe: dict = {}
         self.ctx: dict = {}
+        #: the run's history records as far as arx sent them (arx sends only new ones)
+        self.history: list = []
 
     # -- bookkeeping
     def mark(self) -> None:
@@ -355,7 +357,7 @@ class Worker:
         self.begin()
         hook = msg["hook"]
         if "ctx" in msg:
-            self.ctx = msg["ctx"]
+            self.ctx = self.context(msg["ctx"])
         try:
             self.wrap_mechanisms()
             result = getattr(self.runner, hook)(self.ctx, *msg.get("args", ()))
@@ -363,6 +365,19 @@ class Worker:
             return self.answer(None if hook == "observe" else result)
         except BaseException as e:
             return self.fault("exception", hook, e)
+
+    def context(self, ctx: dict) -> dict:
+        """The hooks' ``ctx``: the history arx sent before plus the records new in this one.
+        Each context gets its own list of copied records, so a hook that edits them changes
+        nothing the next context shows (their nested values are shared)."""
+        if "history_tail" in ctx:
+            self.history = self.history[:ctx.pop("history_from")] + ctx.pop("history_tail")
+        elif isinstance(ctx.get("history"), list):
+            self.history = ctx["history"]
+        else:
+            return ctx
+        ctx["history"] = [dict(r) if isinstance(r, dict) else r for r in self.history]
+        return ctx
 
     def replay(self, msg: dict) -> dict:
         """observe() every record again, as a fresh runner does (one progress line each)."""

@@ -186,6 +186,8 @@ def drifted(records: Iterable[Any], i: int) -> bool:
 def _stamp(rec: Any) -> float | None:
     """A record's ``finished_at`` as seconds since the epoch (None where it has none)."""
     text = rec.get("finished_at")
+    if not isinstance(text, str):
+        return None
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
     except (TypeError, ValueError):
@@ -196,15 +198,20 @@ def stale(records: Sequence[Any], i: int, after: float) -> bool:
     """Whether the best was last measured more than ``after`` seconds of the run ago (time
     mode): the machine may have changed since, so the best is measured again before iteration
     ``i``. Its measurements: the baseline and noise trials, the keeps and the re-measurements;
-    the clock is the trace's ``finished_at`` stamps, so replay decides the same."""
+    the clock is the trace's ``finished_at`` stamps, so replay decides the same. Reads back from
+    the end to the best's last measurement and parses two stamps (the run's cost per iteration
+    stays flat)."""
     if after <= 0:
         return False
-    done = [r for r in records if r.iteration < i and _stamp(r) is not None]
-    best = [r for r in done if r.kind in (TrialKind.BASELINE, TrialKind.NOISE,
-                                          TrialKind.REBASELINE) or r.state == TrialState.KEEP]
-    if not done or not best:
-        return False
-    return _stamp(done[-1]) - max(_stamp(r) for r in best) > after
+    last = None
+    for r in reversed(records):
+        if r.iteration >= i or not isinstance(r.get("finished_at"), str):
+            continue
+        last = last or r
+        if r.kind in (TrialKind.BASELINE, TrialKind.NOISE, TrialKind.REBASELINE) \
+                or r.state == TrialState.KEEP:
+            return _stamp(last) - _stamp(r) > after
+    return False
 
 
 def rebaseline_due(config: RunConfig, records: Sequence[Any], i: int) -> bool:

@@ -165,6 +165,40 @@ def test_the_worker_works_on_a_copy_of_the_context():
         p.close()
 
 
+def test_the_history_is_sent_once_and_each_context_sees_all_of_it():
+    """arx sends a context's history only from the records the worker does not hold (the
+    history grows each iteration); the hooks still see all of it, and a hook that edits its
+    copy changes nothing the next context shows."""
+    source = with_class(
+        "class M:\n    def build_prompt(self, ctx):\n"
+        "        seen = [r['iteration'] for r in ctx['history']]\n"
+        "        for r in ctx['history']:\n            r['iteration'] = -1\n"
+        "        ctx['history'].clear()\n        return repr(seen)\n",
+        init="self.mechanisms.append(M())\n"
+             "self.build_prompt = self.mechanisms[-1].build_prompt")
+    p = policy(source)
+    sent = []
+    request = p.worker.request
+
+    def spy(message, hook):
+        sent.append(message.get("ctx", {}))
+        return request(message, hook)
+
+    p.worker.request = spy
+    try:
+        history = [{"iteration": 0, "status": "baseline"}]
+        for i in range(1, 5):
+            c = ctx(i, history=[dict(r) for r in history])
+            assert p.build_prompt(c) == repr(list(range(i)))
+            history.append({"iteration": i, "status": "discard"})
+        assert "history" in sent[0] and "history_tail" not in sent[0]
+        later = [m for m in sent[1:] if m]
+        assert later and all("history" not in m and len(m["history_tail"]) == 1
+                             for m in later)
+    finally:
+        p.close()
+
+
 def test_a_runner_that_does_not_construct_is_a_load_fault():
     source = with_class("class M:\n    def __init__(self, config):\n"
                         "        raise ValueError(config['group'])\n",
