@@ -99,7 +99,8 @@ class Engine:
         return RunProgress(
             run=self.ws.name, resumed=self.ws.resumed, iterations=self.config.iterations,
             group=self.config.group, proposer=self.proposer.name,
-            baseline_metric=self.baseline_metric, best_metric=best.metric if best else None,
+            baseline_metric=noise.baseline_value(self.noise, self.baseline_metric),
+            best_metric=best.metric if best else None,
             best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
             elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
             trial_seconds=self.journal.trial_seconds)

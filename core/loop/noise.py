@@ -59,6 +59,15 @@ def latest_noise(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | Non
     return found
 
 
+def baseline_value(event: Mapping[str, Any] | None, single: float | None) -> float | None:
+    """The baseline's metric as reported: the mean of its measurements when the run measured
+    its noise (the best is then a mean too, so the two compare like with like), else its one
+    measurement. Reports only; the decisions and the runner's context keep their own."""
+    if event and event.get("mean") is not None and event.get("sd") and event.get("n", 0) > 1:
+        return float(event["mean"])
+    return single
+
+
 def describe(event: Mapping[str, Any]) -> str:
     """The line a run prints once its spread is known."""
     if not event.get("n"):

@@ -100,6 +100,13 @@ def test_a_real_effect_of_five_times_the_noise_is_kept_with_its_margin(tmp_path)
     # the best is now the mean of what the keep measured, and the later no-effect trials lose
     later = [r for r in engine.records if r.kind == "trial" and r.iteration > 3]
     assert all(r.state is TrialState.DISCARD for r in later)
+    # the run's summary and `arx status` report the same means: the baseline's over its noise
+    # measurements, the best's over its confirmations
+    noise = events(root, "n", "noise")[0]
+    shown = engine.progress()
+    status = run_status(GitRepo(root), "n")
+    assert shown.baseline_metric == status.baseline == pytest.approx(noise["mean"])
+    assert shown.best_metric == status.best == pytest.approx(kept[0].get("reference"))
 
 
 def test_a_given_spread_is_recorded_and_costs_no_trial(tmp_path):
