@@ -188,10 +188,17 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
              and as_number(r.get("throughput")) is not None]
     if rates:  # what each trial got done per second: a slow machine shows here first
         twin = ax.twinx()
-        twin.plot(*zip(*rates), linestyle="none", marker=".", color="#8c8c8c", alpha=0.7)
+        twin.plot(*zip(*rates), linestyle="none", marker=".", color="#8c8c8c", alpha=0.7,
+                  label="steps/s (right axis)")
         twin.set_ylabel("steps/s", color="#8c8c8c", fontsize=8)
         twin.tick_params(axis="y", colors="#8c8c8c", labelsize=7)
-    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+        handles, labels = ax.get_legend_handles_labels()
+        more, names = twin.get_legend_handles_labels()
+        # beyond the twin axis's ticks and label, so the legend does not cover them
+        ax.legend(handles + more, labels + names, fontsize="x-small", loc="center left",
+                  bbox_to_anchor=(1.06, 0.5))
+    else:
+        ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.tick_params(labelbottom=False)
     return drawn
 

@@ -29,7 +29,7 @@ from arx.core.analysis.figures import Marker, build_figure
 from arx.core.analysis.summary import as_number, summary_blocks, to_html, to_markdown
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
-from arx.core.loop.noise import latest_noise
+from arx.core.loop.noise import latest_noise, reported
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
@@ -74,14 +74,12 @@ class RunData:
 
     @property
     def baseline(self) -> float | None:
-        return next((as_number(r.get("metric")) for r in self.records
-                     if r.get("status") == TrialState.BASELINE), None)
+        """As `arx status` shows it: a mean where the run measured its noise."""
+        return as_number(reported(self.records, self.noise)[0])
 
     @property
     def best(self) -> float | None:
-        kept = [as_number(r.get("metric")) for r in self.records
-                if r.get("status") in (TrialState.BASELINE, TrialState.KEEP)]
-        return kept[-1] if kept else None
+        return as_number(reported(self.records, self.noise)[1])
 
     @property
     def delta(self) -> float | None:

@@ -68,6 +68,22 @@ def baseline_value(event: Mapping[str, Any] | None, single: float | None) -> flo
     return single
 
 
+def reported(records: Iterable[Mapping[str, Any]],
+             event: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+    """(baseline, best) of a run's trial records as `arx status`, the report and the run's
+    summary show them: means where the run measured its noise (``baseline_value``, a keep's
+    ``reference``), else single measurements."""
+    base: float | None = None
+    best: float | None = None
+    for r in records:
+        if r.get("status") == TrialState.BASELINE and base is None:
+            base = baseline_value(event, r.get("metric"))
+            best = base
+        elif r.get("status") == TrialState.KEEP:
+            best = r.get("reference", r.get("metric"))
+    return base, best
+
+
 def describe(event: Mapping[str, Any]) -> str:
     """The line a run prints once its spread is known."""
     if not event.get("n"):

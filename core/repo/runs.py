@@ -15,7 +15,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
-from arx.core.loop.noise import baseline_value, latest_noise
+from arx.core.loop.noise import latest_noise, reported
 from arx.core.loop.trace import TRACE_VERSION
 from arx.core.repo.commits import Trailer, has_ended
 from arx.core.repo.git import GitRepo
@@ -100,12 +100,7 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
     for r in trials:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
-    # as the run reported them: a measured noise makes both means (the keep's ``reference``)
-    base = baseline_value(noise, next((r.get("metric") for r in records
-                                       if r.get("status") == TrialState.BASELINE), None))
-    kept = [base if r.get("status") == TrialState.BASELINE else r.get("reference", r.get("metric"))
-            for r in records if r.get("status") in (TrialState.BASELINE, TrialState.KEEP)]
-    best = kept[-1] if kept else None
+    base, best = reported(records, noise)
     iterations = config.iterations if config else 0
     ended = has_ended(repo.log(branch, max_count=50))
     if is_locked(repo, name):
