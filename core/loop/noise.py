@@ -180,6 +180,8 @@ def contended(usage: Mapping[str, float], reference: Mapping[str, float] | None)
 
 
 def gpu_contended(usage: Mapping[str, float], reference: Mapping[str, float]) -> bool:
+    """Others were busy on the trial's GPUs for ``GPU_BUSY_FRAC`` more of its time than during
+    the baseline (False where NVML reported nothing for either)."""
     if "gpu_others_frac" not in usage or "gpu_others_frac" not in reference:
         return False
     return usage["gpu_others_frac"] - reference["gpu_others_frac"] >= GPU_BUSY_FRAC
@@ -235,7 +237,8 @@ def stale(records: Sequence[Any], i: int, after: float) -> bool:
         last = last or r
         if r.kind in (TrialKind.BASELINE, TrialKind.NOISE, TrialKind.REBASELINE) \
                 or r.state == TrialState.KEEP:
-            return _stamp(last) - _stamp(r) > after
+            now, then = _stamp(last), _stamp(r)
+            return now is not None and then is not None and now - then > after
     return False
 
 
