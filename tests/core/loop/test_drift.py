@@ -24,8 +24,8 @@ BUSY = Path(__file__).parents[2] / "support" / "busy_train.py"
 
 
 
-def run(root, name, **flags):
-    ws = open_run(root, {"iterations": 8, **flags}, name=name)
+def run(root, name, iterations=5, **flags):
+    ws = open_run(root, {"iterations": iterations, **flags}, name=name)
     assert ws.config.time_mode
     try:
         Engine(ws, offline_proposer(ws.config)).run()
@@ -52,7 +52,7 @@ def test_the_best_is_measured_again_once_its_measurement_is_old(tmp_path):
 
 def test_never_when_zero_or_when_recorded_before_the_setting(tmp_path):
     root = make_script_repo(tmp_path / "p", BUSY)
-    records = run(root, "never", remeasure_after=0)
+    records = run(root, "never", iterations=3, remeasure_after=0)
     assert not [r for r in records if r["kind"] == "rebaseline"]
     stored = json.loads(git.Repo(root).git.show("arx/never:runs/never/config.json"))
     stored.pop("remeasure_after")

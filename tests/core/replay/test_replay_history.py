@@ -59,7 +59,8 @@ def kill_after_trials(proc, n, extra_s):
 def kill(proc):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, (  # it ended by itself: say why
+        f"arx exited {proc.returncode} before it was killed: {proc.stderr.read()}")
 
 
 def children(pid):
