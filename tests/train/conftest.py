@@ -10,9 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import git
 import pytest
+from click.testing import CliRunner
 
+from arx.cli.main import cli
 from arx.train import prepare as prep
+
+from support.repos import identify
 
 TRAIN_DIR = Path(prep.__file__).resolve().parent
 
@@ -89,6 +94,20 @@ def data_dir(tmp_path_factory, texts):
     d = tmp_path_factory.mktemp("data")
     prep.prepare("text", [texts], d, quiet=True)
     return d
+
+
+@pytest.fixture
+def gpt_demo(tmp_path, data_dir, monkeypatch):
+    """`arx init demo` of the default target, its data the tiny prepared corpus (ARX_DATA_DIR,
+    one thread): the default setup would prepare another one, so it is taken out of arx.toml."""
+    monkeypatch.setenv("ARX_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    demo = tmp_path / "demo"
+    assert CliRunner().invoke(cli, ["init", str(demo)]).exit_code == 0
+    toml = demo / "arx.toml"
+    toml.write_text(toml.read_text().replace('setup = "python prepare.py"\n', ""))
+    identify(git.Repo(demo)).git.commit("-am", "test: data prepared by the fixture")
+    return demo
 
 
 @pytest.fixture

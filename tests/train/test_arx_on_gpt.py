@@ -11,20 +11,10 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 
-from support.repos import identify
-
 
 @pytest.mark.slow
-def test_arx_runs_the_default_target_in_steps_mode(tmp_path, data_dir, monkeypatch):
-    monkeypatch.setenv("ARX_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    runner = CliRunner()
-    demo = tmp_path / "demo"
-    assert runner.invoke(cli, ["init", str(demo)]).exit_code == 0
-    toml = demo / "arx.toml"
-    # the data is prepared already (tiny corpus); the default setup would prepare another one
-    toml.write_text(toml.read_text().replace('setup = "python prepare.py"\n', ""))
-    identify(git.Repo(demo)).git.commit("-am", "test: data prepared by the fixture")
+def test_arx_runs_the_default_target_in_steps_mode(gpt_demo):
+    runner, demo = CliRunner(), gpt_demo
     result = runner.invoke(cli, ["-C", str(demo), "run", "--name", "gpt", "--iterations", "2",
                                  "--steps", "3", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -11,22 +11,12 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 
-from support.repos import identify
-
 
 @pytest.mark.slow
-def test_group_d_on_the_gpt_target_keeps_one_mechanism_and_reverts_one(tmp_path, data_dir,
-                                                                        monkeypatch):
-    monkeypatch.setenv("ARX_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_group_d_on_the_gpt_target_keeps_one_mechanism_and_reverts_one(gpt_demo, monkeypatch):
     for key, value in {"ARX_K": "3", "ARX_M": "1", "ARX_JUDGE_WINDOW": "3"}.items():
         monkeypatch.setenv(key, value)
-    runner = CliRunner()
-    demo = tmp_path / "demo"
-    assert runner.invoke(cli, ["init", str(demo)]).exit_code == 0
-    toml = demo / "arx.toml"
-    toml.write_text(toml.read_text().replace('setup = "python prepare.py"\n', ""))
-    identify(git.Repo(demo)).git.commit("-am", "test: data prepared by the fixture")
+    runner, demo = CliRunner(), gpt_demo
     result = runner.invoke(cli, ["-C", str(demo), "run", "--name", "gptd", "--group", "D",
                                  "--iterations", "13", "--steps", "3", "--noise", "off",
                                  "--seed", "1", "--quiet"], catch_exceptions=False)

@@ -80,13 +80,17 @@ def group_d(tmp_path_factory):
     root = make_toy_repo(tmp_path_factory.mktemp("outcome") / "project")
     ws = open_run(root, {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5,
                          "seed": 1}, name="d")
+    return root, level2_notes(ws)
+
+
+def level2_notes(ws):
+    """Run ``ws`` to its end offline; its ``level2`` notes."""
     try:
         engine = Engine(ws, offline_proposer(ws.config))
         engine.run()
-        notes = engine.trace.notes("level2")
+        return engine.trace.notes("level2")
     finally:
         ws.close(remove_worktree=True)
-    return root, notes
 
 
 def invoke(root, *args):
@@ -186,13 +190,7 @@ def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo,
     assert head.subject.startswith("Revert L2 mechanism ")
     assert head.subject.endswith(": no measured benefit")
     monkeypatch.setattr(Trace, "note", real_note)
-    ws = open_run(toy_repo, {"iterations": 24}, resume="k")
-    try:
-        engine = Engine(ws, offline_proposer(ws.config))
-        engine.run()
-        notes = engine.trace.notes("level2")
-    finally:
-        ws.close(remove_worktree=True)
+    notes = level2_notes(open_run(toy_repo, {"iterations": 24}, resume="k"))
     judged = [n for n in notes if n["verdict"] == "no_benefit"]
     assert len(judged) == 1 and judged[0]["revert"] == head.sha
     assert judged[0]["reason"].startswith("no measured benefit: gain/trial")
