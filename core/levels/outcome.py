@@ -26,14 +26,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from arx.core.levels.mechanism_state import MechanismRecord
+from arx.core.proposers.moves import freeze
 from arx.core.states import Event, Source, TrialKind, TrialState, Verdict
 
 #: mechanisms the outcome gate judges: those Level 2 chose, not those a person added
 JUDGED_SOURCES = frozenset({Source.CATALOG.value, Source.LLM.value, Source.LLM_REPAIR.value})
-
-
-def _config_key(config: Mapping[str, Any]) -> str:
-    return repr(sorted((str(k), repr(v)) for k, v in config.items()))
 
 
 def _is_trial(rec: Mapping[str, Any]) -> bool:
@@ -43,15 +40,17 @@ def _is_trial(rec: Mapping[str, Any]) -> bool:
 
 def repeated(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The trials whose configuration (the full ``config``) equals one measured or tried
-    before them, the baseline included: configurations run again for nothing."""
-    seen: set[str] = set()
+    before them, the baseline included: configurations run again for nothing. Equal as the
+    proposer tells them apart (``moves.freeze``: a list and a tuple of the same values are the
+    same, as a record read back from the trace and the one the engine holds)."""
+    seen: set[tuple] = set()
     out = []
     for rec in records:
         config = rec.get("config")
         if not isinstance(config, Mapping) or rec.get("kind") not in (
                 TrialKind.TRIAL, TrialKind.BASELINE):
             continue
-        key = _config_key(config)
+        key = freeze(config)
         if _is_trial(rec) and rec.get("changes") and key in seen:
             out.append(rec)
         seen.add(key)
