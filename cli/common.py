@@ -13,6 +13,7 @@ from arx.core.llm.client import ChatClient
 from arx.core.llm.settings import public_url, resolve_llm
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import offline_proposer
+from arx.core.repo.paths import run_name_of
 
 
 def arx_errors(fn):
@@ -26,6 +27,18 @@ def arx_errors(fn):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+class RunName(click.ParamType):
+    """A run named as ``foo`` or as its branch ``arx/foo``: `git branch` shows the second."""
+
+    name = "NAME"
+
+    def convert(self, value, param, ctx):
+        return value if value is None else run_name_of(str(value))
+
+
+RUN_NAME = RunName()
 
 
 def make_proposer(ws, quiet: bool):

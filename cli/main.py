@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from arx.cli.common import arx_errors, make_proposer
+from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
@@ -93,7 +93,7 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
 
 @cli.command()
 @click.option("--name", help="Run name; the branch is arx/NAME (default: date and a counter).")
-@click.option("--resume", metavar="NAME", help="Continue a stopped run from its trace.")
+@click.option("--resume", type=RUN_NAME, help="Continue a stopped run from its trace.")
 @click.option("--iterations", "-T", type=int, help="Iterations after the baseline [30].")
 @click.option("--budget", type=float, help="Training seconds per trial (sets the budget constant).")
 @click.option("--steps", type=int, help="Fixed training steps per trial instead of --budget.")
@@ -177,7 +177,7 @@ def _command_line(ctx: click.Context) -> list[str]:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", type=RUN_NAME, required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @arx_errors
@@ -212,7 +212,7 @@ def status(ctx, name, as_json):
 
 
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", type=RUN_NAME, required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--level", help="Only commits of this level (baseline, 1, 1.5, 2, end).")
 @click.pass_context
@@ -253,7 +253,7 @@ def mechanism() -> None:
 
 @mechanism.command("add")
 @click.argument("patch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--run", "run_name", required=True, help="The run whose runner gets it.")
+@click.option("--run", "run_name", type=RUN_NAME, required=True, help="The run whose runner gets it.")
 @click.pass_context
 @arx_errors
 def mechanism_add(ctx, patch_file, run_name):
@@ -280,7 +280,7 @@ def mechanism_add(ctx, patch_file, run_name):
 
 
 @mechanism.command("list")
-@click.option("--run", "run_name", help="One run (default: all).")
+@click.option("--run", "run_name", type=RUN_NAME, help="One run (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @arx_errors

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from arx.cli.common import arx_errors, make_proposer
+from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
 from arx.core.loop.engine import default_executor
 
@@ -21,7 +21,7 @@ def _matplotlib() -> None:
 
 
 @click.command()
-@click.argument("runs", nargs=-1)
+@click.argument("runs", nargs=-1, type=RUN_NAME)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("arx-report.png"), show_default=True,
               help="The figure (.png, .svg, .pdf; a .md summary is written beside it), or one "

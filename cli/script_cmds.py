@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from arx.cli.common import arx_errors
+from arx.cli.common import RUN_NAME, arx_errors
 from arx.core.loop.check import check_target
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
@@ -96,7 +96,7 @@ def check(ctx, budget, steps, timeout):
 
 
 @click.command("rm")
-@click.argument("name")
+@click.argument("name", type=RUN_NAME)
 @click.option("--force", is_flag=True, help="Stop the run first if it is running.")
 @click.pass_context
 @arx_errors

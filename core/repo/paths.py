@@ -32,6 +32,12 @@ def branch_of(name: str) -> str:
     return BRANCH_PREFIX + name
 
 
+def run_name_of(arg: str) -> str:
+    """The run a command-line argument names: ``foo`` or its branch ``arx/foo`` (a run's name
+    never holds a ``/``, so the branch's prefix is never part of a name)."""
+    return arg[len(BRANCH_PREFIX):] if arg.startswith(BRANCH_PREFIX) else arg
+
+
 def replay_branch_of(rev: str) -> str:
     """The branch a replay of ``rev`` makes, named after the branch replayed: ``arx/foo`` ->
     ``arx-replay/foo``; any other ref (``origin/arx/foo``, a tag, a hash) -> a sanitised name

@@ -120,6 +120,9 @@ def test_status_and_log_after_a_run(toy_repo):
     assert levels.count("1") == row["counts"].get("keep", 0)
     text = invoke("-C", str(toy_repo), "log", "r1").output
     assert "baseline" in text
+    # the run named as `git branch` shows it: the same run (was "bad revision 'arx/arx/r1'")
+    assert json.loads(invoke("-C", str(toy_repo), "log", "arx/r1", "--json").output) == log
+    assert json.loads(invoke("-C", str(toy_repo), "status", "arx/r1", "--json").output) == status
 
 
 def test_unknown_run_is_a_clear_error(toy_repo):
