@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from arx.cli.common import RUN_NAME, arx_errors, make_proposer
-from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, console
+from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, add_row, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
 from arx.cli.script_cmds import check, print_adoption, rm
@@ -203,8 +203,8 @@ def status(ctx, name, as_json):
                     if k not in (TrialState.KEEP, TrialState.DISCARD, TrialState.NO_EFFECT))
         noise = "-" if r.noise_sd is None else f"{r.noise_sd:.4g}" + (
             f" (n={r.noise_n})" if r.noise_n else " (given)")
-        table.add_row(
-            r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
+        add_row(
+            table, r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
             "n/a" if r.delta is None else f"{r.delta:+.6f}", noise,
             f"{r.counts.get('keep', 0)}/{discards}/{other}", str(r.reruns),
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
@@ -237,8 +237,8 @@ def log(ctx, name, as_json, level):
         table.add_column(col)
     for c in commits:
         t = c.trailers
-        table.add_row(c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
-                      c.subject[:70], t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
+        add_row(table, c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
+                c.subject[:70], t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
     console().print(table)
 
 
@@ -305,8 +305,8 @@ def mechanism_list(ctx, run_name, as_json):
     for col in ("run", "mechanism", "domain", "source", "cycle", "verdict", "now", "reason"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
-                      str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
+        add_row(table, r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
+                str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
     console().print(table)
 
 

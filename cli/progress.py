@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from arx.core.loop.diagnose import last_error, log_file
 from arx.core.loop.progress import Reporter, RunProgress
@@ -30,6 +31,12 @@ def console() -> Console:
     """A terminal keeps its width; pipes and logs get room for the tables."""
     con = Console(highlight=False)
     return con if con.is_terminal else Console(width=160, highlight=False)
+
+
+def add_row(table: Table, *cells: str) -> None:
+    """A table row printed as it is: cells hold commit subjects, values and reasons with
+    brackets ("'[SL]'", "[levels]") that rich would read as markup."""
+    table.add_row(*(Text(str(cell)) for cell in cells))
 
 
 def _eta(p: RunProgress, record: TraceRecord) -> float | None:
@@ -65,7 +72,9 @@ class RichReporter(Reporter):
             f"({p.iterations} iterations, group {p.group}, proposer {p.proposer})")
 
     def line(self, text: str) -> None:
-        self.console.print(text)
+        # plain text: arx's lines quote names, reasons and settings ("[levels] judge_window"),
+        # which rich would read as markup, dropping them or failing on a stray "[/]"
+        self.console.print(text, markup=False)
 
     def trial(self, p: RunProgress, record: TraceRecord) -> None:
         eta = _eta(p, record)
@@ -75,10 +84,13 @@ class RichReporter(Reporter):
         metric = fmt_metric(record.metric) if record.metric is not None else record.get("reason", "")
         style = _STYLE.get(record.state, "red" if record.state.is_failure else "")
         eta_text = f"eta {eta:.0f}s" if eta is not None else ""
-        self.console.print(
-            f"#{record.iteration:>3} [{style}]{record.state.value:<9}[/] {change[:60]:<60} "
-            f"{metric[:40]:<12} best {fmt_metric(p.best_metric)}  {p.elapsed_s:.0f}s {eta_text}",
-            soft_wrap=True)
+        # a Text, not markup: a state without a style, or a change or reason with brackets,
+        # must print as it is (an empty style made "[]no_effect[/]", a MarkupError mid-run)
+        line = Text(f"#{record.iteration:>3} ")
+        line.append(f"{record.state.value:<9}", style=style or None)
+        line.append(f" {change[:60]:<60} {metric[:40]:<12} best {fmt_metric(p.best_metric)}  "
+                    f"{p.elapsed_s:.0f}s {eta_text}")
+        self.console.print(line, soft_wrap=True)
         if record.state.is_failure:
             error = last_error(record.get("log_tail") or "")
             log = log_file(self.log_dir, record.data) if self.log_dir else None
@@ -89,7 +101,7 @@ class RichReporter(Reporter):
     def finish(self, p: RunProgress) -> None:
         table = Table(title="arx run summary", show_header=False)
         for key, value in summary_rows(p):
-            table.add_row(key, value)
+            add_row(table, key, value)
         self.console.print(table)
         self.console.print(f"read it: git log --oneline {branch_of(p.run)}")
 

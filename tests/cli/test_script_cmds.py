@@ -9,16 +9,19 @@ import sys
 import time
 
 import git
+import pytest
 import tomllib
 from click.testing import CliRunner
 from rich.console import Console
+from rich.table import Table
 
 from arx.cli.main import cli
-from arx.cli.progress import RichReporter
+from arx.cli.progress import RichReporter, add_row
 from arx.core.loop.progress import RunProgress
 from arx.core.loop.trace import TraceRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.workspace import open_run
+from arx.core.states import TrialState
 
 from support.repos import git_repo
 from support.styles import ARGPARSE
@@ -137,3 +140,33 @@ def test_a_crash_line_shows_the_logs_error_and_its_path(tmp_path):
     assert "exit code 1" in text
     assert f"ModuleNotFoundError: No module named 'wandb'  (log: {log_dir / '0003-trial.log'})" \
         in text
+
+
+@pytest.mark.parametrize("state", [s.value for s in TrialState])
+def test_every_trial_state_and_any_bracket_prints_as_it_is(tmp_path, state):
+    """A state without a style (``no_effect`` printed "[]no_effect[/]", a MarkupError that ended
+    the run at its first trial equal to the best) and values, reasons and lines with brackets
+    (rich read "[levels]" as a style and dropped it) print verbatim."""
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, width=250), log_dir=tmp_path)
+    progress = RunProgress(run="r", resumed=False, iterations=5, group="D", proposer="optuna",
+                           baseline_metric=1.0, best_metric=1.0, best_iteration=0, counts={},
+                           elapsed_s=1.0, trials_run=3, trial_seconds=1.0)
+    reporter.trial(progress, TraceRecord({
+        "iteration": 3, "kind": "trial", "status": state, "changes": {"PATTERN": "[bold]S[/]"},
+        "before": {"PATTERN": "SSSL"}, "reason": "[/] exit [red]1", "log_tail": "Error: [/x]"}))
+    reporter.line("L2 mechanism Tabu refused: over [levels] max_mechanism_kb [/]")
+    text = out.getvalue()
+    change = "baseline" if state == "baseline" else "PATTERN 'SSSL'->'[bold]S[/]'"
+    assert f"#  3 {state:<9} {change}" in text
+    assert "L2 mechanism Tabu refused: over [levels] max_mechanism_kb [/]" in text
+
+
+def test_table_cells_print_as_they_are():
+    """`arx log`, `status` and `mechanism list` rows quote commit subjects and reasons."""
+    out = io.StringIO()
+    table = Table()
+    table.add_column("change")
+    add_row(table, "L1 #3 keep PATTERN 'SSSL'->'[SL]', [levels] k [/]")
+    Console(file=out, width=200).print(table)
+    assert "L1 #3 keep PATTERN 'SSSL'->'[SL]', [levels] k [/]" in out.getvalue()
