@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 3
+CURRENT_RULES = 4
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,12 @@ class RunConfig:
     #: the most code (kB, UTF-8) one Level-2 mechanism may bring; larger ones are refused
     max_mechanism_kb: int = 64
     #: trials a Level-2 mechanism runs before the outcome gate judges it against the same
-    #: number of trials before it (rules >= 3; 0 turns the outcome gate off)
+    #: number of trials before it (rules >= 3), and the window whose stall lets Level 2 add one
+    #: (rules >= 4); 0 turns both off
     judge_window: int = 10
+    #: rules >= 4: a Level-2 cycle adds a mechanism only when the ``judge_window`` iterations
+    #: before it stalled (no gain, or waste); false: every m cycles, as in the paper
+    step_aside: bool = True
     history: int = 12
     #: candidates trained at once per iteration, and where (local slots or a Ray cluster)
     parallel: int = 1
@@ -111,6 +115,9 @@ class RunConfig:
     #: drawn in the order the trace calls for, the outcome gate judges every mechanism, and the
     #: offline proposer never repeats a measured configuration while an unmeasured one is
     #: within reach and fits TPE on a bounded window of the history (``proposers/offline.py``).
+    #: 4: a Level-2 cycle adds a mechanism only when the ``judge_window`` iterations before it
+    #: gained nothing or wasted trials (``outcome.calls_for_level2``); else Level 2 steps aside
+    #: (``[levels] step_aside``, on by default).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
@@ -186,6 +193,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
     "gate_timeout": (float, 60.0), "max_mechanism_kb": (int, 64), "judge_window": (int, 10),
+    "step_aside": (bool, True),
 }
 
 
@@ -237,6 +245,14 @@ def _coerce(name: str, kind: type, value: Any, origin: str) -> Any:
         return None
     if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and kind is not str:
         return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return word in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name} from {origin} must be true or false, got {value!r}",
+                          hint=f"fix {origin}")
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("not a whole number")

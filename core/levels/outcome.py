@@ -17,6 +17,12 @@ benefit"), one that helps is kept (verdict ``kept``); each mechanism is judged o
 first window. Both are pure functions of the trace's records, so resume and replay judge
 exactly as the run did. Mechanisms added by hand (`arx mechanism add`) are not judged: a person
 asked for them. Runs with ``rules`` < 3 are never judged (``OuterLoop`` asks ``due``).
+
+From rules 4 Level 2 also **steps aside** while the search is progressing: a Level-2 cycle adds
+a mechanism only when the W iterations before it are ``stalled`` (no gain, or waste), the very
+window the outcome gate will compare the mechanism with (``calls_for_level2``). Measured on the
+suite (docs/ablation.md): a mechanism that narrows a search that is still gaining can lead it
+into a worse basin, and the gate cannot see what that costs later.
 """
 
 from __future__ import annotations
@@ -85,6 +91,12 @@ class Window:
     @property
     def waste_per_trial(self) -> float:
         return (self.repeats + self.invalid) / self.trials if self.trials else 0.0
+
+    @property
+    def stalled(self) -> bool:
+        """Nothing to show for it: no gain, or trials wasted on repeats or invalid proposals.
+        Only such a window calls for a new mechanism (``calls_for_level2``)."""
+        return self.gain <= 0 or self.repeats + self.invalid > 0
 
     def describe(self) -> str:
         return (f"iterations {self.first}-{self.last}: {self.trials} trials, gain/trial "
@@ -162,3 +174,11 @@ def judge(mech: MechanismRecord, records: Sequence[Mapping[str, Any]], judge_win
     at = int(mech.iteration or 0)
     return Judgement(mech, window(records, max(1, at - judge_window + 1), at, direction),
                      window(records, at + 1, at + judge_window, direction))
+
+
+def calls_for_level2(records: Sequence[Mapping[str, Any]], last: int, judge_window: int,
+                     direction: str) -> Window:
+    """The ``judge_window`` iterations up to ``last`` that decide whether a Level-2 cycle adds
+    a mechanism (rules >= 4): it does when the window is ``stalled``."""
+    return window([r for r in records if int(r.get("iteration", 0)) <= last],
+                  max(1, last - judge_window + 1), last, direction)

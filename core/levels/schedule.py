@@ -138,6 +138,13 @@ class OuterLoop:
         notes = self.trace.notes(Event.LEVEL2)
         if any(n.get("cycle") == cycle for n in notes):
             return False  # already done before a resume
+        if self.config.rules >= 4 and self.config.step_aside and self.config.judge_window > 0:
+            recent = outcome.calls_for_level2(view.records, iteration, self.config.judge_window,
+                                              self.config.target.direction)
+            if not recent.stalled:
+                self.say(f"L2 cycle {cycle}: steps aside, the search is progressing "
+                         f"({recent.describe()})")
+                return False
         tried = [n["mechanism"] for n in notes]
         use_llm = self.llm is not None and self.group.level2_uses_llm
         transcripts: list[str] = []
@@ -158,23 +165,23 @@ class OuterLoop:
             if mech is None:
                 self.say(f"L2 cycle {cycle}: the built-in catalog is exhausted")
                 return False
-        outcome = self._install(mech, source, cycle, iteration)
-        if outcome.verdict is not Verdict.PASS and use_llm and self.config.repair > 0:
+        installed = self._install(mech, source, cycle, iteration)
+        if installed.verdict is not Verdict.PASS and use_llm and self.config.repair > 0:
             for _ in range(self.config.repair):
                 repair = level2.research(self.llm.complete, "", "", cycle, tried,
-                                         repair=outcome.reason, history=list(session.messages))
+                                         repair=installed.reason, history=list(session.messages))
                 transcripts += repair.transcripts
                 if repair.mechanism is None:
                     break
                 session = repair
-                outcome = self._install(repair.mechanism, Source.LLM_REPAIR, cycle, iteration)
-                if outcome.verdict is Verdict.PASS:
+                installed = self._install(repair.mechanism, Source.LLM_REPAIR, cycle, iteration)
+                if installed.verdict is Verdict.PASS:
                     break
         self.trace.note(Event.LEVEL2, level2_note(
-            self.ws.name, cycle, iteration, outcome.mechanism, outcome.domain, outcome.source,
-            outcome.verdict, outcome.reason, commit=outcome.commit, revert=outcome.revert,
-            gate=outcome.gate, transcripts=transcripts, **outcome.extra()))
-        return outcome.active
+            self.ws.name, cycle, iteration, installed.mechanism, installed.domain, installed.source,
+            installed.verdict, installed.reason, commit=installed.commit, revert=installed.revert,
+            gate=installed.gate, transcripts=transcripts, **installed.extra()))
+        return installed.active
 
     def _install(self, mech: Any, source: Source, cycle: int | None,
                  iteration: int | None) -> level2.Outcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import tomlkit
 
@@ -40,6 +42,7 @@ def test_round_trip_through_json():
     ({}, {"ARX_ITERATIONS": "many"}, "$ARX_ITERATIONS"),
     ({"group": "Z"}, {}, "--group"),
     ({"budget": -1}, {}, "positive"),
+    ({}, {"ARX_STEP_ASIDE": "maybe"}, "step_aside from $ARX_STEP_ASIDE must be true or false"),
 ])
 def test_bad_settings_name_their_source(flags, env, message):
     with pytest.raises(ConfigError, match=message.replace("$", r"\$")):
@@ -60,3 +63,14 @@ def test_budget_without_a_budget_constant_says_what_to_add():
     with pytest.raises(ConfigError) as info:
         resolve("r", doc, {"budget": 5}, {})
     assert "budget_constant" in str(info.value)
+
+
+def test_step_aside_reads_words_as_booleans_and_a_stored_config_without_it_reads_true():
+    assert resolve("r", DOC, {}, {}).step_aside is True
+    assert resolve("r", DOC, {}, {"ARX_STEP_ASIDE": "false"}).step_aside is False
+    doc = tomlkit.parse(DOC.as_string() + "[levels]\nstep_aside = false\n")
+    assert resolve("r", doc, {}, {}).step_aside is False
+    assert resolve("r", doc, {}, {"ARX_STEP_ASIDE": "1"}).step_aside is True
+    stored = json.loads(resolve("r", DOC, {}, {}).to_json())
+    stored.pop("step_aside")
+    assert RunConfig.from_json(json.dumps(stored)).step_aside is True  # used from rules 4 only

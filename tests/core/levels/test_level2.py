@@ -65,7 +65,8 @@ BAD = {
 
 def llm_run(root, server, name, iterations, **flags):
     settings = resolve_llm(server.base_url, "test-model", env={})
-    ws = open_run(root, {"iterations": iterations, "group": "C", "k": 2, "m": 1, **flags},
+    ws = open_run(root, {"iterations": iterations, "group": "C", "k": 2, "m": 1, "step_aside": False,
+                        **flags},
                   name=name)
     client = ChatClient(settings, ws.path / ws.llm_rel, rel_root=ws.path)
     engine = Engine(ws, LLMProposer(client), llm=client)
@@ -78,7 +79,7 @@ def llm_run(root, server, name, iterations, **flags):
 
 
 def test_offline_group_c_commits_l15_and_l2_and_the_mechanism_changes_proposals(toy_repo):
-    ws = open_run(toy_repo, {"iterations": 20, "group": "C"}, name="c")
+    ws = open_run(toy_repo, {"iterations": 20, "group": "C", "step_aside": False}, name="c")
     engine = Engine(ws, OptunaProposer(seed=1))
     try:
         engine.run()

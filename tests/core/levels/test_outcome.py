@@ -20,7 +20,7 @@ from arx.core.levels.mechanism_state import (
     events_from_commits,
     mechanism_records,
 )
-from arx.core.levels.outcome import due, judge, repeated, window
+from arx.core.levels.outcome import calls_for_level2, due, judge, repeated, window
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.git import GitRepo
@@ -73,13 +73,44 @@ def test_due_judges_level2_mechanisms_once_after_their_window():
     assert due([m], [], done=40, judge_window=0) == []  # judge_window = 0: off
 
 
+def test_level2_is_called_for_only_by_a_window_that_stalled_or_wasted():
+    gained = [rec(1), rec(2, "keep", metric=0.9, best=1.0), rec(3)]
+    assert not calls_for_level2(gained, 3, 3, "min").stalled
+    assert calls_for_level2([rec(1), rec(2), rec(3)], 3, 3, "min").stalled  # no gain
+    # a gain, but a configuration run twice: trials wasted
+    wasted = [*gained[:2], rec(3, config={"LR": 1}, changes={"LR": 1})]
+    assert calls_for_level2(wasted, 3, 3, "min").stalled
+    # only the window before the cycle counts: a keep before it, or after it (a resume that
+    # looks again later), does not
+    late = [rec(1, "keep", metric=0.5, best=1.0), rec(2), rec(3), rec(4),
+            rec(5, "keep", metric=0.4, best=0.5)]
+    assert calls_for_level2(late, 4, 3, "min").stalled
+    assert not calls_for_level2(late, 5, 3, "min").stalled
+
+
+def test_level2_steps_aside_only_from_rules_4_and_step_aside_false_restores_the_cadence(
+        toy_repo, monkeypatch):
+    """Seed 2 on the toy target gains in every 5-iteration window: from rules 4 Level 2 adds
+    nothing; with ``step_aside = false``, and on a run made with rules 3 (its branch resumes
+    and replays as it ran), a mechanism every cycle as in the paper."""
+    flags = {"iterations": 10, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 2}
+    assert level2_notes(open_run(toy_repo, flags, name="aside")) == []
+    cadence = level2_notes(open_run(toy_repo, {**flags, "step_aside": False}, name="paper"))
+    monkeypatch.setattr("arx.core.config.CURRENT_RULES", 3)
+    ws = open_run(toy_repo, flags, name="rules3")
+    assert ws.config.rules == 3
+    old = level2_notes(ws)
+    for notes in (cadence, old):
+        assert [(n["cycle"], n["verdict"]) for n in notes][:1] == [(1, "pass")]
+
+
 @pytest.fixture(scope="module")
 def group_d(tmp_path_factory):
     """A group D run on the toy target: a catalog mechanism every 5 iterations, each judged
     after 5 more (seed 1: one kept, two reverted for no measured benefit)."""
     root = make_toy_repo(tmp_path_factory.mktemp("outcome") / "project")
     ws = open_run(root, {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5,
-                         "seed": 1}, name="d")
+                         "seed": 1, "step_aside": False}, name="d")
     return root, level2_notes(ws)
 
 
@@ -179,7 +210,8 @@ def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo,
         return real_note(self, event, data)
 
     monkeypatch.setattr(Trace, "note", note)
-    flags = {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1}
+    flags = {"iterations": 24, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 1,
+             "step_aside": False}
     ws = open_run(toy_repo, flags, name="k")
     try:
         with pytest.raises(Killed):

@@ -11,7 +11,7 @@ from arx.core.errors import ArxError
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import OptunaProposer, offline_proposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import read_trace
+from arx.core.repo.runs import read_trace, trace_events
 from arx.core.repo.workspace import open_run
 
 T = 12
@@ -44,14 +44,19 @@ def asked(root, name):
             if r["kind"] == "trial" and r["status"] != "interrupted"}
 
 
-@pytest.mark.parametrize("group", ["A", "B"])
-def test_a_stopped_and_an_extended_run_propose_what_a_straight_run_proposes(toy_repo, group):
-    flags = {"group": group, "seed": 3, "k": 4}
+@pytest.mark.parametrize("group,levels", [
+    ("A", {"seed": 3, "k": 4}), ("B", {"seed": 3, "k": 4}),
+    # Level 2 every 3 iterations, judged after 3: seed 7 steps aside at cycle 1 (the search
+    # gained), adds a mechanism at cycle 2 and judges it at iteration 9
+    ("D", {"seed": 7, "k": 3, "m": 1, "judge_window": 3})])
+def test_a_stopped_and_an_extended_run_propose_what_a_straight_run_proposes(toy_repo, group,
+                                                                           levels):
+    flags = {"group": group, **levels}
     run(toy_repo, {**flags, "iterations": T}, name="straight")
     # stopped at iteration 5 (nothing of it recorded), then resumed
     with pytest.raises(ArxError):
         run(toy_repo, {**flags, "iterations": T}, name="stopped",
-            proposer=StopAt(3, stop=5))
+            proposer=StopAt(flags["seed"], stop=5))
     run(toy_repo, {"iterations": T}, resume="stopped")
     # run to 4, then extended to T
     run(toy_repo, {**flags, "iterations": 4}, name="extended")
@@ -60,6 +65,13 @@ def test_a_stopped_and_an_extended_run_propose_what_a_straight_run_proposes(toy_
     assert sorted(straight) == list(range(1, T + 1))
     assert asked(toy_repo, "stopped") == straight
     assert asked(toy_repo, "extended") == straight
+    if group == "D":  # and the outer levels decided the same, Level 2's steps aside included
+        decided = {n: [(e["cycle"], e["mechanism"], e["verdict"]) for e in
+                       trace_events(GitRepo(toy_repo), n) if e.get("event") == "level2"]
+                   for n in ("straight", "stopped", "extended")}
+        assert decided["stopped"] == decided["straight"] == decided["extended"]
+        cycles = {cycle for cycle, _, _ in decided["straight"]}
+        assert cycles and cycles != {1, 2, 3, 4}  # it acted, and it stepped aside
 
 
 def test_the_proposer_knows_the_baseline_on_a_fresh_run(toy_repo):

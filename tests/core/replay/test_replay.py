@@ -67,7 +67,8 @@ def commit_on_branch(root, branch, edit, message="hand edit", amend=False):
 def offline_c(tmp_path_factory):
     """An offline group C run: 15 iterations, Level 1.5 every 3, Level 2 every 2 cycles."""
     root = make_toy_repo(tmp_path_factory.mktemp("offline") / "project")
-    return finished_run(root, "c", {"iterations": 15, "group": "C", "seed": 1, "k": 3, "m": 2})
+    return finished_run(root, "c", {"iterations": 15, "group": "C", "seed": 1, "k": 3, "m": 2,
+                                            "step_aside": False})
 
 
 FOCUS_LR = {"name": "FocusLR", "domain": "design of experiments", "description": "explore LR",
@@ -99,7 +100,7 @@ def llm_c(tmp_path_factory):
     server.responder = scripted_model()
     root = make_toy_repo(tmp_path_factory.mktemp("llm") / "project")
     settings = resolve_llm(server.base_url, "test-model", env={})
-    ws = open_run(root, {"iterations": 5, "group": "C", "k": 2, "m": 1}, name="g")
+    ws = open_run(root, {"iterations": 5, "group": "C", "k": 2, "m": 1, "step_aside": False}, name="g")
     ws.write_llm_settings(settings.record())
     client = ChatClient(settings, ws.path / ws.llm_rel, rel_root=ws.path)
     try:

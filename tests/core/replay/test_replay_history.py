@@ -153,7 +153,7 @@ def assert_tamper_found(root, name):
 
 
 def test_a_run_killed_mid_trial_and_mid_level2_replays(toy_repo):
-    env = {"ARX_K": "2", "ARX_M": "1"}
+    env = {"ARX_K": "2", "ARX_M": "1", "ARX_STEP_ASIDE": "false"}
     proc = start(toy_repo, "--name", "kk", "--group", "C", "--iterations", "6", "--budget",
                  "0.3", env=env)
     kill_after_trials(proc, 2, 0.15)  # during iteration 2's trial
@@ -250,7 +250,8 @@ def test_an_llm_run_killed_and_resumed_replays_and_an_edited_transcript_is_found
     from support.scripted_model import responder
 
     llm_server.responder = responder([GOOD])
-    env = {"ARX_API_KEY": "sk-test-not-a-key", "ARX_K": "2", "ARX_M": "1"}
+    env = {"ARX_API_KEY": "sk-test-not-a-key", "ARX_K": "2", "ARX_M": "1",
+           "ARX_STEP_ASIDE": "false"}
     proc = start(toy_repo, "--name", "lk", "--group", "C", "--iterations", "5", "--budget",
                  "0.3", "--llm", llm_server.base_url, "--model", "test-model", env=env)
     kill_after_trials(proc, 3, 0.15)
