@@ -44,6 +44,8 @@ WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 MAX_REPLY = 16 << 20
 #: seconds a worker may take to start and fence itself in
 START_S = 30.0
+#: how long a worker whose output ended may take to exit before its exit code is read
+EXIT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,15 @@ class RunnerWorker:
 
     def _fail(self, hook: str, kind: str, detail: str) -> None:
         """Kill the worker and raise the fault ``kind`` for ``hook``."""
-        proc, at, tail = self.proc, self.at, self._stderr_tail()
+        proc, at = self.proc, self.at
+        if kind == "exit" and proc is not None:
+            # its output ended: it is exiting; its exit code says how (on a busy machine it is
+            # not reaped yet when the end of output is read, and the fault said only "stopped")
+            try:
+                proc.wait(timeout=EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        tail = self._stderr_tail()
         self.close()
         if kind == "deadline":
             detail = f"{hook} took longer than {self.deadline_s:g} s (hook_timeout); the " \

@@ -44,14 +44,21 @@ def finish(repo, *args, env=None):
     return done
 
 
-def kill_after_trials(proc, n, extra_s):
-    """SIGKILL once ``n`` trial records were printed and ``extra_s`` more passed (mid-trial)."""
+def kill_after_trials(proc, n, extra_s, within=60.0):
+    """SIGKILL mid-trial: once ``n`` trial records were printed, the next trial's process runs
+    (however slow the machine: a fixed delay once landed between two trials) and ``extra_s``
+    more passed."""
     seen = 0
     for line in proc.stdout:
         if json.loads(line).get("event") == "trial":
             seen += 1
             if seen >= n:
                 break
+    deadline = time.monotonic() + within
+    while not any("train.py" in c for c in children(proc.pid)):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            break  # kill() says why
+        time.sleep(0.003)
     time.sleep(extra_s)
     kill(proc)
 
