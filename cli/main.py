@@ -14,6 +14,7 @@ from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, add_row, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
+from arx.cli.result_cmds import apply
 from arx.cli.script_cmds import check, print_adoption, rm
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
@@ -58,7 +59,9 @@ def cli(ctx: click.Context, repo: Path) -> None:
               "with --metric-regex (with --target).")
 @click.option("--metric-regex", help="Regex whose group 1 (else the whole match) is the metric, "
               "e.g. 'val loss ([0-9.]+)' (with --target).")
-@click.option("--direction", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--direction", type=click.Choice(["min", "max"]), help="min: lower is better; "
+              "max: higher is better [inferred from --metric's name: accuracy, f1, reward, ... "
+              "max; loss, error, perplexity, ... min; refused when the name says neither]")
 @click.option("--setup", help="Command run once before each run's baseline (e.g. data prep).")
 @click.option("--lock", "locked", multiple=True, help="Parameter the search may not change "
               "(repeatable).")
@@ -86,6 +89,10 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
     what = "parameters" if result.adoption else "constants"
     click.echo(f"arx: initialised {result.root} ({result.n_constants} {what}, "
                f"{result.n_tunable} tunable) and committed {', '.join(result.written)}")
+    if result.direction_note.startswith("--direction"):  # given against what the name says
+        click.echo(f"arx: warning: {result.direction_note}", err=True)
+    elif result.direction_note:
+        click.echo(f"arx: {result.direction_note}")
     print_adoption(result)
     click.echo(f"next: cd {directory} && arx check && {result.next_command}"
                if result.adoption else f"next: cd {directory} && {result.next_command}")
@@ -315,6 +322,7 @@ cli.add_command(replay)
 cli.add_command(ablate)
 cli.add_command(check)
 cli.add_command(rm)
+cli.add_command(apply)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from arx.cli.common import RUN_NAME, arx_errors
+from arx.core.direction import contradiction, infer
 from arx.core.loop.check import check_target
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
@@ -75,7 +76,12 @@ def check(ctx, budget, steps, timeout):
     if result.managed:
         click.echo("  set by arx  " + ", ".join(f"{k}={v!r}" for k, v in result.managed.items()))
     click.echo(f"  tunable     {result.tunable} parameter(s)")
-    for warning in result.warnings:
+    said = infer(target.metric)
+    click.echo(f"  direction   {target.direction} ("
+               + (said.why() if said and said.direction == target.direction
+                  else "[target] direction in arx.toml") + ")")
+    for warning in [*result.warnings, *filter(None, [contradiction(target.metric,
+                                                                   target.direction)])]:
         click.echo(f"  warning     {warning}")
     if result.result is None:
         click.echo(f"  status      setup failed: {result.setup_error}")

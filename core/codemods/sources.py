@@ -13,7 +13,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from arx.core.codemods.common import dotted
 
-__all__ = ["config_sources"]
+__all__ = ["config_sources", "inline_literals"]
 
 #: dotted call (or its last part after a module alias) -> what it means
 _CALLS = {
@@ -45,6 +45,8 @@ class _Sources(cst.CSTVisitor):
         super().__init__()
         self.found: dict[str, int] = {}
         self.strings: list[str] = []
+        #: literal keyword arguments of calls (``SVC(C=1.0)``), with their lines
+        self.inline: list[tuple[str, int]] = []
 
     def visit_SimpleString(self, node: cst.SimpleString) -> None:
         value = node.evaluated_value
@@ -58,6 +60,13 @@ class _Sources(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         name = dotted(node.func)
+        for arg in node.args:
+            if arg.keyword is not None and _literal(arg.value):
+                code = cst.Module([]).code_for_node(arg.value)
+                if len(code) <= 40:
+                    line = self.get_metadata(PositionProvider, arg).start.line
+                    self.inline.append((f"{(name or 'call').rsplit('.', 1)[-1]}("
+                                        f"{arg.keyword.value}={code})", line))
         if name in _CALLS:
             self._note(_CALLS[name], node)
         elif name == "exec":
@@ -76,6 +85,26 @@ class _Sources(cst.CSTVisitor):
             self._note("environment variables (os.environ[...])", node)
         elif name == "sys.argv":
             self._note("command-line arguments read from sys.argv", node)
+
+
+def _literal(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        node = node.expression
+    return isinstance(node, (cst.Integer, cst.Float, cst.SimpleString)) or (
+        isinstance(node, cst.Name) and node.value in ("True", "False"))
+
+
+def inline_literals(source: str) -> list[tuple[str, int]]:
+    """Literal keyword arguments of calls in ``source`` (``SVC(C=1.0)`` with its line): values
+    a script writes inline, which arx does not tune (named when init refuses a script). Empty
+    when the source does not parse."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return []
+    visitor = _Sources()
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return visitor.inline
 
 
 def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:

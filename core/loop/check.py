@@ -21,7 +21,7 @@ from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
 from arx.core.errors import RepoError, RunError
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.llm.settings import secret_names_in
-from arx.core.loop.diagnose import failure_hint, last_error
+from arx.core.loop.diagnose import failure_hint, last_error, metric_regex_hint
 from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.space import run_space
 from arx.core.loop.trials import LiveTrials, TrialKey, TrialRequest
@@ -117,5 +117,8 @@ def _check(repo: GitRepo, tree: GitRepo, config: RunConfig, local: LocalPaths,
                                      "check"))
     if result.status is ExecStatus.OK:
         return CheckResult(result=result, log_path=log_path, **common)
+    hint = metric_regex_hint(result.log_tail, config.target.metric) \
+        if result.status is ExecStatus.NO_METRIC and not config.target.metric_regex else None
     return CheckResult(result=result, log_path=log_path, error_line=last_error(result.log_tail),
-                       hint=failure_hint(result.log_tail, repo.root, tree.root), **common)
+                       hint=hint or failure_hint(result.log_tail, repo.root, tree.root),
+                       **common)

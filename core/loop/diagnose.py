@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["failure_hint", "last_error", "log_file", "missing_path"]
+__all__ = ["failure_hint", "last_error", "log_file", "metric_regex_hint", "missing_path"]
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|error|Error|"
                          r"FAIL|Killed|Segmentation fault)\b.*")
@@ -71,6 +71,33 @@ def failure_hint(log_tail: str, root: Path, worktree: Path, run: str | None = No
                 f"the parameter that turns it on (`[params] locked` in arx.toml)")
     then = f"; then `arx run --resume {run}`, or remove the run with `arx rm {run}`" if run else ""
     return f"`arx check` runs the command as a trial would and says what is wrong{then}"
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def metric_regex_hint(log_tail: str, metric: str) -> str | None:
+    """For a trial that printed no ``metric: value`` line: a ``metric_regex`` built from the
+    last line of the log that names the metric's words before a number (``| test loss  6.30
+    |`` for ``test_loss`` -> ``test\\s+loss\\s+([-+0-9.eE]+)``), as a hint; None when no
+    line does."""
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", metric) if w]
+    if not words:
+        return None
+    pattern = re.compile(r"[^A-Za-z0-9]{0,3}".join(re.escape(w) for w in words)
+                         + r"[\s:=|]*" + f"({_NUMBER})", re.IGNORECASE)
+    for line in reversed(log_tail.splitlines()):
+        m = pattern.search(line)
+        if m:
+            seen = line[m.start():m.end()]
+            prefix = seen[:m.start(1) - m.start()].rstrip(" \t:=|")
+            parts = [r"\s+" if p.isspace() else re.escape(p)
+                     for p in re.split(r"(\s+)", prefix) if p]
+            regex = "".join(parts) + r"[\s:=|]*([-+0-9.eE]+)"
+            return (f"the log prints {seen.strip()!r} but no line `{metric}: value`: set "
+                    f"metric_regex = '{regex}' in [target] of arx.toml (or pass --metric-regex "
+                    "to `arx init`)")
+    return None
 
 
 def log_file(log_dir: Path, record: Mapping[str, Any]) -> Path | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from arx.core.codemods.constants import Constant, Scan, Skipped, scan_parameters
+from arx.core.codemods.sources import inline_literals
 from arx.core.config import TargetConfig
 from arx.core.errors import ConfigError, close_hint
 from arx.core.loop.lockrules import lock_reason, name_words, training_length_words
@@ -110,9 +111,11 @@ def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) ->
     return out
 
 
-def _nothing_to_tune(target_file: str, scan: Scan) -> ConfigError:
+def _nothing_to_tune(target_file: str, scan: Scan, source: str = "") -> ConfigError:
     instead = [f"it reads settings from {s}" for s in scan.sources]
     instead += [f"{s.name} (line {s.line}): {s.reason}" for s in scan.skipped[:8]]
+    instead += [f"the inline value {lit} (line {line})"
+                for lit, line in inline_literals(source)[:8]]
     found = "; found instead: " + "; ".join(instead) if instead else ""
     return ConfigError(
         f"{target_file} has nothing arx can tune: no top-level `NAME = literal`, argparse "
@@ -122,6 +125,20 @@ def _nothing_to_tune(target_file: str, scan: Scan) -> ConfigError:
         "literals (e.g. a block of constants at the top)")
 
 
+def _none_tunable(target_file: str, space: ParameterSpace, reasons: dict[str, str],
+                  source: str) -> ConfigError:
+    """Every parameter found is locked or has a single value: say which and why, and the
+    literals written inline (call arguments) that arx does not tune."""
+    held = [f"{n} ({reasons[n]})" if n in reasons else f"{n} (a single value)"
+            for n in space.specs]
+    inline = [f"{lit} (line {line})" for lit, line in inline_literals(source)[:8]]
+    seen = f"; inline values it does not tune: {', '.join(inline)}" if inline else ""
+    return ConfigError(
+        f"{target_file} has nothing arx may change: it found {', '.join(held)}{seen}",
+        hint="unlock a parameter (--lock/--only, or [params] locked after init), give it "
+             "choices, or move the values to tune into top-level `NAME = literal` constants")
+
+
 def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *,
           locked: Sequence[str] = (), only: Sequence[str] = (),
           include: Sequence[str] | None = None) -> Adoption:
@@ -129,7 +146,7 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
     ``include`` None: proposed from the script; a list: exactly those paths."""
     scan = scan_parameters(source)
     if not scan.found:
-        raise _nothing_to_tune(target.file, scan)
+        raise _nothing_to_tune(target.file, scan, source)
     names = [c.name for c in scan.found]
     why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):
@@ -158,6 +175,8 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
         elif not only and lock_reason(c.name):
             reasons[c.name] = str(lock_reason(c.name))
     space = ParameterSpace.from_constants(scan.found, locked=reasons)
+    if not space.tunable():
+        raise _none_tunable(target.file, space, reasons, source)
     warnings = command_overrides(target.command, target.file,
                                  [s.name for s in space.tunable()], root)
     notes = [f"the script also reads settings from {s}: values set there override arx's"

@@ -16,6 +16,7 @@ import tomlkit
 
 from arx.core.codemods.constants import discover_constants
 from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
+from arx.core.direction import contradiction, infer
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.space import ParameterSpace
 from arx.core.replay.workflow import REPLAY_WORKFLOW_PATH, replay_workflow_text
@@ -48,6 +49,8 @@ class InitResult:
     adoption: Adoption | None = None
     #: the `arx run` to try next
     next_command: str = "arx run --iterations 8 --budget 20"
+    #: how the metric's direction was decided (inferred from its name, or given against it)
+    direction_note: str = ""
 
 
 def package_text(package: str, name: str) -> str:
@@ -127,7 +130,7 @@ def init_repo(
     target_file: str | None = None,
     command: str | None = None,
     metric: str | None = None,
-    direction: str = "min",
+    direction: str | None = None,
     setup: str | None = None,
     locked: Sequence[str] = (),
     only: Sequence[str] = (),
@@ -140,7 +143,9 @@ def init_repo(
     """Create or adopt ``root`` as an arx-managed repository; one commit, or nothing at all.
 
     Adopting a script (``target_file``): ``only`` locks every other parameter, ``include``
-    (None: proposed from the script) lists untracked paths every trial sees."""
+    (None: proposed from the script) lists untracked paths every trial sees; ``direction`` None
+    is inferred from the metric's name (``arx.core.direction``), and a name that says neither
+    is refused."""
     root = Path(root).resolve()
     adopting = target_file is not None
     if adopting and not (command and metric):
@@ -148,6 +153,8 @@ def init_repo(
     if not adopting and (command or metric or only or metric_regex or include):
         raise ConfigError("--command/--metric/--only/--metric-regex/--include only make sense "
                           "with --target FILE")
+    direction, direction_note = _direction(metric, direction) if adopting \
+        else (direction or "min", "")
     if direction not in ("min", "max"):
         raise ConfigError("--direction must be min or max")
 
@@ -229,8 +236,24 @@ def init_repo(
         n_constants=len(constants),
         n_tunable=len(space.tunable()),
         adoption=adoption,
+        direction_note=direction_note,
         **({"next_command": adoption.next_command()} if adoption else {}),
     )
+
+
+def _direction(metric: str | None, given: str | None) -> tuple[str, str]:
+    """(direction, what to tell the user about it): the given one (warned about when the name
+    says the other way), else the one the metric's name says; refused when it says neither."""
+    if given is not None:
+        return given, contradiction(metric or "", given) or ""
+    said = infer(metric or "")
+    if said is None:
+        raise ConfigError(
+            f"the metric name {metric!r} does not say whether lower or higher is better",
+            hint="pass --direction min (lower is better: a loss, an error) or --direction max "
+                 "(higher is better: an accuracy, a reward)")
+    return said.direction, (f"direction {said.direction}, from the metric's name: {said.why()} "
+                            "(--direction overrides it)")
 
 
 def _inside_repo(path: Path) -> bool:
