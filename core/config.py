@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 4
+CURRENT_RULES = 5
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ class RunConfig:
     #: how the metric's spread is known: "auto" (measured at the start), "off", or a number (its
     #: standard deviation). Runs stored before this setting existed read as "off".
     noise: str = "off"
+    #: held-out seeds the baseline and the best are trained on again when the run ends (rules
+    #: >= 5; ``verify.py``); 0 turns it off. Runs stored before this setting existed read 0.
+    verify: int = 0
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: the revision of arx's run rules the run started with. 1 (runs made before it was
@@ -118,6 +121,11 @@ class RunConfig:
     #: 4: a Level-2 cycle adds a mechanism only when the ``judge_window`` iterations before it
     #: gained nothing or wasted trials (``outcome.calls_for_level2``); else Level 2 steps aside
     #: (``[levels] step_aside``, on by default).
+    #: 5: margins use an upper confidence bound of the measured spread, floored at the
+    #: metric's resolution (``noise.spread``); the noise event says whether the seed changes
+    #: anything and how coarse the metric is; ``no_effect`` needs the trial's whole output to
+    #: match the best's, and never stops a run whose metric is coarse; the run ends with a
+    #: held-out verification (``--verify``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
@@ -189,6 +197,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "executor": (str, "local"),
     "address": (str, None),
     "noise": (str, "auto"),
+    "verify": (int, 3),
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
@@ -348,6 +357,8 @@ def check(config: RunConfig) -> None:
             or config.remeasure_after < 0:
         raise ConfigError("--confirm, --rebaseline and --remeasure-after must be >= 0; "
                           "k and m >= 1")
+    if config.verify < 0:
+        raise ConfigError("--verify must be >= 0", hint="0 turns the held-out verification off")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:
         raise ConfigError(f"--noise must be off, auto or a positive number, not {config.noise!r}",
                           hint="--noise auto measures the spread of the baseline's metric")

@@ -39,12 +39,13 @@ class TrialState(_Word):
     NOISE = "noise"  # an extra measurement of the baseline, to measure the metric's spread
     NO_EFFECT = "no_effect"  # measured, and equal to the best to the last printed digit
     CONTENDED = "contended"  # ran without the machine the baseline had: never compared
+    VERIFY = "verify"  # a held-out measurement of the baseline or the best (decides nothing)
 
     @property
     def is_measured(self) -> bool:
         """Its metric is usable."""
         return self in (self.BASELINE, self.KEEP, self.DISCARD, self.CONFIRM, self.REBASELINE,
-                        self.NOISE, self.NO_EFFECT)
+                        self.NOISE, self.NO_EFFECT, self.VERIFY)
 
     @property
     def is_failure(self) -> bool:
@@ -69,6 +70,7 @@ class TrialKind(_Word):
     CONFIRM = "confirm"  # an extra seed of a would-be keep or of the best
     REBASELINE = "rebaseline"  # the best re-measured (time mode)
     NOISE = "noise"  # the baseline measured again (another seed, or a repeat) for its spread
+    VERIFY = "verify"  # the baseline or the best trained on a held-out seed (no decision used it)
 
 
 class Event(_Word):
@@ -80,6 +82,7 @@ class Event(_Word):
     LEVEL2 = "level2"  # a Level 2 attempt
     NOISE = "noise"  # the measured spread of the metric (see docs/trace.md)
     RESUME = "resume"  # the run was resumed (with what, up to which iteration)
+    VERIFY = "verify"  # the held-out verification of a run's result (see docs/trace.md)
 
 
 class Occasion(_Word):

@@ -18,6 +18,7 @@ When the command's main process exits, anything it left running in its group is 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import queue
@@ -49,6 +50,11 @@ TAIL_LINES = 40
 #: bytes read at once; also the longest line piece handled (a bar without newlines is cut up)
 _CHUNK = 1 << 16
 _SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:\s*(.*?)\s*$")
+#: lines left out of an output's digest: what differs between two runs of the same training
+#: (times, rates, dates, memory), so that equal digests mean the same numbers were trained
+_TIMING_LINE = re.compile(
+    r"time|sec|elapsed|eta\b|\bms\b|/s\b|s/it|mfu|throughput|speed|wall|mem|vram|\bdt\b|"
+    r"date|clock|duration|\d\d:\d\d|/tmp/", re.IGNORECASE)
 
 
 class ExecStatus(str, Enum):
@@ -85,6 +91,11 @@ class TrialResult:
     reason: str
     #: what the trial got of the machine (``execution.usage``); empty when it never ran
     usage: Mapping[str, float] = field(default_factory=dict)
+    #: a digest of what the run printed, its timing and memory lines left out (``_Scanner``):
+    #: two runs that trained the same thing print the same digest (``loop.noeffect``)
+    digest: str | None = None
+    #: the metric as printed (its digits tell the metric's resolution: ``loop.noise``)
+    metric_text: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,9 +115,16 @@ class _Scanner:
         self.failed = False
         self.in_summary = False
         self.summary: dict[str, float | str] = {}
+        self._digest = hashlib.blake2b(digest_size=8)
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()
 
     def feed(self, line: str) -> None:
         stripped = line.strip()
+        if stripped and not _TIMING_LINE.search(stripped):
+            self._digest.update(stripped.encode("utf-8", "replace") + b"\n")
         if stripped == "FAIL":
             self.failed = True
         if stripped == "---":
@@ -234,6 +252,8 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
         log_tail="\n".join(output.tail),
         reason=reason,
         usage=sampler.usage(),
+        digest=scanner.digest,
+        metric_text=scanner.raw.strip()[:40] if status is ExecStatus.OK and scanner.raw else None,
     )
 
 

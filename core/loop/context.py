@@ -47,6 +47,6 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
         "history": [dict(r.data) for r in records
                     if r.kind in (TrialKind.BASELINE, TrialKind.TRIAL)
                     and r.state not in (TrialState.INTERRUPTED, TrialState.CONTENDED)],
-        "noise": noise.spread(noise_event, (r.data for r in records)),
+        "noise": noise.spread(noise_event, (r.data for r in records), config.rules),
     }
 

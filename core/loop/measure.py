@@ -88,6 +88,20 @@ class Measurer:
                 f"{ref.get('others_cpu', 0):.2f}); the trial got {usage.get('cpu_share', 0):.2f} "
                 f"cores (baseline {ref.get('cpu_share', 0):.2f})")
 
+    def rebaseline(self, i: int, best: Best, records: Sequence[TraceRecord],
+                   timeout: float) -> tuple[list[TraceRecord], Best]:
+        """Measure the best again before iteration ``i`` (its source is in the worktree);
+        returns the records added and the best with its new measurement."""
+        key = self.attempts_of(TrialKey(i, TrialKind.REBASELINE), records)
+        m = self.measure(key, {}, best.source, timeout, best.metric)
+        rec = self.journal.record(m.key, m.result, {}, "", dict(best.config), None,
+                                  best_before=best.metric)
+        if rec.metric is not None:
+            self.say(f"rebaseline before #{i}: best re-measured {rec.metric:.6g} "
+                     f"(drift {rec.metric - best.metric:+.4g})")
+            best = replace(best, metric=rec.metric, first=None, digest=rec.get("output_digest"))
+        return [*m.contended, rec], best
+
     # ---- the baseline's spread -----------------------------------------------------------------
     def ensure_noise(self, event: Mapping[str, Any] | None, source: str,
                      seed_constant: str | None, write: Callable[[str], None],
@@ -119,7 +133,7 @@ class Measurer:
             if seed_constant else None
         done = {int(r.get("seq", 0)): r for r in records if r.kind == TrialKind.NOISE
                 and r.state is not TrialState.INTERRUPTED}
-        metrics, added = [baseline.metric], []
+        metrics, added, texts = [baseline.metric], [], [baseline.get("metric_text")]
         for s in range(1, noise.EXTRA + 1):
             rec = done.get(s)
             if rec is None:
@@ -139,9 +153,10 @@ class Measurer:
                     hint="make the target reliable, or give the spread (--noise 0.01) or turn "
                          "the measurement off (--noise off)")
             metrics.append(rec.metric)
+            texts.append(rec.get("metric_text"))
         write(source)
         event = noise.noise_event(self.journal.run, "seeds" if seed_constant else "repeats",
-                                  metrics)
+                                  metrics, rules=self.config.rules, texts=texts)
         self.trace.note(Event.NOISE, event)
         return event, added
 

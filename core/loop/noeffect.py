@@ -79,20 +79,29 @@ def _config_file(arg: str, cwd: Path, keys: dict[str, list[str]]) -> str:
 
 
 def settle(state: TrialState | None, metric: float | None, best: float | None,
-           rules: int) -> TrialState | None:
+           rules: int, digest: str | None = None,
+           best_digest: str | None = None) -> TrialState | None:
     """``no_effect`` for a discard whose metric equals the best exactly (both are parsed from
     the printed digits, so equal floats are equal to the last printed digit); runs made before
-    this rule (``rules`` 1) keep ``discard``."""
+    this rule (``rules`` 1) keep ``discard``. From rules 5 on, one equal number is not enough
+    when both runs' output digests are known (``TrialResult.digest``): a trial that printed
+    anything else differently (its losses, its other metrics) did reach the training, and a
+    coarse metric (a 2-decimal accuracy) just did not move: ``discard``."""
     if rules >= 2 and state is TrialState.DISCARD and metric is not None and metric == best:
+        if rules >= 5 and digest and best_digest and digest != best_digest:
+            return state
         return TrialState.NO_EFFECT
     return state
 
 
-def check_streak(trace: Trace, config: RunConfig, names: Iterable[str], cwd: Path) -> None:
+def check_streak(trace: Trace, config: RunConfig, names: Iterable[str], cwd: Path,
+                 coarse: bool = False) -> None:
     """Raise ``RunError`` when the last ``STREAK`` measured trials (since the last resume)
     were all ``no_effect``: the loop is spending its budget on changes that do not arrive.
-    ``names``: the tuned parameters; ``cwd``: where the command runs (to read config files)."""
-    if config.rules < 2:
+    ``names``: the tuned parameters; ``cwd``: where the command runs (to read config files).
+    Never from rules 5 on when the metric is ``coarse`` (``noise.coarse``): equal values of a
+    metric that moves in steps wider than its noise do not show that nothing arrived."""
+    if config.rules < 2 or (config.rules >= 5 and coarse):
         return
     streak: list[dict] = []
     for event in trace.events():

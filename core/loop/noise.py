@@ -15,12 +15,16 @@ Everything here is a function of recorded data, so replay decides exactly as the
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from arx.core.config import RunConfig
+from arx.core.loop import stats
 from arx.core.states import Event, TrialKind, TrialState
 
 #: extra measurements of the baseline (so the spread comes from 1 + EXTRA values)
@@ -38,16 +42,61 @@ GPU_BUSY_FRAC = 0.5
 MAX_ATTEMPTS = 4
 #: seconds to wait for a quiet machine between two attempts
 QUIET_WAIT_S = 60.0
+#: the largest N for which values that are all fractions k/N read as a metric on N samples
+LATTICE_MAX = 100_000
+#: a metric whose resolution is at least this share of its value moves in visible steps
+COARSE_REL = 1e-4
 
 
 def noise_event(run: str, method: str, metrics: Sequence[float],
-                given: float | None = None) -> dict[str, Any]:
-    """The trace event of a run's measured (or given) spread; fields in docs/trace.md."""
+                given: float | None = None, rules: int = 1,
+                texts: Sequence[str | None] = ()) -> dict[str, Any]:
+    """The trace event of a run's measured (or given) spread; fields in docs/trace.md. From
+    rules 5 on it also says what the measurements show of the metric itself: its
+    ``resolution`` (``resolution``, from the printed ``texts``) and whether the seed constant
+    changed nothing (``inert``: every seed measured exactly the same)."""
     values = [float(m) for m in metrics]
     mean = statistics.fmean(values) if values else None
     sd = given if given is not None else (statistics.stdev(values) if len(values) > 1 else None)
-    return {"run": run, "iteration": 0, "method": method, "n": len(values),
-            "metrics": values, "mean": mean, "sd": sd}
+    event = {"run": run, "iteration": 0, "method": method, "n": len(values),
+             "metrics": values, "mean": mean, "sd": sd}
+    if rules >= 5 and values:
+        event["resolution"] = resolution(values, texts)
+        event["inert"] = method == "seeds" and len(values) > 1 and len(set(values)) == 1
+    return event
+
+
+def _step(text: str) -> float | None:
+    """The last printed digit's place of a number as printed (``0.9600`` -> 0.0001)."""
+    try:
+        exponent = Decimal(text.strip()).as_tuple().exponent
+    except (ArithmeticError, ValueError):
+        return None
+    return 10.0 ** int(exponent) if isinstance(exponent, int) else None
+
+
+def resolution(values: Iterable[float], texts: Iterable[str | None] = ()) -> float:
+    """The smallest difference the metric can show: the place of its last printed digit (from
+    the printed ``texts``, else the shortest repr of the values), or 1/N when at least three
+    different values printed with 5+ decimals are all fractions k/N with N <= ``LATTICE_MAX``
+    (an accuracy over N samples printed in full)."""
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    steps = [st for t in texts if t and (st := _step(t)) is not None]
+    if not steps:
+        steps = [st for v in values if (st := _step(repr(v))) is not None]
+    if not steps:
+        return 0.0
+    step = min(steps)
+    if len(set(values)) < 3 or step > 1e-5:
+        return step
+    denominators = []
+    for v in values:
+        frac = Fraction(v).limit_denominator(LATTICE_MAX)
+        if abs(float(frac) - v) > 1e-12 * max(1.0, abs(v)):
+            return step
+        denominators.append(frac.denominator)
+    n = math.lcm(*denominators)
+    return max(step, 1.0 / n) if 1 < n <= LATTICE_MAX else step
 
 
 def latest_noise(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -85,18 +134,57 @@ def reported(records: Iterable[Mapping[str, Any]],
 
 
 def describe(event: Mapping[str, Any]) -> str:
-    """The line a run prints once its spread is known."""
+    """The line a run prints once its spread is known (with what it found about the metric)."""
     if not event.get("n"):
         return f"noise: sd {event['sd']:.4g} (given)"
-    return f"noise: sd {event['sd']:.4g} over {event['n']} baseline runs ({event['method']})"
+    line = f"noise: sd {event['sd']:.4g} over {event['n']} baseline runs ({event['method']})"
+    return line + "".join(f"\nnoise: {w}" for w in warnings(event))
 
 
-def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = ()) -> dict[str, Any]:
+def warnings(event: Mapping[str, Any] | None) -> list[str]:
+    """What a user must know about the measured spread: a seed that changes nothing, a metric
+    coarser than its noise."""
+    if not event or not event.get("n"):
+        return []
+    out = []
+    res = event.get("resolution")
+    if event.get("inert"):
+        out.append(
+            f"changing the seed constant changed nothing ({event['n']} seeds measured exactly "
+            f"{event['metrics'][0]:.6g}): the metric is measured on one fixed split and "
+            "initialisation, so its spread cannot be measured here and a gain may not hold on "
+            "other data; differences under "
+            f"{res:.4g} (the metric's resolution) are treated as noise" if res else
+            "changing the seed constant changed nothing: the metric's spread cannot be measured")
+    elif coarse(event):
+        out.append(f"the metric moves in steps of {res:.4g}, no less than its measured spread: "
+                   "differences under one step are treated as noise")
+    return out
+
+
+def coarse(event: Mapping[str, Any] | None) -> bool:
+    """The metric moves in visible steps (its resolution at least ``COARSE_REL`` of its value:
+    a 2-decimal accuracy, an accuracy on 899 samples) no finer than its measured spread (rules
+    >= 5 only): equal values then say nothing about whether a change reached the training. A
+    deterministic loss printed with 6 decimals is not coarse."""
+    if not event or not event.get("resolution"):
+        return False
+    res = float(event["resolution"])
+    return (event.get("sd") or 0.0) <= res and res >= COARSE_REL * abs(event.get("mean") or 0.0)
+
+
+def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = (),
+           rules: int = 1) -> dict[str, Any]:
     """The spread decisions use (``ctx["noise"]``: ``sd``, ``df``, ``method``): a measured one is
     pooled over every group of repeated measurements of one configuration the run has, the
     baseline's and each confirmed trial's (its first measurement and its extra seeds), so three
-    baseline runs are only where the estimate starts. A given spread is used as it is."""
-    if event is None or not event.get("sd"):
+    baseline runs are only where the estimate starts. A given spread is used as it is.
+
+    From rules 5 on, the pooled estimate is corrected for its small sample (``stats.sd_upper``
+    at ``stats.SD_CONFIDENCE``: a spread from 3 runs is too small 63% of the time, and margins
+    in units of it keep noise), and floored at the metric's resolution (a seed that changes
+    nothing measures 0); ``sample_sd`` says what was measured."""
+    if event is None or (not event.get("sd") and not (rules >= 5 and event.get("resolution"))):
         return {"sd": None, "df": 0, "method": "off"}
     if event.get("method") == "given":
         return {"sd": float(event["sd"]), "df": 0, "method": "given"}
@@ -105,15 +193,14 @@ def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = ()) -> dict
         extra = rec.get("confirm_metrics")
         if rec.get("kind") == TrialKind.TRIAL and extra and rec.get("metric") is not None:
             groups.append([rec.get("metric"), *extra])
-    squares, df = 0.0, 0
-    for group in groups:
-        values = [float(v) for v in group if isinstance(v, (int, float))]
-        if len(values) > 1:
-            mean = statistics.fmean(values)
-            squares += sum((v - mean) ** 2 for v in values)
-            df += len(values) - 1
-    sd = (squares / df) ** 0.5 if df and squares > 0 else float(event["sd"])
-    return {"sd": sd, "df": df, "method": str(event.get("method"))}
+    pooled, df = stats.pooled(groups)
+    sd = pooled if df and pooled > 0 else float(event.get("sd") or 0.0)
+    if rules < 5:
+        return {"sd": sd, "df": df, "method": str(event.get("method"))}
+    floor = float(event.get("resolution") or 0.0)
+    upper = stats.sd_upper(sd, df) if df else sd
+    return {"sd": max(upper, floor) or None, "df": df, "method": str(event.get("method")),
+            "sample_sd": sd, "confidence": stats.SD_CONFIDENCE}
 
 
 def margin_sd(metrics: Sequence[float | None], best_metrics: Sequence[float | None],

@@ -38,10 +38,22 @@ class Best:
     confirm: Mapping[int, float] = field(default_factory=dict)  # seed -> metric of extra seeds
     #: its first measurement, at its own seed, when ``metric`` is a mean (with measured noise)
     first: float | None = None
+    #: the output digest of that first measurement (``TrialResult.digest``), when recorded
+    digest: str | None = None
 
     @property
     def first_metric(self) -> float:
         return self.metric if self.first is None else self.first
+
+
+def kept(iteration: int, record: TraceRecord, config: Mapping[str, Any], source: str,
+         reference: float | None, extra: Mapping[int, float]) -> Best:
+    """The best after a keep: the mean of its measurements (``reference``, with its extra
+    seeds) when the run measured its noise, else its one measurement."""
+    digest = record.get("output_digest")
+    if reference is None:
+        return Best(iteration, record.metric, config, source, digest=digest)
+    return Best(iteration, reference, config, source, extra, record.metric, digest)
 
 
 def improves(metric: float | None, best: float | None, direction: str) -> bool:
@@ -167,7 +179,7 @@ def rebuild_best(records: Sequence[TraceRecord], source: str,
     if best is None:
         return None, None
     base = next(r for r in records if r.state is TrialState.BASELINE)
-    metric, first, confirm = best.metric, None, {}
+    metric, first, confirm, digest = best.metric, None, {}, best.get("output_digest")
     if best.state is TrialState.BASELINE and noise and noise.get("mean") is not None \
             and noise.get("sd"):  # a target without noise (sd 0) keeps its exact baseline
         metric, first = float(noise["mean"]), best.metric
@@ -180,6 +192,6 @@ def rebuild_best(records: Sequence[TraceRecord], source: str,
                 or rec.kind == TrialKind.NOISE and best.state is TrialState.BASELINE):
             confirm[int(seed)] = rec.metric
         if rec.kind == TrialKind.REBASELINE and rec.metric is not None:
-            metric, first = rec.metric, None
+            metric, first, digest = rec.metric, None, rec.get("output_digest")
     return Best(best.iteration, metric, dict(best.get("config")), source, confirm,
-                first), base.metric
+                first, digest), base.metric

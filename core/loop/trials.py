@@ -207,7 +207,7 @@ class TrialJournal:
         """The trace record of a measured trial; ``state`` None: from the result's status."""
         if state is None:
             state = (TrialState(key.kind) if key.kind in (TrialKind.CONFIRM, TrialKind.REBASELINE,
-                                                          TrialKind.NOISE)
+                                                          TrialKind.NOISE, TrialKind.VERIFY)
                      and result.status is ExecStatus.OK
                      else _EXEC_TO_STATE.get(result.status, TrialState.CRASH))
         metric = result.metric if result.metric is not None and math.isfinite(result.metric) else None
@@ -225,6 +225,10 @@ class TrialJournal:
         }
         if result.usage:  # what it got of the machine ("usage" is the LLM's tokens)
             data["machine"] = dict(result.usage)
+        if result.digest and state.is_measured:
+            data["output_digest"] = result.digest
+        if result.metric_text and state.is_measured:
+            data["metric_text"] = result.metric_text
         rate = throughput(result.summary)
         if rate is not None:
             data["throughput"] = rate

@@ -45,7 +45,8 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
         status=status, metric=float(metric) if isinstance(metric, (int, float)) else None,
         returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
         summary={k: rec[k] for k in SUMMARY_KEYS if k in rec}, log_tail=rec.get("log_tail") or "",
-        reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}))
+        reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}),
+        digest=rec.get("output_digest"), metric_text=rec.get("metric_text"))
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
