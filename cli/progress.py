@@ -51,7 +51,8 @@ def summary_rows(p: RunProgress) -> list[tuple[str, str]]:
         ("baseline", fmt_metric(p.baseline_metric)),
         ("best", f"{fmt_metric(p.best_metric)} (iteration "
                  f"{p.best_iteration if p.best_iteration is not None else '-'})"),
-        ("delta", fmt_delta(p.delta)),
+        ("delta", fmt_delta(p.delta) + (" (in search)" if p.verified else "")),
+        *([("held-out", p.verified)] if p.verified else []),
         ("trials", ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items())) or "-"),
         ("time", f"{p.elapsed_s:.0f} s ({p.trial_seconds:.0f} s in training)"),
     ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from arx.core.codemods.constants import apply_changes, discover_constants
@@ -27,7 +26,7 @@ from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import noeffect, noise, resume
+from arx.core.loop import noeffect, noise, resume, verify
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
@@ -89,6 +88,8 @@ class Engine:
         self._baseline_wall: float | None = None
         self._retry: dict[int, list[Mapping[str, Any]]] = {}
         self._measured: dict[int, dict[str, Any]] = {}
+        #: the held-out verification of this session's end (``verify``)
+        self.verified: verify.Verified | None = None
 
     @property
     def frozen(self) -> tuple[str, ...]:
@@ -103,7 +104,8 @@ class Engine:
             best_metric=best.metric if best else None,
             best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
             elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
-            trial_seconds=self.journal.trial_seconds)
+            trial_seconds=self.journal.trial_seconds,
+            verified=self.verified.describe() if self.verified else None)
 
     # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -173,7 +175,7 @@ class Engine:
         if self.config.rules >= 3:  # as a resume reloads it (runs before rules 3 left it out)
             self.records.append(record)
         self.baseline_metric = record.metric
-        self.best = Best(0, record.metric, config, source)
+        self.best = Best(0, record.metric, config, source, digest=record.get("output_digest"))
         self._baseline_wall = result.wall_s
         paths = [self.target.file, self.ws.config_rel, *self.ws.run_files()]
         self.ws.tree.commit(paths, *commits.baseline_message(self.ws.name, self.target.metric,
@@ -336,7 +338,8 @@ class Engine:
                                               self.target.direction)
             state = noeffect.settle(TrialState.KEEP if keep and not overruled
                                     else TrialState.DISCARD, result.metric,
-                                    self.best.first_metric, self.config.rules)
+                                    self.best.first_metric, self.config.rules, result.digest,
+                                    self.best.digest)
         extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
             if len(metrics) > 1 else {}
         extra.update({"overruled": True} if overruled else {})
@@ -352,14 +355,14 @@ class Engine:
         if record.state is TrialState.KEEP:
             self.target_path.write_text(source)  # (a batch trained elsewhere)
             self._commit_keep(record)
-            self.best = Best(i, record.metric, config, source) if reference is None else \
-                Best(i, reference, config, source, self.measurer.extra_seeds(
-                    self.best, self.target.seed_constant, metrics), record.metric)
+            self.best = resume.kept(i, record, config, source, reference, self.measurer.extra_seeds(
+                self.best, self.target.seed_constant, metrics))
         else:
             self.target_path.write_text(self.best.source)
         self._observe(ctx, record)
         if record.state is TrialState.NO_EFFECT:
-            noeffect.check_streak(self.trace, self.config, self.space.names(), self.ws.path)
+            noeffect.check_streak(self.trace, self.config, self.space.names(), self.ws.path,
+                                  coarse=noise.coarse(self.noise))
 
     # ---- --parallel batches ------------------------------------------------------------------
     def _run_batch(self, i: int, ctx: Mapping[str, Any], batch: list[batches.Candidate],
@@ -430,15 +433,8 @@ class Engine:
     def _rebaseline(self, i: int) -> None:
         """Time mode: re-measure the best so drift in machine speed is seen, not mistaken."""
         self.target_path.write_text(self.best.source)
-        m = self._measure(TrialKey(i, TrialKind.REBASELINE), {}, self.best.source)
-        before = self.best.metric
-        rec = self._record(m.key, m.result, {}, "", dict(self.best.config), None,
-                           best_before=before)
-        self.records.append(rec)
-        if rec.metric is not None:
-            self.best = replace(self.best, metric=rec.metric, first=None)
-            self.reporter.line(f"rebaseline before #{i}: best re-measured {rec.metric:.6g} "
-                               f"(drift {rec.metric - before:+.4g})")
+        added, self.best = self.measurer.rebaseline(i, self.best, self.records, self._timeout())
+        self.records.extend(added)
 
     # ---- trials ------------------------------------------------------------------------------
     def _record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],
@@ -448,22 +444,31 @@ class Engine:
         return self.journal.record(key, result, changes, hypothesis, config, state, **extra)
 
     def _timeout(self) -> float:
-        return self.config.trial_timeout(self._baseline_wall or self._recorded_baseline_wall())
-
-    def _recorded_baseline_wall(self) -> float | None:
         base = next((r for r in self.records if r.state is TrialState.BASELINE), None)
-        return base.get("wall_s") if base else None
+        return self.config.trial_timeout(self._baseline_wall or (base and base.get("wall_s")))
 
     def _commit_keep(self, record: TraceRecord, recovered: bool = False) -> None:
         subject, body, trailers = commits.keep_message(
             self.ws.name, self.target.metric, record, recovered=recovered)
         self.ws.tree.commit([self.target.file, *self.ws.run_files()], subject, body, trailers)
 
+    def verify(self, k: int, on_demand: bool = False) -> verify.Verified | None:
+        """The held-out verification of the best (``verify.Verifier``); None: nothing kept."""
+        verifier = verify.Verifier(self.journal, self.measurer, self.trace, self.ws.tree,
+                                   self.target, self.reporter.line, self.target_path.write_text)
+        result, added = verifier.verify(self.best, self.records, self.noise,
+                                        self.config.iterations, k, self._timeout(), on_demand)
+        self.records.extend(added)
+        return result
+
     def _finish(self) -> None:
         self.records = self.trace.records()
+        if self.config.verify and self.config.rules >= 5:
+            self.verified = self.verify(self.config.verify)
         progress = self.progress()
         end = commits.RunEnd(progress.counts, progress.best_metric, progress.best_iteration,
-                             progress.baseline_metric)
+                             progress.baseline_metric,
+                             self.verified.event(self.ws.name, 0) if self.verified else None)
         subject, body, trailers = commits.end_message(self.ws.name, self.target.metric, end)
         self.ws.tree.commit(self.ws.run_files(), subject, body, trailers, allow_empty=True)
         self.reporter.finish(self.progress())

@@ -29,6 +29,8 @@ class RunProgress:
     elapsed_s: float
     trials_run: int  # trials this process ran (confirmations included)
     trial_seconds: float  # of which in training
+    #: the held-out verification's line (``verify.Verified.describe``), once the run has one
+    verified: str | None = None
 
     @property
     def delta(self) -> float | None:

@@ -41,6 +41,12 @@ class Trailer:
     MARGIN = "Arx-Margin"  # a keep's win over the best, in units of the measured noise (sd)
     REVERTS = "Arx-Reverts"  # on a revert: the sha it undoes (written by GitRepo.revert)
     OUTCOME = "Arx-Outcome"  # the outcome gate's judgement: "kept: ..." or "no_benefit: ..."
+    #: the held-out verification: "<delta> +- <se> over K held-out seeds (in search <delta>)",
+    #: then ": not confirmed on held-out seeds" when the delta does not beat 0 by 2 se
+    VERIFIED = "Arx-Verified"
+    #: on the user's branch: the run whose tuned values `arx apply` committed (no Arx-Run:
+    #: the commit is the user's, never reverted by arx)
+    APPLIED = "Arx-Applied"
 
 
 class Commit(Protocol):
@@ -130,6 +136,19 @@ class RunEnd:
     best_metric: float | None
     best_iteration: int | None
     baseline_metric: float | None
+    #: the held-out verification (a trace ``verify`` event), when the run has one
+    verified: Mapping[str, Any] | None = None
+
+
+def verified_text(event: Mapping[str, Any]) -> str:
+    """The ``Arx-Verified`` value of a verification event: first the held-out delta and its
+    standard error, then what it is over and the in-search delta, then the verdict."""
+    k = len(event.get("seeds") or ())
+    by_seeds = any(s is not None for s in event.get("seeds") or ())
+    text = (f"{fmt_delta(event.get('delta'))} +- {fmt_metric(event.get('se'))} over {k} "
+            f"held-out {'seeds' if by_seeds else 'repeats'} (in search "
+            f"{fmt_delta(event.get('in_search_delta'))})")
+    return text if event.get("confirmed") else text + ": not confirmed on held-out seeds"
 
 
 def end_message(run: str, metric: str, end: RunEnd) -> Message:
@@ -138,6 +157,11 @@ def end_message(run: str, metric: str, end: RunEnd) -> Message:
     delta = end.best_metric - base if end.best_metric is not None and base is not None else None
     subject = (f"end of run {run}: {n} iterations, best {metric} "
                f"{fmt_metric(end.best_metric)} ({fmt_delta(delta)} vs baseline)")
+    if end.verified is not None:
+        v = end.verified
+        subject = subject[:-1] + (f" in search; held-out {fmt_delta(v.get('delta'))} +- "
+                                  f"{fmt_metric(v.get('se'))}"
+                                  f"{'' if v.get('confirmed') else ', not confirmed'})")
     body = "Trials: " + ", ".join(f"{k} {v}" for k, v in sorted(end.counts.items()))
     if end.best_iteration is not None:
         body += f"\nBest config from iteration {end.best_iteration}."
@@ -146,6 +170,10 @@ def end_message(run: str, metric: str, end: RunEnd) -> Message:
         Trailer.METRIC: fmt_metric(end.best_metric), Trailer.BASELINE: fmt_metric(base),
         Trailer.DELTA: fmt_delta(delta),
     }
+    if end.verified is not None:
+        trailers[Trailer.VERIFIED] = verified_text(end.verified)
+        body += (f"\nHeld-out verification: {metric} {verified_text(end.verified)}; the delta "
+                 "above is the one measured in the search (on the seeds that picked the best).")
     return subject, body, trailers
 
 

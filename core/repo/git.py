@@ -130,9 +130,12 @@ class GitRepo:
                             hint="check out another branch first")
         self._git("branch", "-D", "--", name)
 
-    def dirty_paths(self, paths: Iterable[str] | None = None) -> list[str]:
-        """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if None)."""
-        args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
+    def dirty_paths(self, paths: Iterable[str] | None = None,
+                    untracked: bool = True) -> list[str]:
+        """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if
+        None); ``untracked`` False leaves untracked files out."""
+        args = ["status", "--porcelain=v1", "-z",
+                "--untracked-files=all" if untracked else "--untracked-files=no"]
         if paths is not None:
             rels = [self._rel(p) for p in paths]
             if not rels:

@@ -31,9 +31,10 @@ def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = 
                   run: dict | None = None) -> Path:
     """A user checkout holding the toy target, adopted by `arx init --target`.
 
-    Its runs do not measure noise unless ``run`` says so (``{"noise": "auto"}``): the toy's
-    seeds barely move its metric, and these tests count trials exactly. The noise measurement
-    has its own tests, on a target made of noise (tests/core/loop/test_noise.py)."""
+    Its runs do not measure noise nor verify their result on held-out seeds unless ``run`` says
+    so (``{"noise": "auto", "verify": 3}``): the toy's seeds barely move its metric, and these
+    tests count trials exactly. The noise measurement and the verification have their own tests,
+    on targets made of noise (tests/core/loop/test_noise.py, test_verify.py)."""
     repo = git_repo(path)
     shutil.copy(TOY, path / "train.py")
     (path / "README.md").write_text("a user's project\n")
@@ -42,7 +43,7 @@ def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = 
     init_repo(path, target_file="train.py", command=f"{sys.executable} train.py",
               metric="val_bpb", locked=["MODE"])
     edit_toml(path, params=params or {"ACTIVATION": {"choices": ["relu", "gelu"]}}, target=target,
-              run={"noise": "off", **(run or {})})
+              run={"noise": "off", "verify": 0, **(run or {})})
     return path
 
 

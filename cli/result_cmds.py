@@ -1,0 +1,31 @@
+"""Commands that take a run's result home: `arx apply` (and `arx verify`)."""
+
+from __future__ import annotations
+
+import click
+
+from arx.cli.common import RUN_NAME, arx_errors
+from arx.core.app.apply import apply_plan, plan_apply
+
+
+@click.command("apply")
+@click.argument("name", type=RUN_NAME)
+@click.option("--dry-run", is_flag=True, help="Print the diff and the commit message; write "
+              "nothing.")
+@click.pass_context
+@arx_errors
+def apply(ctx, name, dry_run):
+    """Set run NAME's tuned values in your checkout: one commit on the current branch.
+
+    Only the values the run's best configuration changed are written, with the same structured
+    edit its trials got: never the budget, steps or seed arx set, nor runner/, runs/ or
+    arx.toml. Refused on uncommitted changes and when the target changed since the run's base."""
+
+    plan = plan_apply(ctx.obj["repo"], name)
+    if dry_run:
+        click.echo(plan.diff(), nl=False)
+        click.echo(f"\nwould commit on {plan.branch}:\n\n{plan.subject}\n\n{plan.body}")
+        return
+    sha = apply_plan(ctx.obj["repo"], plan)
+    click.echo(f"arx: committed {sha[:12]} on {plan.branch}: {plan.subject}")
+    click.echo(f"arx: {plan.outcome}")
