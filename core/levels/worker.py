@@ -37,6 +37,7 @@ from arx.core.errors import RunnerLoadError
 from arx.core.execution.env import allowed_env
 from arx.core.execution.process import kill_group, start_group
 from arx.core.levels.fence import SANDBOX_MAIN, SANDBOX_TMP, Launch, bwrap_launch, find_bwrap
+from arx.core.llm.jsonextract import json_depth
 
 __all__ = ["ISOLATIONS", "MAX_REPLY", "MechanismFault", "RunnerWorker", "WorkerLimits",
            "WORKER_MAIN"]
@@ -45,6 +46,8 @@ __all__ = ["ISOLATIONS", "MAX_REPLY", "MechanismFault", "RunnerWorker", "WorkerL
 WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 #: the largest answer (bytes) arx reads from a worker
 MAX_REPLY = 16 << 20
+#: the deepest nesting of lists and objects arx parses in an answer (checked before parsing)
+MAX_DEPTH = 100
 #: seconds a worker may take to start and fence itself in
 START_S = 30.0
 #: how long a worker whose output ended may take to exit before its exit code is read
@@ -263,9 +266,11 @@ class RunnerWorker:
         end = self._end(seconds)
         while True:
             line = self._line(hook, end)
+            if json_depth(line, MAX_DEPTH) > MAX_DEPTH:
+                self._fail(hook, "result", f"answered JSON nested deeper than {MAX_DEPTH} levels")
             try:
                 msg = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._fail(hook, "result", f"answered something that is not JSON: "
                                            f"{line[:120]!r}")
             if not isinstance(msg, dict):

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from arx.core.levels.fence import NOBODY, find_bwrap
-from arx.core.levels.worker import RunnerWorker, WorkerLimits
+from arx.core.levels.worker import MechanismFault, RunnerWorker, WorkerLimits
 
 HOOKS = ("build_prompt", "focus", "filter_candidates", "select", "confirm_seeds", "accept",
          "observe")
@@ -260,3 +260,17 @@ def test_auto_uses_bwrap_where_it_runs():
         held = worker.start()
     assert held["bwrap"] and worker.note == ""
     assert all(held.values()), held
+
+
+# ---- what the worker answers cannot crash arx --------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["[" * 990 + "]" * 990, '{"ok": true, "result": ' + "[" * 5000])
+def test_a_deeply_nested_answer_is_a_fault_not_an_exception_in_arx(line):
+    code = f"import json\njson.dumps = lambda obj, **kw: {line!r}"  # every answer from now on
+    with RunnerWorker(5.0, isolation="native") as worker:
+        worker.start()
+        with pytest.raises(MechanismFault) as caught:
+            worker.request({"op": "load", "source": runner(code), "config": {},
+                            "module": "deep"}, "load")
+    assert caught.value.kind == "result" and "nested deeper" in caught.value.error
