@@ -39,6 +39,8 @@ from string import Template
 
 import libcst
 
+from arx.core.codemods.untrusted import check_shape
+from arx.core.errors import PatchError
 from arx.core.execution.env import allowed_env
 from arx.core.execution.process import kill_group, start_group
 from arx.core.levels.safety import ALLOWED_MODULES, check_safety
@@ -149,6 +151,10 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
 
 
 def _parse_step(source: str) -> tuple[str, str]:
+    try:
+        check_shape(source, "runner")
+    except PatchError as e:
+        return e.message, ""
     try:
         libcst.parse_module(source)
     except libcst.ParserSyntaxError as e:

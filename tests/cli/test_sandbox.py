@@ -397,3 +397,18 @@ def test_a_patch_file_that_is_not_utf8_is_a_clear_error(run):
                                    "r"])
     assert out.exit_code == 1 and "not UTF-8 text" in out.output
     assert "save the patch file as UTF-8" in out.output and "Traceback" not in out.output
+
+
+def test_nested_brackets_that_crash_libcst_are_refused_and_leave_nothing_behind(run):
+    path = run.tmp / "deep.json"
+    path.write_text(json.dumps(mech("Deep", "class Deep:\n    x = " + "[" * 10_000 +
+                                    "]" * 10_000 + "\n")))
+    before = git.Repo(run.root).git.rev_parse("arx/r")
+    out = CliRunner().invoke(cli, ["-C", str(run.root), "mechanism", "add", str(path), "--run",
+                                   "r"])
+    assert out.exit_code == 1 and "nests brackets deeper than 100" in out.output, out.output
+    changed = git.Repo(run.root).git.diff("--name-only", before, "arx/r").split()
+    # the refusal is noted with the patch it refused (for replay); the runner is untouched
+    assert set(changed) <= {"runs/r/trace.jsonl", "runs/r/mechanisms/01-Deep.json"}
+    assert "class Deep" not in run.runner()
+    assert git.Repo(run.root).git.status("--porcelain") == ""
