@@ -103,7 +103,9 @@ class RunnerWorker:
     """One worker process. ``start``, then ``request`` (one JSON message, one answer), ``close``.
 
     ``deadline_s`` bounds every request after the start (0: no deadline); a request whose worker
-    sends progress lines (``{"done": n}``) gets the deadline afresh after each. ``isolation``
+    gets one deadline that nothing the worker writes extends (``{"done": n}`` progress lines
+    are read and ignored); ``request(..., seconds=)`` gives a call its own budget (the history
+    catch-up, ``policy.replay``). ``isolation``
     is one of ``ISOLATIONS``; ``drop_env`` is kept for callers from before the allow-list (the
     worker sees none of the user's variables anyway)."""
 
@@ -214,16 +216,19 @@ class RunnerWorker:
         self.close()
 
     # ---- requests ----------------------------------------------------------------------------
-    def request(self, message: Mapping[str, Any], hook: str) -> dict[str, Any]:
-        """Send ``message`` and return the worker's answer; ``MechanismFault`` (the worker then
-        is gone) when the answer is a fault, late, missing or unreadable."""
+    def request(self, message: Mapping[str, Any], hook: str,
+                seconds: float | None = None) -> dict[str, Any]:
+        """Send ``message`` and return the worker's answer within ``seconds`` (default: the
+        deadline), sending included; ``MechanismFault`` (the worker then is gone) when the
+        answer is a fault, late, missing or unreadable."""
         if not self.alive:
             raise MechanismFault(hook, "the runner worker is not running", "exit")
         self.at = None
         data = json.dumps(message, allow_nan=True).encode("utf-8") + b"\n"
-        end = self._end(self.deadline_s)
+        budget = self.deadline_s if seconds is None else seconds
+        end = self._end(budget)
         self._send(data, end, hook)
-        answer = self._answer(hook, self.deadline_s)
+        answer = self._answer(hook, budget, end)
         if answer.get("ok") is not True and not isinstance(answer.get("fault"), dict):
             self._fail(hook, "result", f"the worker answered {json.dumps(answer)[:200]}, not "
                                        "a result: its own code was tampered with")
@@ -261,9 +266,10 @@ class RunnerWorker:
                 except OSError:
                     self._fail(hook, "exit", "stopped reading its input")
 
-    def _answer(self, hook: str, seconds: float) -> dict[str, Any]:
-        """The next answer line; ``at`` and ``done`` lines on the way are noted."""
-        end = self._end(seconds)
+    def _answer(self, hook: str, seconds: float, end: float | None = None) -> dict[str, Any]:
+        """The next answer line by ``end`` (default: ``seconds`` from now); ``at`` lines on
+        the way are noted, ``done`` lines read and ignored (they extend nothing)."""
+        end = self._end(seconds) if end is None else end
         while True:
             line = self._line(hook, end)
             if json_depth(line, MAX_DEPTH) > MAX_DEPTH:
@@ -278,7 +284,7 @@ class RunnerWorker:
             if "at" in msg and len(msg) == 1:
                 self.at = _name(msg["at"])
             elif "done" in msg and len(msg) == 1:
-                end = self._end(seconds)
+                continue
             else:
                 return msg
 

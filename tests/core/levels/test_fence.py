@@ -265,7 +265,8 @@ def test_auto_uses_bwrap_where_it_runs():
 # ---- what the worker answers cannot crash arx --------------------------------------------------
 
 
-@pytest.mark.parametrize("line", ["[" * 990 + "]" * 990, '{"ok": true, "result": ' + "[" * 5000])
+@pytest.mark.parametrize("line", ["[" * 990 + "]" * 990, '{"ok": true, "result": ' + "[" * 5000],
+                         ids=["990-deep", "5000-open"])
 def test_a_deeply_nested_answer_is_a_fault_not_an_exception_in_arx(line):
     code = f"import json\njson.dumps = lambda obj, **kw: {line!r}"  # every answer from now on
     with RunnerWorker(5.0, isolation="native") as worker:
@@ -274,3 +275,23 @@ def test_a_deeply_nested_answer_is_a_fault_not_an_exception_in_arx(line):
             worker.request({"op": "load", "source": runner(code), "config": {},
                             "module": "deep"}, "load")
     assert caught.value.kind == "result" and "nested deeper" in caught.value.error
+
+
+# ---- deadlines only arx controls ---------------------------------------------------------------
+
+
+def test_progress_lines_from_the_worker_do_not_extend_a_calls_deadline():
+    code = """
+        import gc, time
+        out = next(o for o in gc.get_objects() if type(o).__name__ == '_Out')
+        while True:
+            out.send({'done': 1})
+            time.sleep(0.05)
+    """
+    start = time.monotonic()
+    with RunnerWorker(0.5, isolation="native") as worker:
+        worker.start()
+        with pytest.raises(MechanismFault) as caught:
+            worker.request({"op": "load", "source": runner(code), "config": {},
+                            "module": "busy"}, "load")
+    assert caught.value.kind == "deadline" and time.monotonic() - start < 3
