@@ -1,6 +1,7 @@
 """What the sandboxed runner worker costs: per iteration, at a (re)start, and at the gate.
 
     python bench/worker_cost.py [--iterations 200] [--history 30] [--gate-repeats 3]
+                                [--isolation bwrap native]
 
 One iteration is what the engine asks the runner (``RunnerPolicy``) for every Level-1 trial:
 focus, build_prompt, filter_candidates (4 candidates), select, confirm_seeds, accept and observe,
@@ -8,7 +9,8 @@ with a fresh context holding ``--history`` trial records, on the template runner
 every catalog mechanism. Printed: the median and 90th percentile per iteration (target: under
 50 ms at the median, beside a trial of seconds), the time to start a worker, load the runner and
 let it observe the history (after a fault or a Level-2 change), and the gate's total time for one
-catalog mechanism (target: under 2 s).
+catalog mechanism (target: under 2 s). Each for every ``--isolation`` (bubblewrap, the worker's
+native layers), with the layers that held.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from pathlib import Path
 from arx.core.levels.gate import run_gate
 from arx.core.levels.mechanism import apply_patches, catalog
 from arx.core.levels.policy import RunnerPolicy
+from arx.core.levels.worker import RunnerWorker
 
 NAMES = ["LR", "BATCH", "DEPTH", "WD", "WARMUP"]
 
@@ -53,7 +56,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--history", type=int, default=30)
     parser.add_argument("--gate-repeats", type=int, default=3)
+    parser.add_argument("--isolation", nargs="+", default=["bwrap", "native"],
+                        choices=["bwrap", "native", "auto"])
     args = parser.parse_args()
+    for isolation in args.isolation:
+        measure(args, isolation)
+
+
+def measure(args: argparse.Namespace, isolation: str) -> None:
     template = files("arx.runner_repo").joinpath("runner.py").read_text(encoding="utf-8")
     source = template
     for mech in catalog():
@@ -64,8 +74,16 @@ def main() -> None:
 
     start = time.perf_counter()
     policy = RunnerPolicy.start(source, config, accept_all, deadline_s=10.0,
-                                history=(context(args.history, args.history), history))
+                                history=(context(args.history, args.history), history),
+                                isolation=isolation)
     started = time.perf_counter() - start
+    held = policy.sandbox
+    bare = []
+    for _ in range(5):  # a worker alone: start, fence, first answer
+        t = time.perf_counter()
+        with RunnerWorker(10.0, isolation=isolation) as worker:
+            worker.start()
+        bare.append(time.perf_counter() - t)
     per = []
     try:
         for i in range(args.history, args.history + args.iterations):
@@ -84,10 +102,15 @@ def main() -> None:
     finally:
         policy.close()
     per.sort()
-    print(f"runner worker, template + {', '.join(m.name for m in catalog())}, "
-          f"{args.iterations} iterations with {args.history} records of history:")
+    print(f"runner worker ({isolation}: "
+          f"{', '.join(k for k, v in held.items() if v) or 'none'} held; "
+          f"{', '.join(k for k, v in held.items() if not v) or 'nothing'} did not), template + "
+          f"{', '.join(m.name for m in catalog())}, {args.iterations} iterations with "
+          f"{args.history} records of history:")
     print(f"  per iteration (7 hook calls)  median {1000 * statistics.median(per):6.2f} ms, "
           f"p90 {1000 * per[int(0.9 * len(per))]:6.2f} ms  (target < 50 ms)")
+    print(f"  worker start (fenced, ready)   median {1000 * statistics.median(bare):6.1f} ms "
+          "(target < 100 ms)")
     print(f"  start + load + observe history {1000 * started:6.1f} ms")
 
     mech = catalog()[-1]

@@ -17,6 +17,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from arx.core.codemods.common import ModuleBindings, ensure_once, parse_source
+from arx.core.codemods.untrusted import check_shape
 from arx.core.errors import PatchError, close_hint
 
 __all__ = [
@@ -37,6 +38,7 @@ def _parse_snippet(code: str, module: cst.Module, what: str) -> cst.Module:
     text = textwrap.dedent(code).strip("\n")
     if not text.strip():
         raise PatchError(f"the {what} code is empty")
+    check_shape(text, what)
     try:
         snippet = cst.parse_module(text + "\n", config=module.config_for_parsing)
     except cst.ParserSyntaxError as e:

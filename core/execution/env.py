@@ -10,6 +10,11 @@ setup command, an executor's job or the gate's smoke test, gets arx's environmen
   never imports it);
 - for untrusted code (the gate runs an LLM-written runner), every variable whose name looks
   secret (contains one of ``SECRET_MARKERS``, in any case).
+
+The runner worker and the gate's smoke test get no such deny-list (a secret's name need not
+look secret: ``DATABASE_URL``, ``MYSQL_PWD``, ``SENTRY_DSN``): ``allowed_env`` builds their
+environment from an allow-list, ``ALLOWED_ENV`` and the locale's ``LC_*``, a home of their own
+and the variables arx sets.
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ from collections.abc import Iterable, Mapping
 PROVIDER_KEY_ENV = ("ARX_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "ANTHROPIC_API_KEY")
 #: a variable whose name contains one of these looks secret: untrusted code never sees it
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+#: the variables of arx's environment that the runner worker and the gate's smoke test see
+ALLOWED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")
+
+
+def allowed_env(home: str, extra: Mapping[str, str] = (), *, keep: Iterable[str] = (),
+                environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A whole environment from an allow-list: ``ALLOWED_ENV``, ``LC_*`` and the names in
+    ``keep`` where ``environ`` (default ``os.environ``) has them, ``HOME`` set to ``home``, then
+    ``extra`` (what arx sets, e.g. ``PYTHONHASHSEED``). Nothing else of the user's."""
+    source = os.environ if environ is None else environ
+    names = {*ALLOWED_ENV, *keep}
+    env = {name: value for name, value in source.items()
+           if name in names or name.startswith("LC_")}
+    env["HOME"] = home
+    env.update(dict(extra))
+    return env
 
 
 def looks_secret(name: str) -> bool:

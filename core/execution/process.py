@@ -37,17 +37,20 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def start_group(argv: Sequence[str], cwd: Path, env: Mapping[str, str], *,
                 text: bool = False, stdin: int = subprocess.DEVNULL,
-                stderr: Any = subprocess.STDOUT) -> subprocess.Popen:
+                stderr: Any = subprocess.STDOUT, pass_fds: Sequence[int] = (),
+                preexec: Callable[[], None] | None = None) -> subprocess.Popen:
     """Start ``argv`` in ``cwd`` as the leader of a new session and process group.
 
     stdin is ``/dev/null`` (``stdin=subprocess.PIPE``: a pipe, for a child that is talked to);
     stdout is a pipe (``proc.stdout``) and stderr goes into it unless ``stderr`` names another
-    file. ``env`` is the child's whole environment (see ``env.scrub_env``). Raises ``OSError``
-    when the command cannot start.
+    file. ``env`` is the child's whole environment (see ``env.scrub_env``); ``pass_fds`` the
+    fds it inherits besides; ``preexec`` runs in the child before exec (the runner worker's
+    fence, ``levels/fence.py``). Raises ``OSError`` when the command cannot start.
     """
     return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=stdin,
                             stdout=subprocess.PIPE, stderr=stderr, text=text,
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=tuple(pass_fds),
+                            preexec_fn=preexec)
 
 
 def group_alive(pgid: int) -> bool:

@@ -12,10 +12,13 @@ Four steps, in order, stopping at the first failure; each returns a ``GateStep``
    submodule bound by ``from pkg import mod`` used past its allow-list, ...).
 4. **smoke**: ``runner/test_smoke.py`` (rendered from ``runner_repo/test_smoke.py.tmpl`` after the
    patch is applied) runs under pytest in its own process group, killed whole at the time limit,
-   with no secrets in its environment (``scrub_env`` for untrusted code); it drives the runner,
+   with an environment from an allow-list (``allowed_env``: none of the user's variables, a
+   home of its own); it drives the runner,
    in the same sandboxed worker the engine uses, through simulated iterations and checks every
-   hook's contract and the mechanism's integration. The test reports back through a file named by the gate and stamped with a
-   nonce, so a runner cannot fake a pass.
+   hook's contract and the mechanism's integration. The test reports back through a file named by
+   the gate and stamped with a nonce, so a runner cannot fake a pass; both reach the test's own
+   process only (the worker it starts sees the same allow-listed environment as a run's, so
+   nothing there tells the gate from a run).
 
 A gate never raises for a bad runner: it returns a ``GateResult`` (like a trial result).
 """
@@ -36,7 +39,9 @@ from string import Template
 
 import libcst
 
-from arx.core.execution.env import scrub_env
+from arx.core.codemods.untrusted import check_shape
+from arx.core.errors import PatchError
+from arx.core.execution.env import allowed_env
 from arx.core.execution.process import kill_group, start_group
 from arx.core.levels.safety import ALLOWED_MODULES, check_safety
 from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
@@ -120,8 +125,8 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
     ``mechanism.new_method_names``). A ``mechanism`` with no class of that name (e.g. only
     replace_method patches) needs no integration check: a replaced hook is reached by itself.
     ``template_source`` is the runner template whose imports are allowed (default: the packaged
-    ``runner.py``). ``drop_env`` names variables the smoke test must not see besides those
-    ``scrub_env`` withholds from untrusted code anyway (the run's LLM key names).
+    ``runner.py``). ``drop_env`` (the run's LLM key names) is kept for its callers: the smoke
+    test's environment is an allow-list (``allowed_env``) that holds none of them anyway.
     """
     workdir = Path(workdir)
     steps: list[GateStep] = []
@@ -146,6 +151,10 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
 
 
 def _parse_step(source: str) -> tuple[str, str]:
+    try:
+        check_shape(source, "runner")
+    except PatchError as e:
+        return e.message, ""
     try:
         libcst.parse_module(source)
     except libcst.ParserSyntaxError as e:
@@ -236,9 +245,12 @@ def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequ
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n", encoding="utf-8")
         nonce = secrets.token_hex(16)
-        env = scrub_env(drop_env, untrusted=True)
-        env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-                   PYTHONHASHSEED="0", ARX_SMOKE_REPORT=str(report), ARX_SMOKE_NONCE=nonce)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = allowed_env(str(home), {
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "PYTHONHASHSEED": "0", "ARX_SMOKE_REPORT": str(report), "ARX_SMOKE_NONCE": nonce},
+            keep=("PYTHONPATH", "TMPDIR"))  # how arx itself was found; where temp files go
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--noconftest",
                "-c", str(ini), "--rootdir", str(workdir), "--import-mode=importlib", SMOKE_PATH]
         output, returncode, timed_out = _run(cmd, workdir, env, timeout_s)

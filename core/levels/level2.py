@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods.untrusted import parse_in_child
 from arx.core.errors import ArxError, PatchError
 from arx.core.levels import outcome
 from arx.core.levels.blame import patched_methods
@@ -81,6 +82,7 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
                        f"patch refused: the mechanism's code is {size / 1024:.1f} kB, more than "
                        f"{max_bytes / 1024:g} kB ([levels] max_mechanism_kb)")
     try:
+        parse_in_child([p.code for p in mech.patches])  # a parser crash is a refusal here
         patched = apply_patches(current, mech.patches)
         methods = tuple(patched_methods(mech.patches))
     except PatchError as exc:
@@ -282,13 +284,15 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0,
     apply it again at the same point."""
     trace = Trace(ws.path / ws.trace_rel)
     at = resume_point(trace, ws)
+    outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
+                      iteration=None, gate_timeout_s=gate_timeout_s,
+                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes)
+    # written once install returned: an arx killed on the way leaves no stray file for the
+    # next commit to pick up; stored even when refused (what was tried, for replay)
     store = ws.path / ws.mechanisms_rel
     store.mkdir(parents=True, exist_ok=True)
     patch = f"{ws.mechanisms_rel}/{len(list(store.glob('*.json'))) + 1:02d}-{mech.name}.json"
     (ws.path / patch).write_text(json.dumps(mech.to_json(), indent=2, sort_keys=True) + "\n")
-    outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
-                      iteration=None, gate_timeout_s=gate_timeout_s,
-                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes)
     last = max((int(r.iteration) for r in trace.records()), default=0)
     trace.note(Event.LEVEL2, level2_note(
         ws.name, None, last, mech.name, mech.domain, Source.MANUAL.value, outcome.verdict,

@@ -46,7 +46,10 @@ _FIELDS = {"kind", "name", "target", "code", "domain"}
 
 
 def _identifier(value: object) -> bool:
-    return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
+    """An ASCII Python identifier, not a keyword: Python folds other names by NFKC (a
+    fullwidth ``Ｔａｂｕ`` is the class ``Tabu``), so one name could stand for another's."""
+    return isinstance(value, str) and value.isascii() and value.isidentifier() \
+        and not keyword.iskeyword(value)
 
 
 def _load(obj_or_text: object, what: str) -> Any:

@@ -35,6 +35,9 @@ from arx.core.states import TrialKind
 __all__ = ["MAX_CANDIDATES", "MAX_PROMPT", "MAX_SEEDS", "NO_PROGRESS", "MechanismFault",
            "RunnerPolicy"]
 
+#: seconds per history record a freshly started runner gets to catch up (on top of the
+#: deadline; ``replay``)
+CATCHUP_S = 0.05
 #: most candidates a runner may ask the proposer for (``n_candidates`` is capped here)
 MAX_CANDIDATES = 16
 #: most candidates ``filter_candidates`` may return
@@ -75,13 +78,13 @@ class RunnerPolicy:
               limits: WorkerLimits = WorkerLimits(),
               probe: Mapping[str, Any] | None = None,
               history: tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | None = None,
-              ) -> RunnerPolicy:
+              isolation: str = "auto") -> RunnerPolicy:
         """A worker started and the runner (a path, or its source) loaded with ``config`` in it,
         and with ``history`` = (context, trace records) observed (``replay``: the trial records);
         ``MechanismFault`` (the worker then is gone) when it does not load, construct or catch
-        up."""
+        up. ``isolation``: how the worker is fenced in (``worker.ISOLATIONS``)."""
         source = runner.read_text(encoding="utf-8") if isinstance(runner, Path) else runner
-        worker = RunnerWorker(deadline_s, drop_env, limits)
+        worker = RunnerWorker(deadline_s, drop_env, limits, isolation)
         worker.start()
         policy = cls(worker, validate, int(config.get("confirm", 0) or 0))
         message = {"op": "load", "source": source, "config": dict(config),
@@ -196,11 +199,14 @@ class RunnerPolicy:
 
     def replay(self, ctx: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
         """``observe`` every record in turn, as a freshly loaded runner catches up with the run
-        (each record with ``ctx`` at its iteration; the deadline applies to each)."""
+        (each record with ``ctx`` at its iteration), within a budget of its own: the deadline
+        plus ``CATCHUP_S`` per record, which nothing the worker does extends."""
         if records:
+            budget = self.worker.deadline_s + CATCHUP_S * len(records) \
+                if self.worker.deadline_s else None
             self._note(self.worker.request({"op": "replay", "ctx": dict(ctx),
-                                            "records": [dict(r) for r in records]}, "observe"),
-                       "observe")
+                                            "records": [dict(r) for r in records]}, "observe",
+                                           budget), "observe")
             self._sent = None
             self._history = (0, None)
 

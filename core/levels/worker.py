@@ -1,12 +1,13 @@
 """The runner worker, seen from arx: a sandboxed process that runs ``runner/runner.py``.
 
 Generated mechanisms never run in the arx process. ``RunnerWorker`` starts ``worker_main.py``
-(standard library only) in its own process group (``process.start_group``) with the environment
-of untrusted code (``scrub_env(untrusted=True)``: no provider keys, no ``[llm] api_key_env``
-names, nothing that looks secret), in an empty temporary directory, and talks to it with JSON
-lines over pipes: the runner's source and config, then one hook call at a time. The worker fences
-itself in before it reads anything (limits, no network, files, syscalls: see ``worker_main``) and
-reports what held (``sandbox``).
+(standard library only) in its own process group (``process.start_group``) with an environment
+from an allow-list (``allowed_env``: nothing of the user's but the path and the locale), and
+talks to it with JSON lines over pipes: the runner's source and config, then one hook call at a
+time. On Linux it runs inside bubblewrap (``fence.py``: its own namespaces and unprivileged uid,
+no capabilities, a read-only view of the Python installation, a private tmpfs, seccomp, dead
+with arx); where bwrap cannot run, the worker fences itself in with its native layers before it
+reads anything (``worker_main``). Either way it reports what held (``sandbox``).
 
 Every exchange has a deadline kept here, in arx: when it passes, the worker's whole group gets
 SIGKILL (``process.kill_group``), whatever the code was doing (a loop that swallows exceptions,
@@ -33,30 +34,46 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import RunnerLoadError
-from arx.core.execution.env import scrub_env
+from arx.core.execution.env import allowed_env
 from arx.core.execution.process import kill_group, start_group
+from arx.core.levels.fence import SANDBOX_MAIN, SANDBOX_TMP, Launch, bwrap_launch, find_bwrap
+from arx.core.llm.jsonextract import json_depth
 
-__all__ = ["MAX_REPLY", "MechanismFault", "RunnerWorker", "WorkerLimits", "WORKER_MAIN"]
+__all__ = ["ISOLATIONS", "MAX_REPLY", "MechanismFault", "RunnerWorker", "WorkerLimits",
+           "WORKER_MAIN"]
 
 #: the worker's own side, run as a script by the interpreter running arx
 WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 #: the largest answer (bytes) arx reads from a worker
 MAX_REPLY = 16 << 20
+#: the deepest nesting of lists and objects arx parses in an answer (checked before parsing)
+MAX_DEPTH = 100
 #: seconds a worker may take to start and fence itself in
 START_S = 30.0
 #: how long a worker whose output ended may take to exit before its exit code is read
 EXIT_WAIT_S = 2.0
+#: how much of the worker's stderr arx keeps (the end of it, for a fault's message)
+STDERR_TAIL = 4000
+#: how the worker is fenced in: ``bwrap`` (``fence.py``), ``native`` (``worker_main``'s own
+#: layers), ``auto``: bwrap where it is found and starts, else native
+ISOLATIONS = ("auto", "bwrap", "native")
+#: why bwrap could not start a worker in this process (then ``auto`` goes native at once)
+_BWRAP_FAILED: list[str] = []
+#: the variables arx sets for the worker
+WORKER_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
 
 
 @dataclass(frozen=True)
 class WorkerLimits:
     """The worker's resource limits (``setrlimit``): address space, open files, bytes per file
-    written; and the CPU seconds one call may use (a backstop behind the deadline)."""
+    written; the CPU seconds one call may use (a backstop behind the deadline); and the size of
+    its private directory (a tmpfs under bwrap: all it can write, files and bytes together)."""
 
     memory_bytes: int = 2 << 30
     open_files: int = 64
     file_bytes: int = 64 << 20
     cpu_s: float = 0.0
+    disk_bytes: int = 64 << 20
 
 
 class MechanismFault(Exception):
@@ -86,19 +103,28 @@ class RunnerWorker:
     """One worker process. ``start``, then ``request`` (one JSON message, one answer), ``close``.
 
     ``deadline_s`` bounds every request after the start (0: no deadline); a request whose worker
-    sends progress lines (``{"done": n}``) gets the deadline afresh after each."""
+    gets one deadline that nothing the worker writes extends (``{"done": n}`` progress lines
+    are read and ignored); ``request(..., seconds=)`` gives a call its own budget (the history
+    catch-up, ``policy.replay``). ``isolation``
+    is one of ``ISOLATIONS``; ``drop_env`` is kept for callers from before the allow-list (the
+    worker sees none of the user's variables anyway)."""
 
     def __init__(self, deadline_s: float, drop_env: Sequence[str] = (),
-                 limits: WorkerLimits = WorkerLimits()):
+                 limits: WorkerLimits = WorkerLimits(), isolation: str = "auto"):
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, not {isolation!r}")
         self.deadline_s = float(deadline_s)
         self.drop_env = tuple(drop_env)
         self.limits = limits
+        self.isolation = isolation
         self.proc: subprocess.Popen | None = None
         self.sandbox: dict[str, bool] = {}
+        #: why bwrap did not fence this worker in (empty when it did)
+        self.note = ""
         self.at: str | None = None
         self._tmp: Path | None = None
         self._buf = b""
-        self._stderr: Any = None
+        self._err = b""
 
     @property
     def alive(self) -> bool:
@@ -107,46 +133,77 @@ class RunnerWorker:
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> dict[str, bool]:
         """Start the worker and wait until it has fenced itself in; returns what held."""
-        self._tmp = Path(tempfile.mkdtemp(prefix="arx-worker-"))
-        settings = {"tmp": str(self._tmp), "parent": os.getpid(),
-                    "memory": self.limits.memory_bytes, "files": self.limits.open_files,
-                    "file_bytes": self.limits.file_bytes,
-                    "cpu_s": self.limits.cpu_s or (self.deadline_s + 1 if self.deadline_s else 0)}
-        env = {k: v for k, v in scrub_env(self.drop_env, untrusted=True).items()
-               if not k.startswith("PYTHON")}
-        env.update(PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8")
-        self._stderr = open(self._tmp / "stderr.txt", "wb")  # noqa: SIM115 - closed in close()
-        argv = [sys.executable, "-s", "-S", "-B", str(WORKER_MAIN), json.dumps(settings)]
+        mode = self.isolation
+        if mode == "auto":
+            mode = "bwrap" if find_bwrap() and not _BWRAP_FAILED else "native"
+            self.note = "" if mode == "bwrap" else (
+                _BWRAP_FAILED[0] if _BWRAP_FAILED else "no bwrap found")
+        if mode == "bwrap":
+            try:
+                return self._start("bwrap")
+            except RunnerLoadError as e:
+                if self.isolation == "bwrap":
+                    raise
+                _BWRAP_FAILED.append(str(e))
+                self.note = str(e)
+        return self._start("native")
+
+    def _start(self, mode: str) -> dict[str, bool]:
+        settings: dict[str, Any] = {
+            "fence": mode, "parent": os.getpid(), "memory": self.limits.memory_bytes,
+            "files": self.limits.open_files, "file_bytes": self.limits.file_bytes,
+            "tmp_bytes": self.limits.disk_bytes,
+            "cpu_s": self.limits.cpu_s or (self.deadline_s + 1 if self.deadline_s else 0)}
+        interpreter = [sys.executable, "-s", "-S", "-B"]
+        if mode == "bwrap":
+            bwrap = find_bwrap()
+            settings["tmp"] = SANDBOX_TMP
+            launch = bwrap_launch(bwrap, [*interpreter, SANDBOX_MAIN, json.dumps(settings)],
+                                  self.limits.disk_bytes) if bwrap else None
+            if launch is None:
+                raise RunnerLoadError("bwrap cannot fence the runner worker in: "
+                                      + ("no user namespace for root" if bwrap else "no bwrap"))
+            cwd = Path("/")
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix="arx-worker-"))
+            settings["tmp"] = str(self._tmp)
+            launch = Launch([*interpreter, str(WORKER_MAIN), json.dumps(settings)])
+            cwd = self._tmp
+        env = allowed_env(settings["tmp"], WORKER_ENV)
         try:
-            self.proc = start_group(argv, self._tmp, env, stdin=subprocess.PIPE,
-                                    stderr=self._stderr)
-        except OSError as e:
+            self.proc = start_group(launch.argv, cwd, env, stdin=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=launch.pass_fds,
+                                    preexec=launch.preexec)
+        except (OSError, subprocess.SubprocessError) as e:
             self.close()
             raise RunnerLoadError(f"the runner worker could not start: {e}") from None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        os.set_blocking(self.proc.stdin.fileno(), False)
+        finally:
+            launch.started()
+        for pipe in (self.proc.stdout, self.proc.stdin, self.proc.stderr):
+            os.set_blocking(pipe.fileno(), False)
         try:
             ready = self._answer("start", max(START_S, self.deadline_s))
         except MechanismFault as fault:
-            raise RunnerLoadError(f"the runner worker did not start: {fault.error}",
+            raise RunnerLoadError(f"the runner worker did not start ({mode}): {fault.error}",
                                   hint="is the Python running arx complete? (arx starts it "
                                   f"again as `{sys.executable} -s -S`)") from None
         self.sandbox = {k: bool(v) for k, v in (ready.get("sandbox") or {}).items()}
+        if mode == "bwrap":
+            self.sandbox["die_with_parent"] = True
+        else:
+            self.sandbox["bwrap"] = False
         return self.sandbox
 
     def close(self) -> None:
         """Stop the worker (its whole group) and remove its directory."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            for pipe in (proc.stdin, proc.stdout):
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 try:
                     pipe.close()
                 except OSError:
                     pass
             kill_group(proc.pid, proc, grace=0.0)
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -159,16 +216,19 @@ class RunnerWorker:
         self.close()
 
     # ---- requests ----------------------------------------------------------------------------
-    def request(self, message: Mapping[str, Any], hook: str) -> dict[str, Any]:
-        """Send ``message`` and return the worker's answer; ``MechanismFault`` (the worker then
-        is gone) when the answer is a fault, late, missing or unreadable."""
+    def request(self, message: Mapping[str, Any], hook: str,
+                seconds: float | None = None) -> dict[str, Any]:
+        """Send ``message`` and return the worker's answer within ``seconds`` (default: the
+        deadline), sending included; ``MechanismFault`` (the worker then is gone) when the
+        answer is a fault, late, missing or unreadable."""
         if not self.alive:
             raise MechanismFault(hook, "the runner worker is not running", "exit")
         self.at = None
         data = json.dumps(message, allow_nan=True).encode("utf-8") + b"\n"
-        end = self._end(self.deadline_s)
+        budget = self.deadline_s if seconds is None else seconds
+        end = self._end(budget)
         self._send(data, end, hook)
-        answer = self._answer(hook, self.deadline_s)
+        answer = self._answer(hook, budget, end)
         if answer.get("ok") is not True and not isinstance(answer.get("fault"), dict):
             self._fail(hook, "result", f"the worker answered {json.dumps(answer)[:200]}, not "
                                        "a result: its own code was tampered with")
@@ -191,9 +251,14 @@ class RunnerWorker:
         view = memoryview(data)
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_WRITE)
+            self._watch_stderr(sel)
             while view:
-                if not sel.select(self._left(end)):
+                events = sel.select(self._left(end))
+                if not events:
                     self._fail(hook, "deadline", "did not read its input")
+                if not any(key.fd == fd for key, _ in events):
+                    self._drain_stderr(sel)
+                    continue
                 try:
                     view = view[os.write(fd, view):]
                 except BlockingIOError:
@@ -201,14 +266,17 @@ class RunnerWorker:
                 except OSError:
                     self._fail(hook, "exit", "stopped reading its input")
 
-    def _answer(self, hook: str, seconds: float) -> dict[str, Any]:
-        """The next answer line; ``at`` and ``done`` lines on the way are noted."""
-        end = self._end(seconds)
+    def _answer(self, hook: str, seconds: float, end: float | None = None) -> dict[str, Any]:
+        """The next answer line by ``end`` (default: ``seconds`` from now); ``at`` lines on
+        the way are noted, ``done`` lines read and ignored (they extend nothing)."""
+        end = self._end(seconds) if end is None else end
         while True:
             line = self._line(hook, end)
+            if json_depth(line, MAX_DEPTH) > MAX_DEPTH:
+                self._fail(hook, "result", f"answered JSON nested deeper than {MAX_DEPTH} levels")
             try:
                 msg = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._fail(hook, "result", f"answered something that is not JSON: "
                                            f"{line[:120]!r}")
             if not isinstance(msg, dict):
@@ -216,7 +284,7 @@ class RunnerWorker:
             if "at" in msg and len(msg) == 1:
                 self.at = _name(msg["at"])
             elif "done" in msg and len(msg) == 1:
-                end = self._end(seconds)
+                continue
             else:
                 return msg
 
@@ -225,11 +293,16 @@ class RunnerWorker:
         fd = self.proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
+            self._watch_stderr(sel)
             while b"\n" not in self._buf:
                 if len(self._buf) > MAX_REPLY:
                     self._fail(hook, "result", f"answered more than {MAX_REPLY} bytes")
-                if not sel.select(self._left(end)):
+                events = sel.select(self._left(end))
+                if not events:
                     self._fail(hook, "deadline", "")
+                if not any(key.fd == fd for key, _ in events):
+                    self._drain_stderr(sel)
+                    continue
                 try:
                     chunk = os.read(fd, 1 << 16)
                 except BlockingIOError:
@@ -239,6 +312,27 @@ class RunnerWorker:
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line
+
+    def _watch_stderr(self, sel: selectors.BaseSelector) -> None:
+        err = self.proc.stderr if self.proc is not None else None
+        if err is not None and not err.closed:
+            sel.register(err.fileno(), selectors.EVENT_READ)
+
+    def _drain_stderr(self, sel: selectors.BaseSelector) -> None:
+        """Read what the worker wrote to stderr; keep its last ``STDERR_TAIL`` bytes."""
+        assert self.proc is not None and self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            sel.unregister(fd)
+            self.proc.stderr.close()
+            return
+        self._err = (self._err + chunk)[-STDERR_TAIL:]
 
     @staticmethod
     def _left(end: float | None) -> float | None:
@@ -268,15 +362,15 @@ class RunnerWorker:
                              trail=(at,) if at else ())
 
     def _stderr_tail(self) -> str:
-        if self._tmp is None:
-            return ""
-        try:
-            with open(self._tmp / "stderr.txt", "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 2000))
-                return f.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
+        proc = self.proc
+        if proc is not None and proc.stderr is not None and not proc.stderr.closed:
+            try:  # what it wrote on its way out
+                self._err = (self._err + (os.read(proc.stderr.fileno(), 1 << 16) or b""))[
+                    -STDERR_TAIL:]
+            except OSError:
+                pass
+        tail, self._err = self._err, b""
+        return tail.decode("utf-8", "replace").strip()[-2000:]
 
 
 def _ended(code: int | None) -> str:

@@ -33,6 +33,10 @@ from arx.core.llm.settings import DUMMY_KEY, LLMSettings, api_key, public_url
 log = logging.getLogger("arx.llm")
 
 MAX_RETRY_AFTER_S = 600.0
+#: the most characters of an answer arx keeps: the rest is cut before anything reads it, and
+#: the transcript says so (``response_chars``, ``response_cut``); a 20 MB answer leaves at
+#: most this much (plus the prompt, at most ``policy.MAX_PROMPT``) in its transcript
+MAX_ANSWER = 200_000
 
 @dataclass(frozen=True)
 class ChatResult:
@@ -118,9 +122,12 @@ class ChatClient:
             for k, v in usage.items():
                 self._totals[k] += v
         finish = response.choices[0].finish_reason if response.choices else None
-        record: dict[str, Any] = {"response": text, "finish_reason": finish, "usage": usage,
-                                  "latency_s": round(latency, 4),
+        record: dict[str, Any] = {"response": text[:MAX_ANSWER], "finish_reason": finish,
+                                  "usage": usage, "latency_s": round(latency, 4),
                                   "wall_s": round(time.monotonic() - started, 4)}
+        if len(text) > MAX_ANSWER:
+            record.update(response_chars=len(text), response_cut=MAX_ANSWER)
+            text = text[:MAX_ANSWER]
         error: Exception | None = None
         if parsed_hook is not None:
             try:

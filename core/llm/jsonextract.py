@@ -6,6 +6,12 @@ Models wrap the object in prose or code fences, write Python instead of JSON (``
 parses each as JSON, then as a safe Python literal (arithmetic on numbers allowed, names only
 ``true/false/null/True/False/None``). Of the objects that parse, the first with a ``changes`` or
 ``candidates`` key wins, else the first one. Nothing is ever ``eval``-ed.
+
+The answer is untrusted text of any shape, so the work is bounded by its size: one pass finds
+every ``{``'s closing ``}`` and the depth of what lies between (``_spans``), an object nested
+deeper than ``MAX_DEPTH`` is refused without being parsed, and at most ``MAX_PARSES`` snippets
+are parsed. 200,000 ``{`` or a 990-deep nesting are refused in well under a second
+(``json_depth`` does the same check for any JSON text before ``json.loads``).
 """
 
 from __future__ import annotations
@@ -20,13 +26,54 @@ from typing import Any
 #: keys that mark the object a proposer is after
 PREFERRED_KEYS = ("changes", "candidates")
 MAX_TEXT = 200_000
+#: the deepest nesting of objects and lists an answer may have
+MAX_DEPTH = 64
+#: the most snippets one answer gets parsed
+MAX_PARSES = 200
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_JSON_MARKS = re.compile(r'[\[\]{}"\\]|(?<=\\).')
 _NAMES = {"true": True, "false": False, "null": None, "none": None,
           "True": True, "False": False, "None": None}
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
            ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def json_depth(text: str | bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep objects and lists nest in the JSON ``text`` (strings skipped): exact up to
+    ``limit + 1`` (where it stops counting) for text deeper than ``limit``, at most ``limit``
+    otherwise. A linear check to make before ``json.loads``, which raises ``RecursionError``
+    (or worse) on a deep enough nesting."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if text.count("[") + text.count("{") <= limit:
+        return min(limit, text.count("[") + text.count("{"))  # cannot be deeper (C speed)
+    depth = deepest = 0
+    in_string = escaped = False
+    for match in _JSON_MARKS.finditer(text):
+        c = match.group()
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+            continue
+        if escaped:
+            escaped = False
+        if c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def extract_json_object(text: str) -> dict:
@@ -70,37 +117,48 @@ def _objects(block: str, errors: list[str]) -> list[tuple[dict, bool]]:
     whether it lies inside a larger ``{...}`` that did not parse (a fragment, not an answer)."""
     out: list[tuple[dict, bool]] = []
     failed_until = -1  # end of the widest failed candidate seen so far
-    start = block.find("{")
-    while start != -1:
-        end = _balanced_end(block, start)
+    resume = 0  # after an object that parsed, its inner braces are not candidates
+    parses = 0
+    for start, end, depth in _spans(block):
+        if start < resume:
+            continue
         if end is None:
             if not errors:
                 errors.append("the JSON object is not closed (the answer may be truncated)")
             failed_until = max(failed_until, len(block))
-            start = block.find("{", start + 1)
             continue
+        if depth > MAX_DEPTH:
+            if not any("nested deeper" in e for e in errors):
+                errors.append(f"the JSON object is nested deeper than {MAX_DEPTH} levels")
+            failed_until = max(failed_until, end)
+            continue
+        parses += 1
+        if parses > MAX_PARSES:
+            errors.append(f"gave up after {MAX_PARSES} candidate objects")
+            break
         snippet = block[start:end]
         try:
             obj = parse_object(snippet)
         except ValueError as exc:
             errors.append(f"could not parse {_short(snippet)}: {exc}")
             failed_until = max(failed_until, end)
-            start = block.find("{", start + 1)
             continue
         if isinstance(obj, dict):
             out.append((obj, start < failed_until))
-            start = block.find("{", end)
-        else:
-            start = block.find("{", start + 1)
+            resume = end
     return out
 
 
-def _balanced_end(s: str, start: int) -> int | None:
-    """Index just past the ``}`` closing the ``{`` at ``start``, skipping quoted strings."""
-    depth = 0
+def _spans(s: str) -> list[tuple[int, int | None, int]]:
+    """For every ``{`` outside quoted strings, in order: (its index, the index just past its
+    closing ``}`` or None, how deep braces and brackets nest from it to there). One pass: quotes
+    are tracked inside an open ``{``; a ``'`` string that runs into a newline was an apostrophe
+    in prose, and the braces open there stay unclosed."""
+    spans: dict[int, list] = {}
+    stack: list[list] = []  # open [char, index, deepest nesting inside]
     quote: str | None = None
-    i = start
-    while i < len(s):
+    i, n = 0, len(s)
+    while i < n:
         c = s[i]
         if quote:
             if c == "\\":
@@ -108,17 +166,25 @@ def _balanced_end(s: str, start: int) -> int | None:
             elif c == quote:
                 quote = None
             elif c == "\n" and quote == "'":
-                return None  # an apostrophe in prose, not a string
+                quote = None
+                stack.clear()
         elif c in "\"'":
-            quote = c
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+            quote = c if stack else None
+        elif c == "{" or (c == "[" and stack):
+            stack.append([c, i, 0])
+            if c == "{":
+                spans[i] = [i, None, 0]
+        elif (c == "]" and stack and stack[-1][0] == "[") or (c == "}" and stack):
+            while stack:
+                char, start, inner = stack.pop()
+                if stack:
+                    stack[-1][2] = max(stack[-1][2], inner + 1)
+                if char == "{":
+                    spans[start][1:] = [i + 1, inner + 1]
+                if char == "{" or c == "]":
+                    break
         i += 1
-    return None
+    return [tuple(v) for v in spans.values()]
 
 
 def _literal(node: ast.AST) -> Any:

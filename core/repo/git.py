@@ -3,8 +3,8 @@
 Modelled on aider's ``repo.py``: commits carry an attributed author and a trailer block
 (``Arx-Run: <run>`` marks a commit as made by arx), ``commit`` returns the new sha or ``None``,
 git failures become ``RepoError`` with a hint, and ``revert`` refuses to undo a commit that arx
-did not make. The message format lives in ``gittext``; the locks (arx's ``RunLock``, git's
-``index.lock``) in ``lock``.
+did not make. Messages go to git in a file, never on argv; their format lives in ``gittext``,
+the locks (arx's ``RunLock``, git's ``index.lock``) in ``lock``.
 
 Paths given to ``GitRepo`` methods are relative to ``root`` (absolute paths inside it work too).
 Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never a glob.
@@ -12,10 +12,11 @@ Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import git
@@ -213,12 +214,13 @@ class GitRepo:
         if not allow_empty and not self._staged(present):
             return None
         args = ["commit", "--only", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-q"]
-        args += ["-m", message]
         if allow_empty:
             args.append("--allow-empty")
-        if present:
-            args += ["--", *present]
-        self._git(*args, env=self._identity_env())
+        with _message_file(message) as path:
+            args += ["-F", path]
+            if present:
+                args += ["--", *present]
+            self._git(*args, env=self._identity_env())
         return self.head_sha()
 
     def abort_revert(self) -> bool:
@@ -269,16 +271,13 @@ class GitRepo:
             )
         head = self.head_sha()
         if head is None or not self.is_ancestor(full, head):
-            raise RepoError(
-                f"cannot revert {full[:12]}: it is not on the checked-out branch",
-                hint=f"check out the run branch first (now on {self.current_branch()!r})",
-            )
+            raise RepoError(f"cannot revert {full[:12]}: it is not on the checked-out branch",
+                            hint=f"check out the run branch first (now on "
+                                 f"{self.current_branch()!r})")
         self._clear_stale_index_lock()
         if self._git("diff", "--cached", "--quiet", ok=(0, 1))[0] != 0:
-            raise RepoError(
-                f"cannot revert {full[:12]}: the index of {self.root} has staged changes",
-                hint="commit or unstage them (`git restore --staged .`)",
-            )
+            raise RepoError(f"cannot revert {full[:12]}: the index of {self.root} has staged "
+                            "changes", hint="commit or unstage them (`git restore --staged .`)")
         status, _, err = self._git("revert", "--no-commit", full, ok=None)
         left: list[str] | None = []
         if status != 0:
@@ -298,16 +297,9 @@ class GitRepo:
                            if part)
         extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], Trailer.REVERTS: full}
         message = format_message(subject, body, {**extra, **(trailers or {})})
-        self._git(
-            "commit",
-            "--no-verify",
-            "--no-gpg-sign",
-            "--cleanup=whitespace",
-            "-q",
-            "-m",
-            message,
-            env=self._identity_env(),
-        )
+        with _message_file(message) as path:
+            self._git("commit", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-q",
+                      "-F", path, env=self._identity_env())
         return self.head_sha() or ""
 
     def _unapply(self, sha: str) -> list[str] | None:
@@ -496,3 +488,15 @@ class GitRepo:
             _, out, _ = self._git("rev-parse", "--git-path", "index.lock")
             self._index_lock = (self.root / out.strip()).resolve()
         clear_stale_index_lock(self._index_lock, self.root, self.lock_wait_s)
+
+
+@contextlib.contextmanager
+def _message_file(message: str) -> Iterator[str]:
+    """``message`` in a temporary file for ``git commit -F`` (on argv a long one fails: E2BIG)."""
+    fd, path = tempfile.mkstemp(prefix="arx-message-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(message)
+        yield path
+    finally:
+        os.unlink(path)

@@ -1,7 +1,9 @@
 """The text arx and git exchange: commit messages written, log records read, errors explained.
 
 A commit message is a subject, an optional body and a trailer block (``Key: value`` lines, the
-message's last paragraph). ``format_message`` writes one; ``LOG_FORMAT`` asks ``git log -z`` for
+message's last paragraph). ``format_message`` writes one, each part cut to a stated size
+(``MAX_SUBJECT``, ``MAX_BODY``, ``MAX_TRAILER``: a hypothesis or a gate's output can be as long
+as an LLM or a mechanism made it) and without control characters; ``LOG_FORMAT`` asks ``git log -z`` for
 its fields and ``parse_log`` reads them back as ``CommitRecord`` objects, trailers parsed by git.
 ``hint_for`` turns git's error output into the hint of a ``RepoError``.
 """
@@ -21,7 +23,13 @@ RUN_TRAILER = Trailer.RUN
 #: the ``git log --format`` of ``parse_log``: sha, author date, subject, body, trailers (NUL-split)
 LOG_FORMAT = "%H%x00%aI%x00%s%x00%b%x00%(trailers:only,unfold)"
 
+#: the most characters of a subject, a body and a trailer value arx writes in a commit message
+MAX_SUBJECT = 200
+MAX_BODY = 16_000
+MAX_TRAILER = 1_000
+
 _TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _LOG_FIELDS = 5
 
 
@@ -60,21 +68,31 @@ def parse_log(out: str) -> list[CommitRecord]:
 
 
 def format_message(subject: str, body: str, trailers: Mapping[str, str] | None) -> str:
-    """Subject (whitespace folded), body and ``Key: value`` trailer block, blank-line separated."""
-    subject = " ".join(subject.split())
+    """Subject (whitespace folded), body and ``Key: value`` trailer block, blank-line separated,
+    each cut to its size (``MAX_SUBJECT``, ``MAX_BODY``, ``MAX_TRAILER``; a cut says so)."""
+    subject = _cut(" ".join(_CONTROL.sub(" ", subject).split()), MAX_SUBJECT)
     if not subject:
         raise ValueError("a commit needs a non-empty subject")
     parts = [subject]
+    body = _CONTROL.sub("", body.replace("\t", "    ")).strip("\n").rstrip()
     if body.strip():
-        parts.append(body.strip("\n").rstrip())
+        parts.append(_cut(body, MAX_BODY))
     if trailers:
         lines = []
         for key, value in trailers.items():
             if not _TRAILER_KEY.match(key):
                 raise ValueError(f"invalid trailer key {key!r}: use letters, digits and '-'")
-            lines.append(f"{key}: {' '.join(str(value).split())}")
+            lines.append(f"{key}: {_cut(' '.join(_CONTROL.sub(' ', str(value)).split()), MAX_TRAILER)}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def _cut(text: str, size: int) -> str:
+    """``text``, or its first characters and how many were cut, in ``size`` characters."""
+    if len(text) <= size:
+        return text
+    note = f" [... {len(text) - size + 40} characters cut]"
+    return text[: size - len(note)].rstrip() + note
 
 
 def hint_for(stderr: str) -> str:

@@ -305,13 +305,14 @@ class Spy:
 """
 
 
-KEYS = ("planted-secret", "planted-credential")
+KEYS = ("planted-secret", "planted-credential", "planted-dsn")
 
 
 def test_mechanism_code_never_sees_the_key(toy_repo, tmp_path, llm_server, lint_misses,
                                           monkeypatch):
     monkeypatch.setenv("ARX_API_KEY", KEYS[0])
     monkeypatch.setenv("MY_CRED", KEYS[1])  # [llm] api_key_env names it
+    monkeypatch.setenv("SENTRY_DSN", f"https://{KEYS[2]}@sentry.example/1")  # looks harmless
     llm_server.responder = responder([])
     run = make_run(toy_repo, tmp_path, "--llm", llm_server.base_url, "--model", "test-model",
                    llm={"api_key_env": "MY_CRED"})
@@ -345,7 +346,7 @@ def test_mechanism_code_never_sees_the_key(toy_repo, tmp_path, llm_server, lint_
     spied = [h for h in hypotheses if h.startswith("SPY ")]
     assert spied, hypotheses  # the code ran in the real run
     names = spied[0].split(" ENV ")[1].split(",")
-    assert "ARX_API_KEY" not in names and "MY_CRED" not in names and "PATH" in names
+    assert not {"ARX_API_KEY", "MY_CRED", "SENTRY_DSN"} & set(names) and "PATH" in names
     assert ":KEY" not in spied[0]
     prompts = [m["content"] for r in llm_server.chat_requests for m in r["body"]["messages"]]
     assert any("SEEN " in p for p in prompts)  # what it saw went into the prompt...
@@ -356,12 +357,15 @@ def test_mechanism_code_never_sees_the_key(toy_repo, tmp_path, llm_server, lint_
     log = git.Repo(run.root).git.log("-p", "arx/r")
     assert not any(key in log for key in KEYS)
     held = sandbox()
-    if held["landlock"]:
+    if held.get("readonly"):  # bwrap: it sees neither the file's directory nor arx
+        assert "file:FileNotFoundError" in spied[0]  # its parent is bwrap's init, not arx
+        assert not outside.exists()
+    if held.get("landlock"):
         assert "file:PermissionError" in spied[0] and "parent:PermissionError" in spied[0]
         assert not outside.exists()
-    if held["netns"] or held["seccomp"]:
+    if held.get("netns") or held.get("seccomp"):
         assert "net:ok" not in spied[0] and received == []
-    if held["seccomp"]:
+    if held.get("seccomp"):
         assert "shell:PermissionError" in spied[0] and not shell.exists()
 
 
@@ -393,3 +397,18 @@ def test_a_patch_file_that_is_not_utf8_is_a_clear_error(run):
                                    "r"])
     assert out.exit_code == 1 and "not UTF-8 text" in out.output
     assert "save the patch file as UTF-8" in out.output and "Traceback" not in out.output
+
+
+def test_nested_brackets_that_crash_libcst_are_refused_and_leave_nothing_behind(run):
+    path = run.tmp / "deep.json"
+    path.write_text(json.dumps(mech("Deep", "class Deep:\n    x = " + "[" * 10_000 +
+                                    "]" * 10_000 + "\n")))
+    before = git.Repo(run.root).git.rev_parse("arx/r")
+    out = CliRunner().invoke(cli, ["-C", str(run.root), "mechanism", "add", str(path), "--run",
+                                   "r"])
+    assert out.exit_code == 1 and "nests brackets deeper than 100" in out.output, out.output
+    changed = git.Repo(run.root).git.diff("--name-only", before, "arx/r").split()
+    # the refusal is noted with the patch it refused (for replay); the runner is untouched
+    assert set(changed) <= {"runs/r/trace.jsonl", "runs/r/mechanisms/01-Deep.json"}
+    assert "class Deep" not in run.runner()
+    assert git.Repo(run.root).git.status("--porcelain") == ""

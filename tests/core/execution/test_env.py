@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from arx.core.execution.env import PROVIDER_KEY_ENV, looks_secret, scrub_env
+from arx.core.execution.env import PROVIDER_KEY_ENV, allowed_env, looks_secret, scrub_env
 from arx.core.llm.settings import PRESETS, secret_names
 
 ENVIRON = {
@@ -47,3 +47,13 @@ def test_every_llm_preset_key_is_a_known_provider_key():
     preset_names = {n for preset in PRESETS.values() for n in preset["api_key_env"]}
     assert preset_names <= set(PROVIDER_KEY_ENV)
     assert set(secret_names()) <= set(PROVIDER_KEY_ENV)
+
+
+def test_the_allow_list_keeps_the_path_and_locale_and_nothing_that_merely_looks_harmless():
+    environ = {"PATH": "/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/home/u",
+               "DATABASE_URL": "postgres://u:pw@h/db", "MYSQL_PWD": "pw", "SENTRY_DSN": "x",
+               "PYTHONPATH": "/src", "LD_PRELOAD": "/evil.so"}
+    env = allowed_env("/tmp/w", {"PYTHONHASHSEED": "0"}, environ=environ)
+    assert env == {"PATH": "/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/tmp/w",
+                   "PYTHONHASHSEED": "0"}
+    assert allowed_env("/h", keep=("PYTHONPATH",), environ=environ)["PYTHONPATH"] == "/src"

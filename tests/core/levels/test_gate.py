@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.resources import files
@@ -209,20 +210,23 @@ def test_at_the_gate_timeout_the_smoke_group_and_its_runner_worker_are_killed(tm
     assert gone_all(processes_mentioning(f'"parent": {smoke.pid}'))
 
 
-def test_llm_keys_never_reach_the_smoke_test(tmp_path, monkeypatch):
+def test_the_smoke_test_sees_an_allow_listed_environment(tmp_path, monkeypatch):
     for name in PROVIDER_KEY_ENV:
         monkeypatch.setenv(name, "sk-planted")
     monkeypatch.setenv("MY_LLM_KEY", "planted-secret")  # [llm] api_key_env = "MY_LLM_KEY"
     monkeypatch.setenv("DEEPSEEK_CREDS", "planted-secret")  # named, though it looks harmless
     monkeypatch.setenv("HF_TOKEN", "planted-secret")  # looks secret: untrusted code never sees it
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:planted-secret@h/db")  # looks harmless
     monkeypatch.setenv("ARX_TEST_VISIBLE", "yes")
     dump = tmp_path / "smoke.env"
     shell_first(monkeypatch, f"env > {dump}")
     result = run_gate(TEMPLATE, tmp_path / "work", drop_env=("MY_LLM_KEY", "DEEPSEEK_CREDS"))
     assert result.ok, result.describe()  # the real smoke test ran and passed after the dump
     seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
-    assert seen["ARX_TEST_VISIBLE"] == "yes" and seen["ARX_SMOKE_NONCE"]
-    assert not {*PROVIDER_KEY_ENV, "MY_LLM_KEY", "DEEPSEEK_CREDS", "HF_TOKEN"} & set(seen)
+    assert seen["ARX_SMOKE_NONCE"] and seen["HOME"] != os.environ.get("HOME")
+    assert "PATH" in seen and "ARX_TEST_VISIBLE" not in seen  # an allow-list, not a deny-list
+    assert not {*PROVIDER_KEY_ENV, "MY_LLM_KEY", "DEEPSEEK_CREDS", "HF_TOKEN",
+                "DATABASE_URL"} & set(seen)
     assert "planted" not in dump.read_text()
 
 

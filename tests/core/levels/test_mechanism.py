@@ -99,6 +99,9 @@ def test_mechanism_from_json_forms_and_name_check():
         Mechanism.from_json([helper, {**init, "name": "Other"}])
     with pytest.raises(PatchError, match="non-empty list"):
         Mechanism.from_json({"name": "X", "patches": []})
+    fullwidth = "\uff30robe"  # NFKC folds it to Probe: Python would bind the innocent name
+    with pytest.raises(PatchError):
+        Mechanism.from_json({**helper, "name": fullwidth})
 
 
 # -- the four kinds, before/after ----------------------------------------------------------------

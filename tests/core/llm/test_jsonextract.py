@@ -1,6 +1,9 @@
+import json
+import time
+
 import pytest
 
-from arx.core.llm.jsonextract import extract_json_object, parse_object
+from arx.core.llm.jsonextract import MAX_DEPTH, extract_json_object, json_depth, parse_object
 
 
 @pytest.mark.parametrize(
@@ -79,3 +82,43 @@ def test_unusable_text_raises_a_readable_reason(text, reason):
 def test_parse_object_never_evaluates_calls():
     with pytest.raises(ValueError):
         parse_object("{'a': open('/etc/passwd').read()}")
+
+
+# ---- hostile answers: refused or parsed in bounded time -----------------------------------------
+
+
+def timed(text):
+    start = time.perf_counter()
+    try:
+        out = extract_json_object(text)
+    except ValueError as e:
+        out = e
+    return out, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{" * 200_000, "not closed"),
+    ("[" * 20_000 + "]" * 20_000, "no JSON object"),
+    ('{"changes": ' + "[" * 990 + "]" * 990 + "}", "nested deeper"),
+    ("{" * 990 + "}" * 990, "nested deeper"),
+    ("{'a': 1 " * 30_000, "not closed"),
+    ('{"x": "' + "{" * 100_000 + '"', "not closed"),
+], ids=["200k-open", "20k-lists", "990-deep-value", "990-deep", "30k-unclosed", "in-string"])
+def test_hostile_answers_are_refused_within_a_second(text, words):
+    out, took = timed(text)
+    assert isinstance(out, ValueError) and words in str(out), out
+    assert took < 1.0, took
+
+
+def test_a_huge_hypothesis_is_parsed_within_a_second():
+    answer = json.dumps({"changes": {"LR": 0.1}, "hypothesis": "because " * 17_500})
+    out, took = timed("Here it is:\n" + answer)
+    assert out["changes"] == {"LR": 0.1} and len(out["hypothesis"]) == 140_000
+    assert took < 1.0, took
+
+
+def test_json_depth_counts_brackets_outside_strings_up_to_one_past_its_limit():
+    assert json_depth('{"a": [1, {"b": "[[[{{{"}]}', limit=2) == 3
+    assert json_depth(r'["\\", ["\\"], "\"[["]', limit=1) == 2
+    assert json_depth("[" * 1000) == MAX_DEPTH + 1
+    assert json_depth(b"[[]]") <= MAX_DEPTH

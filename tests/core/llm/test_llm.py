@@ -7,7 +7,7 @@ import time
 import pytest
 
 from arx.core.errors import ConfigError, LLMError
-from arx.core.llm.client import ChatClient, _retry_after, next_number
+from arx.core.llm.client import MAX_ANSWER, ChatClient, _retry_after, next_number
 from arx.core.llm.settings import (
     DUMMY_KEY,
     PRESETS,
@@ -59,6 +59,17 @@ def test_clean_answer_with_usage_and_json_mode(llm_server, make_client):
     assert req["body"]["response_format"] == {"type": "json_object"}
     assert req["headers"]["authorization"] == f"Bearer {DUMMY_KEY}"
     assert client.sleeps == []
+
+
+def test_a_20_mb_answer_is_cut_before_anyone_reads_it_and_the_transcript_says_so(
+        llm_server, make_client, tmp_path):
+    llm_server.script([ok('{"changes": {"LR": 0.01}} ' + "x" * (20 << 20))])
+    result = make_client().complete(ASK, purpose="propose")
+    assert len(result.text) == MAX_ANSWER and result.text.startswith('{"changes"')
+    (path,) = (tmp_path / "runs" / "r1" / "llm").iterdir()
+    assert path.stat().st_size < MAX_ANSWER + 10_000
+    data = json.loads(path.read_text())
+    assert data["response_cut"] == MAX_ANSWER and data["response_chars"] > 20 << 20
 
 
 def test_no_json_mode_when_the_prompt_does_not_mention_json(llm_server, make_client):

@@ -13,6 +13,7 @@ import pytest
 
 from arx.core.errors import RepoError
 from arx.core.repo.git import ARX_AUTHOR, GitRepo
+from arx.core.repo.gittext import MAX_BODY, MAX_SUBJECT, MAX_TRAILER
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +114,19 @@ def test_log_without_body_or_trailers(repo):
     assert not record.made_by_arx
     with pytest.raises(RepoError):
         repo.log("no-such-branch")
+
+
+def test_a_huge_hypothesis_is_cut_to_a_stated_size_and_never_passed_on_argv(repo):
+    (repo.root / "b.txt").write_text("b")
+    huge = "x" * 200_000  # on argv: E2BIG (Argument list too long)
+    sha = repo.commit(["b.txt"], "s" * 500 + "\x00", body=huge + "\x00\x1b[31m",
+                      trailers={"Arx-Run": "r", "Arx-Hypothesis": huge})
+    record = repo.log(max_count=1)[0]
+    assert sha and record.sha == sha
+    assert len(record.subject) <= MAX_SUBJECT and "characters cut" in record.subject
+    assert len(record.body) <= MAX_BODY and record.body.endswith("characters cut]")
+    assert len(record.trailers["Arx-Hypothesis"]) <= MAX_TRAILER and record.made_by_arx
+    assert "\x00" not in record.body and "\x1b" not in record.body
 
 
 def test_commit_returns_none_when_nothing_changed(repo):
