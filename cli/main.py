@@ -14,7 +14,7 @@ from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, add_row, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
-from arx.cli.result_cmds import apply
+from arx.cli.result_cmds import apply, verify
 from arx.cli.script_cmds import check, print_adoption, rm
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
@@ -23,7 +23,7 @@ from arx.core.loop.engine import default_executor, run_to_end
 from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.provenance import write_provenance
 from arx.core.loop.space import run_space
-from arx.core.repo.commits import Trailer
+from arx.core.repo.commits import Trailer, verified_short
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
 from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
@@ -119,6 +119,8 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
               "last measurement is this many seconds old; 0 never [3600].")
 @click.option("--noise", help="The metric's spread: auto (measure it on the baseline before "
               "deciding anything), off, or a standard deviation [auto].")
+@click.option("--verify", type=int, help="Held-out seeds the baseline and the best are trained "
+              "on again when the run ends (no decision used them); 0 turns it off [3].")
 @click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "
               "that beats the current best is kept [1].")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
@@ -201,8 +203,9 @@ def status(ctx, name, as_json):
         click.echo("no runs yet: `arx run` starts one")
         return
     table = Table(title="arx runs")
-    for col in ("run", "state", "iter", "baseline", "best", "delta", "noise (sd)",
-                "keep/discard/other", "re-run", "tokens", "cost $", "mechanisms"):
+    for col in ("run", "state", "iter", "baseline", "best", "delta (in search)",
+                "held-out delta", "noise (sd)", "keep/discard/other", "re-run", "tokens",
+                "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
         discards = r.counts.get(TrialState.DISCARD, 0) + r.counts.get(TrialState.NO_EFFECT, 0)
@@ -212,7 +215,7 @@ def status(ctx, name, as_json):
             f" (n={r.noise_n})" if r.noise_n else " (given)")
         add_row(
             table, r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
-            "n/a" if r.delta is None else f"{r.delta:+.6f}", noise,
+            "n/a" if r.delta is None else f"{r.delta:+.6f}", verified_short(r.verified), noise,
             f"{r.counts.get('keep', 0)}/{discards}/{other}", str(r.reruns),
             str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
@@ -323,6 +326,7 @@ cli.add_command(ablate)
 cli.add_command(check)
 cli.add_command(rm)
 cli.add_command(apply)
+cli.add_command(verify)
 
 
 def main() -> None:

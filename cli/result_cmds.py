@@ -1,11 +1,13 @@
-"""Commands that take a run's result home: `arx apply` (and `arx verify`)."""
+"""Commands about a run's result: `arx apply` takes it home, `arx verify` measures it again."""
 
 from __future__ import annotations
 
 import click
 
 from arx.cli.common import RUN_NAME, arx_errors
+from arx.cli.progress import RichReporter
 from arx.core.app.apply import apply_plan, plan_apply
+from arx.core.app.verify_run import verify_run
 
 
 @click.command("apply")
@@ -29,3 +31,20 @@ def apply(ctx, name, dry_run):
     sha = apply_plan(ctx.obj["repo"], plan)
     click.echo(f"arx: committed {sha[:12]} on {plan.branch}: {plan.subject}")
     click.echo(f"arx: {plan.outcome}")
+
+
+@click.command("verify")
+@click.argument("name", type=RUN_NAME)
+@click.option("--seeds", type=int, default=3, show_default=True,
+              help="Held-out seeds (repeats without a seed constant) per side.")
+@click.pass_context
+@arx_errors
+def verify(ctx, name, seeds):
+    """Train run NAME's baseline and best again on seeds no decision of it used.
+
+    The held-out delta with its standard error, committed on the run's branch (trailer
+    Arx-Verified) and shown by `arx status`, `arx report` and `arx apply`."""
+
+    result = verify_run(ctx.obj["repo"], name, seeds, RichReporter())
+    if result is None:
+        click.echo(f"arx: run {name} kept no change: nothing to verify")

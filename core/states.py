@@ -109,6 +109,7 @@ class Level(_Word):
     L15 = "1.5"
     L2 = "2"
     END = "end"
+    VERIFY = "verify"  # `arx verify`: a held-out verification after the run ended
 
 
 class Group(_Word):

@@ -73,6 +73,11 @@ class RunData:
         return latest_noise(self.events)
 
     @property
+    def verified(self) -> Mapping[str, Any] | None:
+        """The run's latest held-out verification (a ``verify`` event), or None."""
+        return next((e for e in reversed(self.events) if e.get("event") == Event.VERIFY), None)
+
+    @property
     def baseline(self) -> float | None:
         """As `arx status` shows it: a mean where the run measured its noise."""
         return as_number(reported(self.records, self.noise)[0])
@@ -142,7 +147,7 @@ def load_run(repo: GitRepo, name: str) -> RunData:
         state=status.state, iterations=status.iterations,
         records=tuple(e for e in events if e.get("event") == Event.TRIAL),
         events=tuple(e for e in events if e.get("event") in (Event.LEVEL15, Event.LEVEL2,
-                                                             Event.NOISE)),
+                                                             Event.NOISE, Event.VERIFY)),
         commits=tuple(commits), mechanisms=status.mechanisms,
     )
 

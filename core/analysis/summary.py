@@ -18,7 +18,13 @@ from arx.core.levels.mechanism_state import (
     mechanism_records,
     verdict_of,
 )
-from arx.core.repo.commits import describe_changes, fmt_metric, level15_facts
+from arx.core.repo.commits import (
+    describe_changes,
+    fmt_metric,
+    level15_facts,
+    verified_short,
+    verified_text,
+)
 from arx.core.states import FAILED, Event, TrialState, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
@@ -47,11 +53,13 @@ def summary_blocks(runs: Sequence[RunData], image: str | None = None) -> list[Bl
             run.name, run.group, run.state,
             f"{len({r['iteration'] for r in run.trials})}/{run.iterations}",
             fmt_metric(run.baseline), fmt_metric(run.best), _delta(run.delta),
+            verified_short(run.verified),
             "/".join(str(counts.get(k, 0)) for k in ("keep", "discard", "fail",
                                                      "invalid_proposal")),
             f"{int(use['prompt_tokens'])}+{int(use['completion_tokens'])}",
             f"{use['cost_usd']:.4f}", ", ".join(run.mechanisms) or "-"])
-    blocks.append(("table", ["run", "group", "state", "iterations", "baseline", "best", "delta",
+    blocks.append(("table", ["run", "group", "state", "iterations", "baseline", "best",
+                             "delta (in search)", "held-out delta",
                              "keep/discard/fail/invalid", "tokens (prompt+completion)",
                              "cost $", "active mechanisms"], rows))
     if runs:
@@ -79,6 +87,10 @@ def run_blocks(run: RunData) -> list[Block]:
                             + (f"over {noise['n']} baseline runs ({noise['method']})"
                                if noise.get("n") else "(given)")
                             + f"; {reruns} trial(s) ran on a contended machine and ran again."))
+    if run.verified:
+        blocks.append(("p", f"Held-out verification: {run.metric} {verified_text(run.verified)}. "
+                            "The in-search delta was measured on the seeds that picked the best; "
+                            "the held-out one on seeds no decision of the run used."))
     kept = [r for r in run.trials if r.get("status") == TrialState.KEEP]
     blocks.append(("h", 3, "Kept changes"))
     if kept:

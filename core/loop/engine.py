@@ -117,7 +117,8 @@ class Engine:
             self.trace, self.ws, self.target.file, self.outer.recover,
             lambda rec: self._commit_keep(rec, recovered=True))
 
-    def _rebuild_state(self) -> None:
+    def rebuild_state(self) -> None:
+        """The noise, the best and the baseline's metric, from the records."""
         self.noise = noise.latest_noise(self.trace.notes(Event.NOISE))
         self.best, self.baseline_metric = resume.rebuild_best(
             self.records, self.target_path.read_text(), self.noise)
@@ -136,7 +137,7 @@ class Engine:
             self._recover()
         else:
             self.search = self.outer.state
-        self._rebuild_state()
+        self.rebuild_state()
         if self.best is None:
             self._baseline()
         self._ensure_noise()
@@ -452,12 +453,13 @@ class Engine:
             self.ws.name, self.target.metric, record, recovered=recovered)
         self.ws.tree.commit([self.target.file, *self.ws.run_files()], subject, body, trailers)
 
-    def verify(self, k: int, on_demand: bool = False) -> verify.Verified | None:
-        """The held-out verification of the best (``verify.Verifier``); None: nothing kept."""
+    def verify(self, k: int, at: Mapping[str, Any] | None = None) -> verify.Verified | None:
+        """The held-out verification of the best (``verify.Verifier``); None: nothing kept.
+        ``at``: where the run stood before an `arx verify` (then one of its own, on demand)."""
         verifier = verify.Verifier(self.journal, self.measurer, self.trace, self.ws.tree,
                                    self.target, self.reporter.line, self.target_path.write_text)
         result, added = verifier.verify(self.best, self.records, self.noise,
-                                        self.config.iterations, k, self._timeout(), on_demand)
+                                        self.config.iterations, k, self._timeout(), at)
         self.records.extend(added)
         return result
 

@@ -27,7 +27,7 @@ from typing import Any
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import TargetConfig
 from arx.core.errors import RunError
-from arx.core.loop import noise, stats
+from arx.core.loop import noise, resume, stats
 from arx.core.loop.resume import Best
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.loop.trials import TrialJournal, TrialKey
@@ -56,6 +56,9 @@ class Verified:
     best_iteration: int
     resolution: float = 0.0
     on_demand: bool = False
+    #: on demand (`arx verify`): where the run stood before it (``resume.resume_point``),
+    #: which replay stops the session before it at
+    at: Mapping[str, Any] | None = None
 
     @property
     def k(self) -> int:
@@ -80,7 +83,7 @@ class Verified:
                 "best_metrics": list(self.best_metrics), "delta": self.delta, "se": self.se,
                 "in_search_delta": self.in_search, "confirmed": self.confirmed,
                 "direction": self.direction, "resolution": self.resolution,
-                "on_demand": self.on_demand}
+                "on_demand": self.on_demand, **({"at": dict(self.at)} if self.at else {})}
 
     @classmethod
     def from_event(cls, e: Mapping[str, Any]) -> Verified:
@@ -88,7 +91,7 @@ class Verified:
                    tuple(e.get("best_metrics") or ()), e.get("delta"), e.get("se"),
                    e.get("in_search_delta"), str(e.get("direction") or "min"),
                    int(e.get("best_iteration") or 0), float(e.get("resolution") or 0.0),
-                   bool(e.get("on_demand")))
+                   bool(e.get("on_demand")), e.get("at"))
 
     def over(self) -> str:
         """``over 3 held-out seeds`` (or ``over 3 repeats``)."""
@@ -160,13 +163,13 @@ def repeated_groups(records: Iterable[Any], noise_event: Mapping[str, Any] | Non
 def summarize(seeds: Sequence[int | None], base: Sequence[float | None],
               best: Sequence[float | None], groups: Iterable[Sequence[float | None]],
               in_search: float | None, direction: str, best_iteration: int,
-              resolution: float = 0.0, on_demand: bool = False) -> Verified:
+              resolution: float = 0.0, at: Mapping[str, Any] | None = None) -> Verified:
     a = [v for v in base if v is not None]
     b = [v for v in best if v is not None]
     delta = statistics.fmean(b) - statistics.fmean(a) if a and b else None
     return Verified(tuple(seeds), tuple(base), tuple(best), delta,
                     standard_error(base, best, groups), in_search, direction, best_iteration,
-                    resolution, on_demand)
+                    resolution, at is not None, at)
 
 
 @dataclass(frozen=True)
@@ -183,10 +186,12 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
                 done: Sequence[TraceRecord], iteration: int, seeds: Sequence[int | None],
                 sides: Sequence[Side], seed_constant: str | None,
                 write: Callable[[str], None], timeout: float,
-                say: Callable[[str], None]) -> tuple[list[list[float | None]], list[TraceRecord]]:
+                say: Callable[[str], None],
+                first_seq: int = 1) -> tuple[list[list[float | None]], list[TraceRecord]]:
     """Train every side on every seed, interleaved (baseline, best, baseline, ...), so a
-    machine that slows down mid-way weighs on both alike. ``done``: verify records a killed run
-    already has (reused, not trained again). Returns each side's metrics and the new records."""
+    machine that slows down mid-way weighs on both alike; their records are numbered from
+    ``first_seq``. ``done``: verify records a killed run already has (reused, not trained
+    again). Returns each side's metrics and the new records."""
     finished = {int(r.get("seq", 0)): r for r in done
                 if r.kind == TrialKind.VERIFY and r.iteration == iteration
                 and r.state is not TrialState.INTERRUPTED
@@ -195,7 +200,7 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
     added: list[TraceRecord] = []
     for j, seed in enumerate(seeds):
         for s, side in enumerate(sides):
-            seq = 1 + j * len(sides) + s
+            seq = first_seq + j * len(sides) + s
             rec = finished.get(seq)
             if rec is None:
                 changes = {seed_constant: seed} if seed_constant and seed is not None else {}
@@ -232,21 +237,24 @@ class Verifier:
 
     def verify(self, best: Best | None, records: Sequence[TraceRecord],
                noise_event: Mapping[str, Any] | None, at: int, k: int, timeout: float,
-               on_demand: bool = False) -> tuple[Verified | None, list[TraceRecord]]:
+               point: Mapping[str, Any] | None = None
+               ) -> tuple[Verified | None, list[TraceRecord]]:
         """(the verification, the records it added) of ``best`` at iteration ``at``; None when
-        nothing was kept. A verification a killed arx recorded already is returned as it is."""
+        nothing was kept. The end of a session's: one per iteration, and one a killed arx
+        recorded is returned as it is. On demand (``point``: where the run stood): a new one,
+        numbered after every verify record at ``at``, on seeds above all of theirs."""
         if best is None or best.iteration == 0:
             self.say("verify: no change was kept; nothing to verify")
             return None, []
         recorded = [e for e in self.trace.notes(Event.VERIFY) if e.get("iteration") == at
-                    and bool(e.get("on_demand")) == on_demand and len(e.get("seeds") or ()) == k]
-        if recorded:
+                    and not e.get("on_demand") and len(e.get("seeds") or ()) == k]
+        if recorded and point is None:
             return Verified.from_event(recorded[-1]), []
+        earlier = [r for r in records if r.kind == TrialKind.VERIFY and r.iteration == at]
+        first = 1 + max((int(r.get("seq", 0)) for r in earlier), default=0) if point else 1
+        done = [] if point else earlier
         seed_constant = self.target.seed_constant
-        done = [r for r in records if r.kind == TrialKind.VERIFY and r.iteration == at]
-        others = [r.data for r in records if not (r.kind == TrialKind.VERIFY
-                                                  and r.iteration == at)]
-        seeds = heldout_seeds(others, k, seed_constant)
+        seeds = heldout_seeds([r.data for r in records if r not in done], k, seed_constant)
         base = next(r for r in records if r.state is TrialState.BASELINE)
         sides = [Side(0, self.baseline_source(), dict(base.get("config") or {})),
                  Side(best.iteration, best.source, dict(best.config))]
@@ -261,7 +269,7 @@ class Verifier:
 
         try:
             metrics, added = train_sides(measure, record, done, at, seeds, sides, seed_constant,
-                                         self.write, timeout, self.say)
+                                         self.write, timeout, self.say, first)
         finally:
             self.write(best.source)
         every = [r.data for r in [*records, *added]]
@@ -269,7 +277,7 @@ class Verifier:
         in_search = best_r - base_r if best_r is not None and base_r is not None else None
         result = summarize(seeds, metrics[0], metrics[1], repeated_groups(every, noise_event),
                            in_search, self.target.direction, best.iteration,
-                           float((noise_event or {}).get("resolution") or 0.0), on_demand)
+                           float((noise_event or {}).get("resolution") or 0.0), point)
         self.trace.note(Event.VERIFY, result.event(self.journal.run, at))
         self.say("verify: " + result.describe())
         return result, added
@@ -284,3 +292,18 @@ class Verifier:
                     return text
         raise RunError(f"run {run}: no baseline commit on its branch",
                        hint="the branch was rewritten; verify needs the baseline's commit")
+
+
+def verify_finished(engine: Any, k: int) -> Verified | None:
+    """`arx verify NAME` (and its replay): the held-out verification of a finished run's best
+    on ``k`` new seeds, recorded and committed on the run's branch. ``engine``: an ``Engine``
+    opened on the run's workspace (not run)."""
+    engine.records = engine.trace.records()
+    engine.rebuild_state()
+    point = resume.resume_point(engine.trace, engine.ws)
+    result = engine.verify(k, at=point)
+    if result is not None:
+        ws = engine.ws
+        ws.tree.commit(ws.run_files(), *commits.verify_message(
+            ws.name, engine.target.metric, result.event(ws.name, engine.config.iterations)))
+    return result

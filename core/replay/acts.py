@@ -4,7 +4,8 @@ hand, read from the record so that a replay can do them again at the same points
 A run that ran once is one act (``start``). A run killed and resumed, or extended after it
 finished (`arx run --resume NAME --iterations N`), has a ``resume`` event for every resume; a
 mechanism added with `arx mechanism add` has a ``level2`` note with ``source: manual``, the
-path of its stored patch (``patch``) and where the run stood (``at``). Each later act's ``at``
+path of its stored patch (``patch``) and where the run stood (``at``); an `arx verify` after
+the run ended has a ``verify`` event with ``on_demand`` and ``at``. Each later act's ``at``
 is the ``Cut`` at which the session before it stopped (``stops.py``).
 
 Branches made before these were recorded are read where their history still says it: an
@@ -31,6 +32,7 @@ class ActKind(Enum):
     START = "start"
     RESUME = "resume"
     MECHANISM = "mechanism"
+    VERIFY = "verify"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Act:
     at: Cut | None
     iterations: int | None = None  # START / RESUME: the iterations the session runs to
     mechanism: Mechanism | None = None  # MECHANISM: the patch as stored
+    seeds: int | None = None  # VERIFY: the held-out seeds `arx verify` trained on
     derived: bool = False  # read from an older branch's commits, not from a recorded event
 
     def describe(self) -> str:
@@ -49,6 +52,8 @@ class Act:
         if self.kind is ActKind.RESUME:
             how = " (derived from an end commit)" if self.derived else ""
             return f"resume to iteration {self.iterations} after {self.at.describe()}{how}"
+        if self.kind is ActKind.VERIFY:
+            return f"verify on {self.seeds} held-out seeds after {self.at.describe()}"
         return f"mechanism {self.mechanism.name} added by hand after {self.at.describe()}"
 
 
@@ -66,6 +71,10 @@ def plan(repo: ReplayGit, rec: Recording) -> list[Act]:
             mech = _stored_mechanism(repo, rec, e)
             later.append((idx, Act(ActKind.MECHANISM, _cut(rec, e, positions, idx),
                                    mechanism=mech)))
+        elif e.get("event") == Event.VERIFY and e.get("on_demand"):
+            later.append((idx, Act(ActKind.VERIFY, _cut(rec, e, positions, idx),
+                                   int(e.get("iteration") or rec.config.iterations),
+                                   seeds=len(e.get("seeds") or ()))))
     _check_interrupted(rec, [(idx, a) for idx, a in later if a.kind is ActKind.RESUME])
     ends = [k for k, c in enumerate(rec.commits)
             if c.trailers.get(Trailer.RUN) == rec.name and level_of(c) is Level.END]

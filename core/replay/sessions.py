@@ -7,7 +7,7 @@ handed the recorded parts (``ServedTrials``, ``RecordedClock``, ``ReplayExecutor
 interrupted and runs them again with the same proposals, commits a keep or finishes a revert a
 killed arx left, and runs to the iterations the resume asked for. A mechanism added by hand
 goes through ``add_by_hand``, the path `arx mechanism add` took, with the patch stored on the
-branch.
+branch; an `arx verify` through ``verify_finished``, the path it took, with its trainings served.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand
 from arx.core.loop.engine import Engine
 from arx.core.loop.trace import Trace
+from arx.core.loop.verify import verify_finished
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.acts import Act, ActKind
@@ -90,6 +91,10 @@ def replay_acts(repo: ReplayGit, root: Path, branch: str, rec: Recording, acts: 
             engine = Engine(ws, proposer, llm=client, executor=executor, trials=trials,
                             clock=RecordedClock(rec), trace=trace)
             done.append(act.describe())
+            if act.kind is ActKind.VERIFY:  # `arx verify`, as it ran: whole, on the same seeds
+                cutter.cut = None
+                verify_finished(engine, act.seeds or 1)
+                continue
             engine.run()
         except Stopped:
             continue

@@ -233,14 +233,15 @@ def load_recording(repo: ReplayGit, branch: str) -> Recording:
 
 def _check_finished(name: str, rev: str, commits: list[CommitRecord]) -> None:
     """A replay reproduces a run to its end: after its last ``end of run`` commit the branch
-    may hold mechanisms added by hand (and anyone's edits, which the comparison shows), but no
-    commit of a session that did not end."""
+    may hold mechanisms added by hand and `arx verify` commits (and anyone's edits, which the
+    comparison shows), but no commit of a session that did not end."""
     ends = [k for k, c in enumerate(commits) if c.trailers.get(Trailer.RUN) == name
             and level_of(c) is Level.END]
     after = [c for c in commits[ends[-1] + 1:] if c.trailers.get(Trailer.RUN) == name] \
         if ends else []
-    by_hand = all(level_of(c) is Level.L2 and (c.trailers.get(Trailer.SOURCE) == Source.MANUAL
-                                               or is_revert(c)) for c in after)
+    by_hand = all(level_of(c) is Level.VERIFY or (
+        level_of(c) is Level.L2 and (c.trailers.get(Trailer.SOURCE) == Source.MANUAL
+                                     or is_revert(c))) for c in after)
     if not ends or not by_hand:
         raise ReplayError(f"run {name!r} on {rev} is not finished (no `end of run` commit "
                           "after its last iteration)",

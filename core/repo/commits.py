@@ -151,6 +151,15 @@ def verified_text(event: Mapping[str, Any]) -> str:
     return text if event.get("confirmed") else text + ": not confirmed on held-out seeds"
 
 
+def verified_short(event: Mapping[str, Any] | None) -> str:
+    """A table cell for a verification: ``-0.041200 +- 0.008100``, with ``not confirmed on
+    held-out seeds`` after it when it does not confirm the gain; ``-`` for none."""
+    if not event:
+        return "-"
+    text = f"{fmt_delta(event.get('delta'))} +- {fmt_metric(event.get('se'))}"
+    return text if event.get("confirmed") else text + " (not confirmed on held-out seeds)"
+
+
 def end_message(run: str, metric: str, end: RunEnd) -> Message:
     n = sum(end.counts.values())
     base = end.baseline_metric
@@ -175,6 +184,18 @@ def end_message(run: str, metric: str, end: RunEnd) -> Message:
         body += (f"\nHeld-out verification: {metric} {verified_text(end.verified)}; the delta "
                  "above is the one measured in the search (on the seeds that picked the best).")
     return subject, body, trailers
+
+
+def verify_message(run: str, metric: str, event: Mapping[str, Any]) -> Message:
+    """`arx verify`: a held-out verification of a finished run, asked for after it ended."""
+    subject = (f"verify {run}: held-out {metric} {fmt_delta(event.get('delta'))} +- "
+               f"{fmt_metric(event.get('se'))} over {len(event.get('seeds') or ())} runs"
+               f"{'' if event.get('confirmed') else ', not confirmed'}")
+    body = (f"The baseline and the best (iteration {event.get('best_iteration')}) trained again "
+            f"on seeds no decision of the run used: {metric} {verified_text(event)}.")
+    return subject, body, {Trailer.RUN: run, Trailer.LEVEL: Level.VERIFY.value,
+                           Trailer.ITERATION: str(event.get("iteration")),
+                           Trailer.VERIFIED: verified_text(event)}
 
 
 def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],

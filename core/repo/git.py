@@ -131,10 +131,8 @@ class GitRepo:
                             hint="check out another branch first")
         self._git("branch", "-D", "--", name)
 
-    def dirty_paths(self, paths: Iterable[str] | None = None,
-                    untracked: bool = True) -> list[str]:
-        """Modified, staged, deleted or untracked (not ignored) files among ``paths`` (all if
-        None); ``untracked`` False leaves untracked files out."""
+    def dirty_paths(self, paths: Iterable[str] | None = None, untracked: bool = True) -> list[str]:
+        """Modified, staged, deleted or (``untracked``) untracked files among ``paths`` (all)."""
         args = ["status", "--porcelain=v1", "-z",
                 "--untracked-files=all" if untracked else "--untracked-files=no"]
         if paths is not None:

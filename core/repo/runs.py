@@ -45,6 +45,8 @@ class RunStatus:
     noise_n: int = 0
     #: trials recorded contended and run again
     reruns: int = 0
+    #: the latest held-out verification (the trace's ``verify`` event), None: not verified
+    verified: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
@@ -122,6 +124,8 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         noise_sd=noise.get("sd") if noise else None, noise_n=int(noise.get("n") or 0)
         if noise else 0,
         reruns=sum(1 for r in records if r.get("status") == TrialState.CONTENDED),
+        verified=next((e for e in reversed(records_all) if e.get("event") == Event.VERIFY),
+                      None),
     )
 
 

@@ -56,7 +56,9 @@ def test_init_run_keep_and_replay(tmp_path, style):
         assert tomllib.loads((root / "arx.toml").read_text())["target"]["include"] == ["data/"]
         assert "linked into every trial" in printed
 
-    out = arx(root, "run", "--iterations", "6", "--name", "t", "--quiet")
+    steps = tomllib.loads((root / "arx.toml").read_text())["target"].get("steps_constant")
+    out = arx(root, "run", "--iterations", "6", "--name", "t", "--quiet",
+              *(["--steps", "2"] if steps else []))
     assert out.exit_code == 0, out.output + out.stderr
     g = git.Repo(root)
     keeps = [c for c in g.iter_commits("arx/t")
@@ -78,6 +80,26 @@ def test_init_run_keep_and_replay(tmp_path, style):
     out = arx(root, "replay", "arx/t")
     assert out.exit_code == 0, out.output + out.stderr
     assert "REPRODUCED" in out.output
+
+    # arx apply: the best's tuned values, and only them, as one commit on main
+    before = (root / "train.py").read_text()
+    out = arx(root, "apply", "t")
+    assert out.exit_code == 0, out.output
+    head = g.head.commit
+    assert g.active_branch.name == "main" and list(head.stats.files) == ["train.py"]
+    applied = json.loads(head.trailers_dict[Trailer.CHANGES][0])
+    best = [json.loads(c.trailers_dict[Trailer.CHANGES][0]) for c in reversed(keeps)]
+    assert applied == {k: v for change in best for k, v in change.items()
+                       if v != {c.name: c.value for c in discover_constants(before)}[k]}
+    after = (root / "train.py").read_text()
+    assert {c.name: c.value for c in discover_constants(after)} == {
+        **{c.name: c.value for c in discover_constants(before)}, **applied}
+    changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                                     n=0, lineterm="")
+               if line.startswith("+") and not line.startswith("+++")]
+    lines = {c.name: c.line for c in discover_constants(before)}
+    assert len(changed) == len({lines[name] for name in applied}), (style, changed)
+    assert not steps or steps not in applied  # the step count arx set stays on the branch
 
 
 def test_included_data_reaches_parallel_slots_and_check(tmp_path):

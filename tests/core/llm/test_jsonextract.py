@@ -104,17 +104,19 @@ def timed(text):
     ("{'a': 1 " * 30_000, "not closed"),
     ('{"x": "' + "{" * 100_000 + '"', "not closed"),
 ], ids=["200k-open", "20k-lists", "990-deep-value", "990-deep", "30k-unclosed", "in-string"])
-def test_hostile_answers_are_refused_within_a_second(text, words):
+def test_hostile_answers_are_refused_in_linear_time(text, words):
     out, took = timed(text)
     assert isinstance(out, ValueError) and words in str(out), out
-    assert took < 1.0, took
+    # linear, not quadratic (200k '{' took 38 min before); the figure (0.5 s on 2 busy cores)
+    # is measured by bench/hostile_json.py, a timed test only guards against the old blow-up
+    assert took < 10.0, took
 
 
-def test_a_huge_hypothesis_is_parsed_within_a_second():
+def test_a_huge_hypothesis_is_parsed_in_linear_time():
     answer = json.dumps({"changes": {"LR": 0.1}, "hypothesis": "because " * 17_500})
     out, took = timed("Here it is:\n" + answer)
     assert out["changes"] == {"LR": 0.1} and len(out["hypothesis"]) == 140_000
-    assert took < 1.0, took
+    assert took < 10.0, took  # (see above)
 
 
 def test_json_depth_counts_brackets_outside_strings_up_to_one_past_its_limit():

@@ -7,16 +7,22 @@ import importlib.util
 import json
 import math
 import random
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import git
 import pytest
+from click.testing import CliRunner
 
+from arx.cli.main import cli
 from arx.core.loop import noise, stats, verify
 from arx.core.loop.engine import run_to_end
 from arx.core.proposers.base import Proposal, Proposer
+from arx.core.replay.run import replay
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
@@ -144,6 +150,22 @@ def truth_repo(path):
     return root
 
 
+def sure_keep_repo(path, slow_heldout=False):
+    """The truth target where any LR the offline proposer draws (0.002-0.01, the only thing it
+    may change) is far better than the baseline's 1.0 (worth 0.9): a sure keep for `arx run`."""
+    root = truth_repo(path)
+    text = (root / "train.py").read_text().replace("LR = 0.02", "LR = 1.0")
+    if slow_heldout:  # the held-out trainings take 0.3 s (to be killed in)
+        text = text.replace("def main():\n", "def main():\n    import time\n"
+                            "    time.sleep(0.3 if SEED >= 3 else 0)\n")
+    (root / "train.py").write_text(text)
+    git.Repo(root).git.commit("-qam", "a bad LR")
+    edit_toml(root, params={"LR": {"low": 0.002, "high": 0.01}},
+              locked=["NOISE_SD", "SALT", "SEED", "WIDTH", "DROPOUT", "WARMUP", "ACTIVATION",
+                      "NORM"])
+    return root
+
+
 def test_a_run_ends_with_a_held_out_verification_on_unused_seeds(tmp_path):
     truth = truth_module()
     root = truth_repo(tmp_path / "p")
@@ -197,22 +219,7 @@ def test_verification_off_and_nothing_kept_write_no_verification(tmp_path):
 
 
 def test_a_verification_killed_midway_resumes_without_training_twice_and_replays(tmp_path):
-    import signal
-    import subprocess
-    import time
-    import time
-
-    from arx.core.replay.run import replay
-
-    root = truth_repo(tmp_path / "p")
-    # any LR the offline proposer draws is far better than 1.0 (worth 0.9): a sure keep
-    (root / "train.py").write_text((root / "train.py").read_text().replace(
-        "LR = 0.02", "LR = 1.0").replace(
-        "def main():\n", "def main():\n    import time\n    time.sleep(0.3 if SEED >= 3 else 0)\n"))
-    git.Repo(root).git.commit("-qam", "slow held-out seeds")
-    edit_toml(root, params={"LR": {"low": 0.002, "high": 0.01}},
-              locked=["NOISE_SD", "SALT", "SEED", "WIDTH", "DROPOUT", "WARMUP", "ACTIVATION",
-                      "NORM"])
+    root = sure_keep_repo(tmp_path / "p", slow_heldout=True)
     arx = [sys.executable, "-m", "arx.cli.main", "-C", str(root)]
     proc = subprocess.Popen([*arx, "run", "--json", "--name", "k", "--iterations", "1",
                              "--seed", "3"], stdout=subprocess.PIPE, text=True)
@@ -237,3 +244,34 @@ def test_a_verification_killed_midway_resumes_without_training_twice_and_replays
     assert len([e for e in events if e.get("event") == "verify"]) == 1
     report = replay(root, "arx/k")
     assert report.reproduced, report.render()
+
+
+def test_arx_verify_on_demand_adds_new_seeds_a_commit_and_replays(tmp_path):
+    truth = truth_module()
+    root = sure_keep_repo(tmp_path / "p")
+    out = CliRunner().invoke(cli, ["-C", str(root), "run", "--name", "d", "--iterations", "1",
+                                   "--verify", "0", "--quiet"])
+    assert out.exit_code == 0, out.output
+    keep = next(e for e in trace_events(GitRepo(root), "d") if e.get("status") == "keep")
+    out = CliRunner().invoke(cli, ["-C", str(root), "verify", "d", "--seeds", "2"])
+    assert out.exit_code == 0, out.output
+    events = trace_events(GitRepo(root), "d")
+    (event,) = [e for e in events if e.get("event") == "verify"]
+    assert event["on_demand"] and event["seeds"] == [3, 4] and event["at"]["trace_lines"] > 0
+    assert event["best_metrics"] == [printed(truth, keep["changes"], s) for s in (3, 4)]
+    assert event["baseline_metrics"] == [printed(truth, {"LR": 1.0}, s) for s in (3, 4)]
+    tip = GitRepo(root).log("arx/d", max_count=1)[0]
+    assert tip.subject.startswith("verify d: held-out val_loss")
+    assert tip.trailers["Arx-Level"] == "verify" and tip.trailers["Arx-Verified"].startswith(
+        f"{event['delta']:+.6f} +- {event['se']:.6f} over 2 held-out seeds")
+    status = CliRunner().invoke(cli, ["-C", str(root), "status", "d", "--json"])
+    assert json.loads(status.output)[0]["state"] == "finished"
+    assert json.loads(status.output)[0]["verified"]["delta"] == pytest.approx(event["delta"])
+    # a second verification takes seeds above the first's and numbers its trials after them
+    out = CliRunner().invoke(cli, ["-C", str(root), "verify", "arx/d", "--seeds", "1"])
+    assert out.exit_code == 0, out.output
+    second = [e for e in trace_events(GitRepo(root), "d") if e.get("event") == "verify"][-1]
+    assert second["seeds"] == [5]
+    report = replay(root, "arx/d")
+    assert report.reproduced, report.render()
+    assert report.acts[-1].startswith("verify on 1 held-out seeds")
