@@ -75,6 +75,74 @@ def test_unknown_names_and_scripts_with_nothing_to_tune_are_refused_clearly(tmp_
     assert not (root / "arx.toml").exists()
 
 
+ACCURACY_SCRIPT = "LR = 0.1\nDEPTH = 2\nprint('---')\nprint(f'{NAME}: {0.9 - abs(LR - 0.3):.4f}')\n"
+
+
+@pytest.mark.parametrize("name, direction, word", [
+    ("accuracy", "max", "accuracy"), ("val_acc", "max", "acc"), ("eval/f1", "max", "f1"),
+    ("episodeReward", "max", "reward"), ("test_loss", "min", "loss"),
+    ("top1_error", "min", "error"), ("val_ppl", "min", "ppl"), ("valloss", "min", "loss"),
+])
+def test_the_direction_comes_from_the_metric_name_and_is_said(tmp_path, name, direction, word):
+    root = script_repo(tmp_path, ACCURACY_SCRIPT.replace("{NAME}", name))
+    out = arx("init", str(root), "--target", "train.py", "--command",
+              f"{sys.executable} train.py", "--metric", name)
+    assert out.exit_code == 0, out.output
+    assert tomllib.loads((root / "arx.toml").read_text())["target"]["direction"] == direction
+    assert f"arx: direction {direction}, from the metric's name: '{word}' means" in out.output
+    check = arx("-C", str(root), "check")
+    assert check.exit_code == 0 and f"direction   {direction} ('{word}' means" in check.output
+
+
+def test_a_metric_name_that_says_no_direction_is_refused_and_a_contrary_one_warned(tmp_path):
+    root = script_repo(tmp_path / "a", ACCURACY_SCRIPT.replace("{NAME}", "val_metric"))
+    out = arx("init", str(root), "--target", "train.py", "--command",
+              f"{sys.executable} train.py", "--metric", "val_metric")
+    assert out.exit_code != 0 and "does not say whether lower or higher is better" in out.output
+    assert "--direction max" in out.output and not (root / "arx.toml").exists()
+    out = arx("init", str(root), "--target", "train.py", "--command",
+              f"{sys.executable} train.py", "--metric", "val_metric", "--direction", "max")
+    assert out.exit_code == 0, out.output
+    root = script_repo(tmp_path / "b", ACCURACY_SCRIPT.replace("{NAME}", "accuracy"))
+    out = CliRunner().invoke(cli, ["init", str(root), "--target", "train.py", "--command",
+                                   f"{sys.executable} train.py", "--metric", "accuracy",
+                                   "--direction", "min"])
+    assert out.exit_code == 0
+    assert "warning: --direction min for the metric 'accuracy', but 'accuracy' means higher" \
+        in out.stderr
+    check = arx("-C", str(root), "check")
+    assert "warning     --direction min for the metric 'accuracy'" in check.output
+
+
+def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
+    script = ("from sklearn.svm import SVC\nSEED = 0\nclf = SVC(C=1.0, gamma=0.01)\n"
+              "print('loss: 1.0')\n")
+    root = script_repo(tmp_path, script)
+    out = init(root)
+    assert out.exit_code != 0
+    assert "has nothing arx may change: it found SEED (arx sets it (seed constant))" in out.output
+    assert "SVC(C=1.0) (line 3)" in out.output and "SVC(gamma=0.01) (line 3)" in out.output
+    assert not (root / "arx.toml").exists()
+
+
+def test_check_proposes_a_metric_regex_from_the_line_it_saw(tmp_path):
+    root = script_repo(tmp_path, "LR = 0.1\nprint('| end of epoch | test loss  6.30 |')\n")
+    assert arx("init", str(root), "--target", "train.py", "--command",
+               f"{sys.executable} train.py", "--metric", "test_loss").exit_code == 0
+    out = arx("-C", str(root), "check")
+    assert out.exit_code == 1
+    hint = out.output.split("hint        ")[1]
+    assert "the log prints 'test loss  6.30'" in hint
+    regex = hint.split("metric_regex = '")[1].split("'")[0]
+    assert regex == r"test\s+loss[\s:=|]*([-+0-9.eE]+)"
+    doc = (root / "arx.toml").read_text().replace(
+        'metric = "test_loss"', f"metric = \"test_loss\"\nmetric_regex = '{regex}'")
+    (root / "arx.toml").write_text(doc)
+    git.Repo(root).git.commit("-qam", "the regex arx check proposed")
+    out = arx("-C", str(root), "check")
+    assert out.exit_code == 0 and "test_loss = 6.3" in out.output
+
+
 def test_check_reports_the_error_line_of_a_crash(tmp_path):
     root = script_repo(tmp_path, "LR = 0.1\nimport wandb_not_installed\n")
     assert init(root).exit_code == 0

@@ -9,6 +9,7 @@ needs a given change at a given iteration.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import git
@@ -17,14 +18,16 @@ import pytest
 from arx.core.analysis.report import write_report
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import Engine
+from arx.core.loop.progress import Reporter
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import run_status
+from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
 
-from support.repos import make_script_repo
+from support.repos import edit_toml, git_repo, make_script_repo
 
 NOISY = Path(__file__).parents[2] / "support" / "noisy_train.py"
 LOCKED = ["NOISE_SD", "EFFECT", "SALT", "GOOD"]
@@ -187,3 +190,60 @@ def test_the_best_is_measured_again_after_contention_once():
     assert not drifted(after, 5)
     again = after + [rec(5, "trial", "contended"), rec(5, "trial", "keep")]
     assert drifted(again, 6)
+
+
+COARSE = '''"""A scikit-learn-docs-like script: the seed reaches nothing, the accuracy has 2 decimals."""
+import math
+
+SEED = 0  # random_state the estimator ignores
+MAX_ITER = 100
+C = 1.0
+UNUSED = 1
+
+
+def main():
+    loss = 1.0 / MAX_ITER + abs(math.log10(C))
+    print(f"iter {MAX_ITER} train loss: {loss:.6f}")
+    print("---")
+    print(f"accuracy: {0.96 - 0.01 * round(abs(math.log10(C))):.2f}")
+
+
+main()
+'''
+
+
+def test_an_inert_seed_and_a_coarse_metric_are_said_and_never_stop_a_run(tmp_path):
+    root = tmp_path / "p"
+    repo = git_repo(root)
+    (root / "train.py").write_text(COARSE)
+    repo.index.add(["train.py"])
+    repo.index.commit("mine")
+    init_repo(root, target_file="train.py", command=f"{sys.executable} train.py",
+              metric="accuracy")
+    edit_toml(root, params={"MAX_ITER": {"low": 50, "high": 400},
+                            "UNUSED": {"low": 1, "high": 9}})
+    lines = []
+
+    class Lines(Reporter):
+        def line(self, text):
+            lines.append(text)
+
+    ws = open_run(root, {"iterations": 5}, name="c")
+    script = [{"MAX_ITER": 110}, {"MAX_ITER": 120}, {"UNUSED": 2}, {"UNUSED": 3},
+              {"UNUSED": 4}]
+    Engine(ws, Scripted(script), reporter=Lines()).run()  # no stop for no_effect
+    ws.close(remove_worktree=True)
+    text = git.Repo(root).git.show("arx/c:runs/c/trace.jsonl")
+    events = [json.loads(line) for line in text.splitlines()]
+    noise = next(e for e in events if e.get("event") == "noise")
+    assert noise["inert"] and noise["sd"] == 0 and noise["resolution"] == pytest.approx(0.01)
+    said = "\n".join(lines)
+    assert "changing the seed constant changed nothing (3 seeds measured exactly 0.96)" in said
+    assert "one fixed split and initialisation" in said
+    states = [e["status"] for e in events if e.get("event") == "trial" and e["kind"] == "trial"]
+    # the losses moved, the 2-decimal accuracy did not: the change reached the training
+    assert states[:2] == ["discard", "discard"]
+    # UNUSED reaches nothing at all (every printed line the same): no_effect, yet a coarse
+    # metric never stops the run for it
+    assert states[2:] == ["no_effect"] * 3
+    assert run_status(GitRepo(root), "c").state == "finished"

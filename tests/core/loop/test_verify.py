@@ -275,3 +275,15 @@ def test_arx_verify_on_demand_adds_new_seeds_a_commit_and_replays(tmp_path):
     report = replay(root, "arx/d")
     assert report.reproduced, report.render()
     assert report.acts[-1].startswith("verify on 1 held-out seeds")
+
+
+def test_a_steps_mode_verification_retrains_identically(tmp_path):
+    root = sure_keep_repo(tmp_path / "p")
+    out = CliRunner().invoke(cli, ["-C", str(root), "run", "--name", "s", "--iterations", "1",
+                                   "--steps", "5", "--verify", "2", "--quiet"])
+    assert out.exit_code == 0, out.output
+    report = replay(root, "arx/s", retrain=True)
+    assert report.reproduced, report.render()
+    rows = [r for r in report.retrain.rows if r.kind == "verify"]
+    assert [r.seq for r in rows] == [1, 2, 3, 4]
+    assert all(r.retrained == r.recorded for r in rows)
