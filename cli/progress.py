@@ -131,4 +131,5 @@ class JsonReporter(Reporter):
 class QuietReporter(Reporter):
     def finish(self, p: RunProgress) -> None:
         print(f"{p.run}: best {fmt_metric(p.best_metric)} "
-              f"baseline {fmt_metric(p.baseline_metric)}")
+              f"baseline {fmt_metric(p.baseline_metric)}"
+              + (f"; held-out delta {p.verified}" if p.verified else ""))

@@ -105,7 +105,7 @@ class Engine:
             best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
             elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
             trial_seconds=self.journal.trial_seconds,
-            verified=self.verified.describe() if self.verified else None)
+            verified=self.verified.short() if self.verified else None)
 
     # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:

@@ -183,8 +183,11 @@ def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = (),
     From rules 5 on, the pooled estimate is corrected for its small sample (``stats.sd_upper``
     at ``stats.SD_CONFIDENCE``: a spread from 3 runs is too small 63% of the time, and margins
     in units of it keep noise), and floored at the metric's resolution (a seed that changes
-    nothing measures 0); ``sample_sd`` says what was measured."""
-    if event is None or (not event.get("sd") and not (rules >= 5 and event.get("resolution"))):
+    nothing measures 0, which is not "no noise"); ``sample_sd`` says what was measured. A
+    target that repeats itself exactly (no seed constant, sd 0) has no noise: off, as before."""
+    unmeasured = rules >= 5 and event is not None and bool(event.get("inert")) \
+        and bool(event.get("resolution"))
+    if event is None or (not event.get("sd") and not unmeasured):
         return {"sd": None, "df": 0, "method": "off"}
     if event.get("method") == "given":
         return {"sd": float(event["sd"]), "df": 0, "method": "given"}

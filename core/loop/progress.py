@@ -29,7 +29,7 @@ class RunProgress:
     elapsed_s: float
     trials_run: int  # trials this process ran (confirmations included)
     trial_seconds: float  # of which in training
-    #: the held-out verification's line (``verify.Verified.describe``), once the run has one
+    #: the held-out delta (``verify.Verified.short``), once the run has one
     verified: str | None = None
 
     @property

@@ -97,6 +97,14 @@ class Verified:
         """``over 3 held-out seeds`` (or ``over 3 repeats``)."""
         return f"over {self.k} held-out {'seeds' if self.by_seeds else 'repeats'}"
 
+    def short(self) -> str:
+        """The held-out delta with its error and what it is over, then the verdict (the run
+        summary's ``held-out`` row: the in-search delta has its own)."""
+        if self.delta is None:
+            return f"the trainings failed ({self.over()}); {NOT_CONFIRMED}"
+        text = f"{self.delta:+.6f} +- {(self.se or 0.0):.6f} {self.over()}"
+        return text if self.confirmed else f"{text}: {NOT_CONFIRMED}"
+
     def describe(self) -> str:
         """One line: the held-out delta with its error, the in-search one, the verdict."""
         if self.delta is None:

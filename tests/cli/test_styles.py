@@ -100,6 +100,9 @@ def test_init_run_keep_and_replay(tmp_path, style):
     lines = {c.name: c.line for c in discover_constants(before)}
     assert len(changed) == len({lines[name] for name in applied}), (style, changed)
     assert not steps or steps not in applied  # the step count arx set stays on the branch
+    verified = g.git.show("arx/t", "-s", "--format=%(trailers:key=Arx-Verified,valueonly)")
+    assert head.trailers_dict["Arx-Verified"] == [verified.strip()]  # the run's own verdict
+    assert "loss: held-out delta" in head.message
 
 
 def test_included_data_reaches_parallel_slots_and_check(tmp_path):
