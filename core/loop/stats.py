@@ -13,6 +13,7 @@ measurements of one configuration each.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -80,14 +81,18 @@ def chi2_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+@functools.lru_cache(maxsize=256)
+def _factor(df: int, confidence: float) -> float:
+    return math.sqrt(df / chi2_quantile(1.0 - confidence, df))
+
+
 def upper_factor(df: int, confidence: float | None = None) -> float:
     """What a sample sd from ``df`` degrees of freedom is multiplied by to bound the true sd
     from above with ``confidence`` (default ``SD_CONFIDENCE``): sqrt(df / chi2_{1-confidence}
     (df)). At 0.5: 1.20 for df 2, 1.03 for df 10; at 0.8: 2.12 for df 2, 1.27 for df 10."""
     if df < 1:
         return 1.0
-    confidence = SD_CONFIDENCE if confidence is None else confidence
-    return math.sqrt(df / chi2_quantile(1.0 - confidence, df))
+    return _factor(int(df), SD_CONFIDENCE if confidence is None else float(confidence))
 
 
 def sd_upper(sd: float, df: int, confidence: float | None = None) -> float:

@@ -388,7 +388,8 @@ def test_a_steps_mode_run_of_the_gpt_target_retrains_bit_identically(tmp_path, m
     identify(git.Repo(root)).git.commit("-am", "test: a tiny model")
     edit_toml(root, target={"setup": f"{sys.executable} prepare.py --corpus text --text {texts}",
                             "command": f"{sys.executable} train.py"})
-    finished_run(root, "gpt", {"iterations": 1, "steps": 2, "seed": 4})
+    finished_run(root, "gpt", {"iterations": 1, "steps": 2, "seed": 4, "noise": "off",
+                               "verify": 0})
     records = [e for e in trace_lines(root, "gpt") if e.get("event") == "trial"]
     assert all(len(r.get("data_fingerprint", "")) == 12 for r in records if "metric" in r)
     report = replay(root, "gpt", retrain=True)
