@@ -9,10 +9,11 @@ standard error, and the true delta of the kept configuration; then, over the run
 in-search claim over-states the truth, how often the held-out delta lies within 3 standard
 errors of the truth, and the share of false keeps.
 
-    python bench/heldout.py [--runs 10] [--iterations 20] [--noise-rules 4]
+    python bench/heldout.py [--runs 10] [--iterations 20] [--rules 4] [--confidence 0.8]
 
 ``--rules N`` runs the runs under an older revision of the rules (4: before the noise
-correction and verification), to measure the before and after.
+correction and verification), to measure the before and after; ``--confidence`` sets the
+confidence of the spread's bound (``stats.SD_CONFIDENCE``). The table in docs/results.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from arx.core.repo.runs import trace_events
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import Event, TrialKind, TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import with_space  # noqa: E402 - bench/ is not a package
 
 TRUTH = Path(__file__).resolve().parents[1] / "tests" / "support" / "truth_train.py"
 SPACE = {
@@ -66,14 +70,7 @@ def make_repo(root: Path, salt: int = 0) -> Path:
     subprocess.run(["git", "commit", "-qm", "truth target"], cwd=root, check=True)
     init_repo(root, target_file="train.py", command=f"{sys.executable} train.py",
               metric="val_loss", direction="min", locked=["NOISE_SD", "SALT"])
-    doc = tomlkit.parse((root / "arx.toml").read_text())
-    for name, entry in SPACE.items():
-        table = doc["params"].setdefault(name, tomlkit.table())
-        for key in ("low", "high", "log", "pow2", "choices"):
-            if key in table and key not in entry:
-                del table[key]
-        for key, value in entry.items():
-            table[key] = value
+    doc = with_space(tomlkit.parse((root / "arx.toml").read_text()), SPACE)
     (root / "arx.toml").write_text(tomlkit.dumps(doc))
     subprocess.run(["git", "commit", "-qam", "bench space"], cwd=root, check=True)
     return root
@@ -98,8 +95,7 @@ def one(tmp: Path, seed: int, iterations: int, rules: int | None, truth) -> dict
         before = after
     noise = latest_noise(events)
     base, best = reported(records, noise)
-    verify = next((e for e in reversed(events) if e.get("event") == Event.VERIFY), None) \
-        if hasattr(Event, "VERIFY") else None
+    verify = next((e for e in reversed(events) if e.get("event") == Event.VERIFY), None)
     return {"sd": (noise or {}).get("sd"), "keeps": len(keeps), "false": false_keeps,
             "claimed": best - base if best is not None and base is not None else 0.0,
             "true": truth.truth(before) - truth.truth(base_cfg),

@@ -121,6 +121,19 @@ def git(root: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 
 
+def with_space(doc: tomlkit.TOMLDocument, space: dict[str, dict[str, Any]]) -> tomlkit.TOMLDocument:
+    """arx.toml ``doc`` with the ``[params]`` tables of ``space`` over what init inferred (keys
+    of a range the space does not give are dropped: a choice list replaces a range)."""
+    for name, entry in space.items():
+        table = doc["params"].setdefault(name, tomlkit.table())
+        for key in ("low", "high", "log", "pow2", "choices"):
+            if key in table and key not in entry:
+                del table[key]
+        for key, value in entry.items():
+            table[key] = value
+    return doc
+
+
 def make_repo(problem: Problem, root: Path) -> Path:
     """A fresh git repository holding ``problem``'s target, adopted by arx and committed."""
     root.mkdir(parents=True)
@@ -141,14 +154,7 @@ def make_repo(problem: Problem, root: Path) -> Path:
     assert not extra, f"{problem.script}: parameters without a space: {extra}"
     init_repo(root, target_file=problem.script, command=f"{sys.executable} {problem.script}",
               metric=problem.metric, locked=list(problem.locked))
-    doc = tomlkit.parse((root / "arx.toml").read_text())
-    for name, entry in problem.space.items():
-        table = doc["params"].setdefault(name, tomlkit.table())
-        for key in ("low", "high", "log", "pow2", "choices"):
-            if key in table and key not in entry:
-                del table[key]
-        for key, value in entry.items():
-            table[key] = value
+    doc = with_space(tomlkit.parse((root / "arx.toml").read_text()), problem.space)
     doc["run"]["noise"] = "off"
     (root / "arx.toml").write_text(tomlkit.dumps(doc))
     git(root, "commit", "-qam", "bench: the problem's search space")

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from arx.core.analysis.summary import as_int, as_number, level2_rows, level15_rows
-from arx.core.repo.commits import fmt_metric
+from arx.core.repo.commits import fmt_metric, verified_short
 from arx.core.states import FAILED, TrialKind, TrialState, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
@@ -176,9 +176,11 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
                 rotation=90, fontsize=6,
                 color=style["color"], va="bottom", clip_on=True)
     base, best, delta = run.baseline, run.best, run.delta
+    held = f"; held-out {verified_short(run.verified)}" if run.verified else ""
     ax.set_title(f"{run.name} (group {run.group}, {run.state}): {run.metric} baseline "
                  f"{fmt_metric(base)}, best {fmt_metric(best)}, "
-                 f"delta {'n/a' if delta is None else f'{delta:+.6f}'} "
+                 f"delta {'n/a' if delta is None else f'{delta:+.6f}'}"
+                 f"{' in search' if held else ''}{held} "
                  f"({'lower' if run.direction == 'min' else 'higher'} is better)", fontsize=10)
     ax.set_ylabel(run.metric)
     ax.set_xlim(-0.5, last + 0.8)

@@ -184,12 +184,13 @@ def bwrap_launch(bwrap: str, worker: Sequence[str], tmp_bytes: int) -> Launch | 
         launch.preexec = _enter(userns)
     else:
         launch.argv += ["--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns"]
+    # the private tmpfs first: a Python installed under /tmp is bound over it, not hidden by it
     launch.argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                     "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-                    "--cap-drop", "ALL", *_mounts(),
-                    *_scripts(),
-                    "--proc", "/proc", "--dev", "/dev",
+                    "--cap-drop", "ALL",
                     "--perms", "0700", "--size", str(int(tmp_bytes)), "--tmpfs", SANDBOX_TMP,
+                    *_mounts(), *_scripts(),
+                    "--proc", "/proc", "--dev", "/dev",
                     "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SANDBOX_TMP]
     program = worker_fence.seccomp_program(platform.machine(), allow_exec=True)
     if program is not None:

@@ -158,7 +158,10 @@ class RunnerWorker:
         if mode == "bwrap":
             bwrap = find_bwrap()
             settings["tmp"] = SANDBOX_TMP
-            launch = bwrap_launch(bwrap, [*interpreter, SANDBOX_MAIN, json.dumps(settings)],
+            # the interpreter itself: a virtualenv's python is a link the sandbox may not hold
+            # (under /tmp it is hidden by the private tmpfs); -S needs nothing of the venv
+            real = [os.path.realpath(sys.executable), *interpreter[1:]]
+            launch = bwrap_launch(bwrap, [*real, SANDBOX_MAIN, json.dumps(settings)],
                                   self.limits.disk_bytes) if bwrap else None
             if launch is None:
                 raise RunnerLoadError("bwrap cannot fence the runner worker in: "

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from arx.cli.main import cli
 from arx.cli.progress import RichReporter, add_row
+from arx.core.direction import infer
 from arx.core.loop.progress import RunProgress
 from arx.core.loop.trace import TraceRecord
 from arx.core.repo.lock import RunLock
@@ -79,9 +80,7 @@ ACCURACY_SCRIPT = "LR = 0.1\nDEPTH = 2\nprint('---')\nprint(f'{NAME}: {0.9 - abs
 
 
 @pytest.mark.parametrize("name, direction, word", [
-    ("accuracy", "max", "accuracy"), ("val_acc", "max", "acc"), ("eval/f1", "max", "f1"),
-    ("episodeReward", "max", "reward"), ("test_loss", "min", "loss"),
-    ("top1_error", "min", "error"), ("val_ppl", "min", "ppl"), ("valloss", "min", "loss"),
+    ("val_acc", "max", "acc"), ("episodeReward", "max", "reward"), ("top1_error", "min", "error"),
 ])
 def test_the_direction_comes_from_the_metric_name_and_is_said(tmp_path, name, direction, word):
     root = script_repo(tmp_path, ACCURACY_SCRIPT.replace("{NAME}", name))
@@ -92,6 +91,18 @@ def test_the_direction_comes_from_the_metric_name_and_is_said(tmp_path, name, di
     assert f"arx: direction {direction}, from the metric's name: '{word}' means" in out.output
     check = arx("-C", str(root), "check")
     assert check.exit_code == 0 and f"direction   {direction} ('{word}' means" in check.output
+
+
+@pytest.mark.parametrize("name, direction, word", [
+    ("accuracy", "max", "accuracy"), ("eval/f1", "max", "f1"), ("mAP@50", "max", "ap"),
+    ("BLEU", "max", "bleu"), ("test_loss", "min", "loss"),
+    ("val_ppl", "min", "ppl"), ("valloss", "min", "loss"), ("testAccuracy", "max", "accuracy"),
+    ("wer", "min", "wer"), ("mean_reward", "max", "reward"), ("val/bpb", "min", "bpb"),
+])
+def test_metric_names_read_as_written(name, direction, word):
+    said = infer(name)
+    assert (said.direction, said.word) == (direction, word)
+    assert infer("val_metric") is None and infer("step") is None
 
 
 def test_a_metric_name_that_says_no_direction_is_refused_and_a_contrary_one_warned(tmp_path):

@@ -156,9 +156,9 @@ def sure_keep_repo(path, slow_heldout=False):
     may change) is far better than the baseline's 1.0 (worth 0.9): a sure keep for `arx run`."""
     root = truth_repo(path)
     text = (root / "train.py").read_text().replace("LR = 0.02", "LR = 1.0")
-    if slow_heldout:  # the held-out trainings take 0.3 s (to be killed in)
+    if slow_heldout:  # the held-out trainings take 0.2 s (to be killed in)
         text = text.replace("def main():\n", "def main():\n    import time\n"
-                            "    time.sleep(0.3 if SEED >= 3 else 0)\n")
+                            "    time.sleep(0.2 if SEED >= 3 else 0)\n")
     (root / "train.py").write_text(text)
     git.Repo(root).git.commit("-qam", "a bad LR")
     edit_toml(root, params={"LR": {"low": 0.002, "high": 0.01}},
@@ -230,9 +230,9 @@ def test_a_verification_killed_midway_resumes_without_training_twice_and_replays
         obj = json.loads(line)
         if obj.get("event") == "note" and obj["text"].startswith("verify: "):
             notes += 1
-            if notes == 3:  # the third held-out training is starting (it sleeps 0.3 s)
+            if notes == 3:  # the third held-out training is starting (it sleeps 0.2 s)
                 break
-    time.sleep(0.1)
+    time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     done = subprocess.run([*arx, "run", "--resume", "k", "--quiet"], capture_output=True,
