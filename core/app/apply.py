@@ -34,7 +34,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of
 from arx.core.repo.runs import trace_events
-from arx.core.states import Event, Level
+from arx.core.states import Event, Level, TrialState
 
 __all__ = ["ApplyPlan", "apply_plan", "plan_apply"]
 
@@ -85,7 +85,7 @@ def _run_facts(repo: GitRepo, name: str) -> tuple[RunConfig, list[dict], str]:
 def tuned_changes(records: list[TraceRecord], config: RunConfig) -> dict[str, tuple[Any, Any]]:
     """name -> (baseline value, best value) for every setting the run's best changed, the
     constants arx manages (budget, steps, seed) left out."""
-    base = next((r for r in records if r.get("status") == "baseline"), None)
+    base = next((r for r in records if r.state is TrialState.BASELINE), None)
     best = best_of(records)
     if base is None or best is None:
         return {}
@@ -123,11 +123,13 @@ def plan_apply(root: Path | str, name: str) -> ApplyPlan:
         raise RepoError(f"{file} is not in {'this checkout' if current is None else 'the base'}",
                         hint=f"run {name} tuned {file}; apply it where that file is")
     if current != started:
+        values = ", ".join(f"{n} {commits.fmt_value(a)}->{commits.fmt_value(b)}"
+                           for n, (a, b) in changes.items())
         raise RepoError(
             f"{file} changed since run {name} started from {base[:12]}: its values were tuned "
-            "for that version of the script",
+            f"for that version of the script ({values})",
             hint=f"see the difference with `git diff {base[:12]} -- {file}`; set the values by "
-                 f"hand (`arx apply {name} --dry-run` lists them), or start a new run from here")
+                 "hand if they still apply, or start a new run from here")
     try:
         after = apply_changes(current, {n: v for n, (_, v) in changes.items()})
     except PatchError as exc:

@@ -102,16 +102,20 @@ class Verified:
         summary's ``held-out`` row: the in-search delta has its own)."""
         if self.delta is None:
             return f"the trainings failed ({self.over()}); {NOT_CONFIRMED}"
-        text = f"{self.delta:+.6f} +- {(self.se or 0.0):.6f} {self.over()}"
+        text = f"{self.delta:+.6f} +- {_se(self.se)} {self.over()}"
         return text if self.confirmed else f"{text}: {NOT_CONFIRMED}"
 
     def describe(self) -> str:
         """One line: the held-out delta with its error, the in-search one, the verdict."""
         if self.delta is None:
             return f"held-out: the trainings failed ({self.over()}); {NOT_CONFIRMED}"
-        text = (f"held-out delta {self.delta:+.6f} +- {(self.se or 0.0):.6f} {self.over()} "
+        text = (f"held-out delta {self.delta:+.6f} +- {_se(self.se)} {self.over()} "
                 f"(in search {_signed(self.in_search)})")
         return text if self.confirmed else f"{text}: {NOT_CONFIRMED}"
+
+
+def _se(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6f}"
 
 
 def _signed(value: float | None) -> str:
@@ -152,7 +156,7 @@ def standard_error(base: Sequence[float | None], best: Sequence[float | None],
     if not a or not b:
         return None
     sd, df = stats.pooled([a, b, *groups])
-    return sd * math.sqrt(1 / len(a) + 1 / len(b)) if df else 0.0
+    return sd * math.sqrt(1 / len(a) + 1 / len(b)) if df else None  # one value each: unknown
 
 
 def repeated_groups(records: Iterable[Any], noise_event: Mapping[str, Any] | None

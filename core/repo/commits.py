@@ -188,8 +188,10 @@ def end_message(run: str, metric: str, end: RunEnd) -> Message:
 
 def verify_message(run: str, metric: str, event: Mapping[str, Any]) -> Message:
     """`arx verify`: a held-out verification of a finished run, asked for after it ended."""
+    seeds = event.get("seeds") or ()
     subject = (f"verify {run}: held-out {metric} {fmt_delta(event.get('delta'))} +- "
-               f"{fmt_metric(event.get('se'))} over {len(event.get('seeds') or ())} runs"
+               f"{fmt_metric(event.get('se'))} over {len(seeds)} "
+               f"{'seeds' if any(x is not None for x in seeds) else 'repeats'}"
                f"{'' if event.get('confirmed') else ', not confirmed'}")
     body = (f"The baseline and the best (iteration {event.get('best_iteration')}) trained again "
             f"on seeds no decision of the run used: {metric} {verified_text(event)}.")

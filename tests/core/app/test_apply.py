@@ -100,6 +100,7 @@ def test_apply_refuses_a_dirty_tree_a_moved_target_and_other_branches(steps_run,
     with pytest.raises(RepoError, match="train.py changed since run s started") as exc:
         plan_apply(root, "s")
     assert "git diff" in exc.value.hint and "-- train.py" in exc.value.hint
+    assert "(DEPTH 6->3, LR 0.02->0.003)" in exc.value.message  # what to set by hand
     out = CliRunner().invoke(cli, ["-C", str(root), "apply", "s"])
     assert out.exit_code == 1 and "changed since run s started" in out.output
     g.git.reset("--hard", "HEAD~1")

@@ -289,3 +289,10 @@ def test_a_steps_mode_verification_retrains_identically(tmp_path):
     rows = [r for r in report.retrain.rows if r.kind == "verify"]
     assert [r.seq for r in rows] == [1, 2, 3, 4]
     assert all(r.retrained == r.recorded for r in rows)
+
+
+def test_one_value_a_side_and_no_other_repeats_is_an_unknown_error_never_a_confirmation():
+    v = verify.summarize([5], [1.0], [0.5], [], -0.5, "min", 1)
+    assert v.se is None and not v.confirmed
+    assert v.describe() == ("held-out delta -0.500000 +- n/a over 1 held-out seeds (in search "
+                            "-0.500000): not confirmed on held-out seeds")
