@@ -191,12 +191,7 @@ def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = (),
         return {"sd": None, "df": 0, "method": "off"}
     if event.get("method") == "given":
         return {"sd": float(event["sd"]), "df": 0, "method": "given"}
-    groups = [list(event.get("metrics") or [])]
-    for rec in records:
-        extra = rec.get("confirm_metrics")
-        if rec.get("kind") == TrialKind.TRIAL and extra and rec.get("metric") is not None:
-            groups.append([rec.get("metric"), *extra])
-    pooled, df = stats.pooled(groups)
+    pooled, df = stats.pooled(repeated_groups(event, records))
     sd = pooled if df and pooled > 0 else float(event.get("sd") or 0.0)
     if rules < 5:
         return {"sd": sd, "df": df, "method": str(event.get("method"))}
@@ -204,6 +199,20 @@ def spread(event: Mapping[str, Any] | None, records: Iterable[Any] = (),
     upper = stats.sd_upper(sd, df) if df else sd
     return {"sd": max(upper, floor) or None, "df": df, "method": str(event.get("method")),
             "sample_sd": sd, "confidence": stats.SD_CONFIDENCE}
+
+
+def repeated_groups(event: Mapping[str, Any] | None, records: Iterable[Any]
+                    ) -> list[list[float]]:
+    """The run's groups of repeated measurements of one configuration, which the spread is
+    pooled over: the baseline's noise trainings (not a given spread) and each confirmed trial
+    with its extra seeds."""
+    groups = [list(event.get("metrics") or [])] \
+        if event is not None and event.get("method") != "given" else []
+    for rec in records:
+        extra = rec.get("confirm_metrics")
+        if rec.get("kind") == TrialKind.TRIAL and extra and rec.get("metric") is not None:
+            groups.append([rec.get("metric"), *extra])
+    return groups
 
 
 def margin_sd(metrics: Sequence[float | None], best_metrics: Sequence[float | None],

@@ -65,10 +65,6 @@ class Verified:
         return len(self.seeds)
 
     @property
-    def by_seeds(self) -> bool:
-        return any(s is not None for s in self.seeds)
-
-    @property
     def confirmed(self) -> bool:
         """The best beats the baseline on the held-out seeds by ``CONFIRM_SE`` standard errors
         and by at least one step of the metric's resolution."""
@@ -94,32 +90,23 @@ class Verified:
                    bool(e.get("on_demand")), e.get("at"))
 
     def over(self) -> str:
-        """``over 3 held-out seeds`` (or ``over 3 repeats``)."""
-        return f"over {self.k} held-out {'seeds' if self.by_seeds else 'repeats'}"
+        """``over 3 held-out seeds`` (or ``over 3 held-out repeats``), as the trailer says."""
+        held = "seeds" if any(x is not None for x in self.seeds) else "repeats"
+        return f"over {self.k} held-out {held}"
 
     def short(self) -> str:
         """The held-out delta with its error and what it is over, then the verdict (the run
         summary's ``held-out`` row: the in-search delta has its own)."""
         if self.delta is None:
             return f"the trainings failed ({self.over()}); {NOT_CONFIRMED}"
-        text = f"{self.delta:+.6f} +- {_se(self.se)} {self.over()}"
-        return text if self.confirmed else f"{text}: {NOT_CONFIRMED}"
+        return commits.verified_text(self.event("", 0), in_search=False)
 
     def describe(self) -> str:
-        """One line: the held-out delta with its error, the in-search one, the verdict."""
+        """One line: the held-out delta with its error, the in-search one, the verdict (the
+        ``Arx-Verified`` trailer's words)."""
         if self.delta is None:
             return f"held-out: the trainings failed ({self.over()}); {NOT_CONFIRMED}"
-        text = (f"held-out delta {self.delta:+.6f} +- {_se(self.se)} {self.over()} "
-                f"(in search {_signed(self.in_search)})")
-        return text if self.confirmed else f"{text}: {NOT_CONFIRMED}"
-
-
-def _se(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.6f}"
-
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.6f}"
+        return "held-out delta " + commits.verified_text(self.event("", 0))
 
 
 def latest(events: Iterable[Mapping[str, Any]]) -> Verified | None:
@@ -157,19 +144,6 @@ def standard_error(base: Sequence[float | None], best: Sequence[float | None],
         return None
     sd, df = stats.pooled([a, b, *groups])
     return sd * math.sqrt(1 / len(a) + 1 / len(b)) if df else None  # one value each: unknown
-
-
-def repeated_groups(records: Iterable[Any], noise_event: Mapping[str, Any] | None
-                    ) -> list[list[float]]:
-    """The run's groups of repeated measurements of one configuration: the baseline's noise
-    trainings and each confirmed trial with its extra seeds."""
-    groups = [list((noise_event or {}).get("metrics") or [])] \
-        if (noise_event or {}).get("method") != "given" else []
-    for r in records:
-        extra = r.get("confirm_metrics")
-        if r.get("kind") == TrialKind.TRIAL and extra and r.get("metric") is not None:
-            groups.append([r.get("metric"), *extra])
-    return groups
 
 
 def summarize(seeds: Sequence[int | None], base: Sequence[float | None],
@@ -266,7 +240,8 @@ class Verifier:
         first = 1 + max((int(r.get("seq", 0)) for r in earlier), default=0) if point else 1
         done = [] if point else earlier
         seed_constant = self.target.seed_constant
-        seeds = heldout_seeds([r.data for r in records if r not in done], k, seed_constant)
+        redo = {id(r) for r in done}  # a killed verification's own seeds are not "used"
+        seeds = heldout_seeds([r.data for r in records if id(r) not in redo], k, seed_constant)
         base = next(r for r in records if r.state is TrialState.BASELINE)
         sides = [Side(0, self.baseline_source(), dict(base.get("config") or {})),
                  Side(best.iteration, best.source, dict(best.config))]
@@ -287,8 +262,9 @@ class Verifier:
         every = [r.data for r in [*records, *added]]
         base_r, best_r = noise.reported(every, noise_event)
         in_search = best_r - base_r if best_r is not None and base_r is not None else None
-        result = summarize(seeds, metrics[0], metrics[1], repeated_groups(every, noise_event),
-                           in_search, self.target.direction, best.iteration,
+        groups = noise.repeated_groups(noise_event, every)
+        result = summarize(seeds, metrics[0], metrics[1], groups, in_search,
+                           self.target.direction, best.iteration,
                            float((noise_event or {}).get("resolution") or 0.0), point)
         self.trace.note(Event.VERIFY, result.event(self.journal.run, at))
         self.say("verify: " + result.describe())

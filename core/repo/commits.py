@@ -140,14 +140,16 @@ class RunEnd:
     verified: Mapping[str, Any] | None = None
 
 
-def verified_text(event: Mapping[str, Any]) -> str:
+def verified_text(event: Mapping[str, Any], in_search: bool = True) -> str:
     """The ``Arx-Verified`` value of a verification event: first the held-out delta and its
-    standard error, then what it is over and the in-search delta, then the verdict."""
+    standard error, then what it is over and (``in_search``) the in-search delta, then the
+    verdict. The run's own lines say it in the same words (``verify.Verified``)."""
     k = len(event.get("seeds") or ())
     by_seeds = any(s is not None for s in event.get("seeds") or ())
     text = (f"{fmt_delta(event.get('delta'))} +- {fmt_metric(event.get('se'))} over {k} "
-            f"held-out {'seeds' if by_seeds else 'repeats'} (in search "
-            f"{fmt_delta(event.get('in_search_delta'))})")
+            f"held-out {'seeds' if by_seeds else 'repeats'}")
+    if in_search:
+        text += f" (in search {fmt_delta(event.get('in_search_delta'))})"
     return text if event.get("confirmed") else text + ": not confirmed on held-out seeds"
 
 
