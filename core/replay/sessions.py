@@ -8,6 +8,10 @@ interrupted and runs them again with the same proposals, commits a keep or finis
 killed arx left, and runs to the iterations the resume asked for. A mechanism added by hand
 goes through ``add_by_hand``, the path `arx mechanism add` took, with the patch stored on the
 branch; an `arx verify` through ``verify_finished``, the path it took, with its trainings served.
+
+The branch's own limits are not trusted: a stranger's branch may record ``hook_timeout = 0`` (no
+deadline) to hang CI, so replay runs every runner hook and gate under caps of its own
+(``replay_limits``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from arx.core.config import RunConfig
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand
 from arx.core.loop.engine import Engine
@@ -30,6 +35,21 @@ from arx.core.replay.stops import Cutter, StoppableGit, Stopped
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import LocalPaths
 from arx.core.repo.workspace import Workspace
+
+#: the longest a runner hook (seconds) and a Level-2 gate may take in a replay, whatever the
+#: branch recorded (0 there means no deadline at all)
+REPLAY_HOOK_CAP_S = 60.0
+REPLAY_GATE_CAP_S = 300.0
+
+
+def _capped(recorded: float, cap: float) -> float:
+    return cap if recorded <= 0 else min(recorded, cap)
+
+
+def replay_limits(config: RunConfig) -> RunConfig:
+    """``config`` with its hook and gate deadlines no longer than replay's own caps."""
+    return replace(config, hook_timeout=_capped(config.hook_timeout, REPLAY_HOOK_CAP_S),
+                   gate_timeout=_capped(config.gate_timeout, REPLAY_GATE_CAP_S))
 
 
 @dataclass
@@ -75,7 +95,8 @@ def replay_acts(repo: ReplayGit, root: Path, branch: str, rec: Recording, acts: 
     for n, act in enumerate(acts):
         cutter.cut = acts[n + 1].at if n + 1 < len(acts) else None
         cutter.commits = len(repo.log(f"{rec.base}..{branch}"))
-        config = replace(rec.config, iterations=act.iterations or rec.config.iterations)
+        config = replace(replay_limits(rec.config),
+                         iterations=act.iterations or rec.config.iterations)
         ws = ReplayWorkspace(repo.root, repo, tree, rec.name, config, lock,
                              act.kind is not ActKind.START, key=key)
         try:

@@ -412,3 +412,34 @@ def test_nested_brackets_that_crash_libcst_are_refused_and_leave_nothing_behind(
     assert set(changed) <= {"runs/r/trace.jsonl", "runs/r/mechanisms/01-Deep.json"}
     assert "class Deep" not in run.runner()
     assert git.Repo(run.root).git.status("--porcelain") == ""
+
+
+# ---- replay of a stranger's branch -------------------------------------------------------------
+
+
+def test_replay_of_a_branch_with_no_deadline_and_a_hostile_stored_mechanism_ends(
+        toy_repo, tmp_path, monkeypatch):
+    """A stranger's branch records ``hook_timeout = 0`` (no deadline) and, in a commit after
+    the run, swaps its hand-added mechanism's stored patch for one that never returns. The
+    replay (what CI runs on branches it did not make) keeps its own deadline and ends."""
+    from arx.core.replay import sessions
+
+    run = make_run(toy_repo, tmp_path, levels={"hook_timeout": 0})
+    calm = mech("Looper", hook("Looper", "focus(self, ctx)", "pass  # calm"))
+    run.add(calm)
+    run.resume(3)
+    repo = git.Repo(run.root)
+    stored = next(p for p in repo.git.ls_tree("-r", "--name-only", "arx/r").split()
+                  if p.endswith("-Looper.json"))
+    hostile = json.loads(repo.git.show(f"arx/r:{stored}"))
+    hostile["patches"][0]["code"] = hook("Looper", "focus(self, ctx)", "while True:\n    pass")
+    repo.git.checkout("-q", "arx/r")
+    (run.root / stored).write_text(json.dumps(hostile))
+    repo.git.commit("-qam", "a stranger's edit")
+    repo.git.checkout("-q", "main")
+    monkeypatch.setattr(sessions, "REPLAY_HOOK_CAP_S", 1.0)
+    start = time.monotonic()
+    out = invoke(run.root, "replay", "arx/r")
+    assert time.monotonic() - start < GRACE + 20, out.output
+    assert out.exit_code == 1 and "DIVERGED" in out.output, out.output
+    assert "Looper" in out.output
