@@ -59,6 +59,11 @@ STDERR_TAIL = 4000
 ISOLATIONS = ("auto", "bwrap", "native")
 #: why bwrap could not start a worker in this process (then ``auto`` goes native at once)
 _BWRAP_FAILED: list[str] = []
+#: the private directories of native-mode workers: ``arx-worker-<arx's pid>-<random>`` under
+#: the system's temporary directory (bwrap's is a tmpfs that dies with the worker)
+TMP_PREFIX = "arx-worker-"
+#: whether this process has removed the directories killed arx processes left
+_SWEPT: list[bool] = []
 #: the variables arx sets for the worker
 WORKER_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
 
@@ -168,7 +173,10 @@ class RunnerWorker:
                                       + ("no user namespace for root" if bwrap else "no bwrap"))
             cwd = Path("/")
         else:
-            self._tmp = Path(tempfile.mkdtemp(prefix="arx-worker-"))
+            if not _SWEPT:
+                _SWEPT.append(True)
+                sweep_stale(Path(tempfile.gettempdir()))
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
             settings["tmp"] = str(self._tmp)
             launch = Launch([*interpreter, str(WORKER_MAIN), json.dumps(settings)])
             cwd = self._tmp
@@ -389,6 +397,34 @@ def _ended(code: int | None) -> str:
 
 def _name(value: object) -> str | None:
     return value[:200] if isinstance(value, str) and value else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale(tmp: Path) -> list[Path]:
+    """Remove the native workers' directories under ``tmp`` whose arx process is gone (a killed
+    arx cannot remove its own); ours only (same uid), and only by the pid in their name.
+    Returns what was removed."""
+    removed = []
+    for path in tmp.glob(f"{TMP_PREFIX}*"):
+        pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid() \
+                    or _running(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _owner(label: object) -> str | None:

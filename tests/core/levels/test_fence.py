@@ -15,12 +15,14 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
 import psutil
 import pytest
 
+from arx.core.levels import worker as worker_module
 from arx.core.levels.fence import NOBODY, find_bwrap
 from arx.core.levels.worker import MechanismFault, RunnerWorker, WorkerLimits
 
@@ -247,11 +249,25 @@ def test_the_worker_dies_with_arx_even_when_it_clears_its_parent_death_signal():
 # ---- what held ---------------------------------------------------------------------------------
 
 
-def test_the_native_layers_report_what_held_and_bwrap_says_it_is_off():
+def test_the_native_layers_report_what_held_and_bwrap_says_it_is_off(tmp_path, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: the arx that made the directory was killed
+    stale, live, other = (tmp_path / f"arx-worker-{dead.pid}-x1", tmp_path /
+                          f"arx-worker-{os.getpid()}-x2", tmp_path / "arx-worker-notapid")
+    for path in (stale, live, other):
+        (path / "sub").mkdir(parents=True)
+        (path / "sub" / "f").write_text("left behind")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(worker_module, "_SWEPT", [])
     with RunnerWorker(2.0, isolation="native") as worker:
         held = worker.start()
+        assert worker._tmp.parent == tmp_path and worker._tmp.name.startswith(
+            f"arx-worker-{os.getpid()}-")
+        mine = worker._tmp
     assert set(held) == {"bwrap", "netns", "pdeathsig", "rlimits", "landlock", "seccomp"}
     assert held["rlimits"] and held["bwrap"] is False
+    # the first native worker of a process removes what killed ones left, nothing else
+    assert not stale.exists() and live.exists() and other.exists() and not mine.exists()
 
 
 @needs_bwrap
