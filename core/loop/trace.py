@@ -17,7 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.errors import TraceError
+from arx.core.llm.jsonextract import json_depth
 from arx.core.states import Event, TrialState
+
+#: the deepest nesting of lists and objects a trace line or transcript may have: a branch may
+#: be a stranger's, and ``json.loads`` raises RecursionError (or worse) on a deep enough one
+MAX_DEPTH = 100
+
+
+def load_line(text: str | bytes) -> dict[str, Any]:
+    """One JSON object of a trace or transcript; ValueError for anything else, including a
+    nesting deeper than ``MAX_DEPTH`` (checked in linear time before parsing)."""
+    if json_depth(text, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH}")
+    obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
 
 TRACE_VERSION = 1
 
@@ -114,7 +130,7 @@ class Trace:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = load_line(line)
                 except ValueError:
                     # a torn last line from a killed process is expected; anything else is not
                     if not fh.readline():

@@ -18,7 +18,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import ArxError, TraceError
 from arx.core.loop.provenance import read_provenance
-from arx.core.loop.trace import TRACE_VERSION
+from arx.core.loop.trace import TRACE_VERSION, load_line
 from arx.core.repo.commits import Trailer, is_revert, level_of
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
@@ -157,10 +157,10 @@ def parse_trace(data: bytes, where: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except ValueError:
+            obj = load_line(line)
+        except ValueError as exc:
             raise TraceError(
-                f"{where}:{lineno} is not JSON: the trace is corrupt",
+                f"{where}:{lineno} is not a JSON object ({exc}): the trace is corrupt",
                 hint="restore it from an earlier commit of the branch (`git log -- runs/`)",
             ) from None
         if not isinstance(obj, dict) or obj.get("v") != TRACE_VERSION:
@@ -266,9 +266,10 @@ def _transcripts(repo: ReplayGit, rev: str, commits: list[CommitRecord],
     for path in sorted(first, key=lambda p: (first[p], p)):
         raw = repo.object_bytes(latest[path])
         try:
-            data = json.loads(raw)
-        except ValueError:
-            raise TraceError(f"{rev}:{path} is not JSON: the transcript is corrupt",
+            data = load_line(raw)
+        except ValueError as exc:
+            raise TraceError(f"{rev}:{path} is not a JSON object ({exc}): the transcript is "
+                             "corrupt",
                              hint="restore it from an earlier commit of the branch") from None
         out.append((path, raw, data))
     return out

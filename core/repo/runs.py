@@ -7,7 +7,6 @@ A run's state is derived, never stored: ``running`` while a process holds its lo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
 from arx.core.loop.noise import latest_noise, reported
-from arx.core.loop.trace import TRACE_VERSION
+from arx.core.loop.trace import TRACE_VERSION, load_line
 from arx.core.repo.commits import Trailer, has_ended
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
@@ -68,7 +67,7 @@ def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = load_line(line)
         except ValueError:
             continue  # a torn line of a live run
         if obj.get("v") != TRACE_VERSION:

@@ -111,6 +111,23 @@ def test_an_older_trace_version_exits_2_with_a_clear_message(repo):
     assert data["result"] == "unusable" and "trace version 0" in data["error"]
 
 
+def test_a_nesting_too_deep_to_parse_exits_2_and_status_still_reads(repo):
+    """A stranger's branch whose trace holds a line nested 100,000 deep: json.loads would raise
+    RecursionError in arx; the depth is checked first, in linear time."""
+    trace = repo / "runs/r/trace.jsonl"
+    g = git.Repo(repo)
+    g.git.checkout("arx/r")
+    with trace.open("a") as fh:
+        fh.write('{"v": 1, "event": "note", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    g.git.commit("-qam", "a deep line")
+    g.git.checkout("main")
+    result = arx(repo, "arx/r")
+    assert result.exit_code == 2 and "nested deeper than 100" in result.output, result.output
+    assert "Traceback" not in result.output and "RecursionError" not in result.output
+    status = CliRunner().invoke(cli, ["-C", str(repo), "status"], catch_exceptions=False)
+    assert status.exit_code == 0 and "r " in status.output, status.output
+
+
 def test_unusable_input_exits_2(repo):
     missing = arx(repo, "arx/nothing")
     assert missing.exit_code == 2 and "no branch 'arx/nothing'" in missing.output
