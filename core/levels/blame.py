@@ -12,19 +12,27 @@ reads that against the run's active mechanisms (``mechanism_state``), most preci
 3. the newest mechanism that added or replaced the Runner hook that failed (``__init__`` for a
    runner that does not construct);
 4. the newest mechanism named anywhere in the error, else the newest active one.
+
+All of that comes from the worker, where the mechanism's own code ran: a mechanism can rename
+its class, forge a traceback or write a fault line of its own. So with two or more active
+mechanisms ``observed`` treats it as a hint only: it takes each mechanism out in turn (the
+hinted one first, then newest to oldest; ``GitRepo.file_without``) and asks the same call again
+on a fresh worker (``MechanismFault.retry``). The first whose removal makes the call succeed is
+the one reverted (``how``: ``observed``); when none does (they fail together, or the fault
+cannot be retried: a slow runner), the hint stands (``reported``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from arx.core.codemods.runner_patch import method_name
 from arx.core.levels.mechanism import MechanismPatch
 from arx.core.levels.mechanism_state import MechanismRecord
 from arx.core.levels.worker import MechanismFault
 
-__all__ = ["patched_methods", "responsible"]
+__all__ = ["observed", "patched_methods", "responsible"]
 
 
 def patched_methods(patches: Iterable[MechanismPatch]) -> list[str]:
@@ -73,3 +81,20 @@ def responsible(fault: MechanismFault, active: Sequence[MechanismRecord]) -> Mec
         return owners[-1]
     named = _named(fault.error, active)
     return (named or list(active))[-1]
+
+
+def observed(fault: MechanismFault, active: Sequence[MechanismRecord],
+             without: Callable[[MechanismRecord], str | None]) -> tuple[MechanismRecord, str]:
+    """The mechanism to revert and how that was known: ``only`` (the one active), ``observed``
+    (the call succeeds with it taken out: ``without`` gives the runner source without it, None
+    when it cannot be taken out alone) or ``reported`` (the worker's account, ``responsible``)."""
+    hint = responsible(fault, active)
+    if len(active) == 1:
+        return hint, "only"
+    if fault.retry is None:
+        return hint, "reported"
+    for mech in [hint, *(m for m in reversed(active) if m is not hint)]:
+        source = without(mech)
+        if source is not None and not fault.retry(source):
+            return mech, "observed"
+    return hint, "reported"

@@ -17,13 +17,21 @@ what comes back is checked here before the engine sees it:
 - ``n_candidates``: an int, at least 1 and capped at ``MAX_CANDIDATES``.
 
 Anything else is a ``MechanismFault`` (kind ``invalid``), as is a runner whose filters leave no
-candidate ``NO_PROGRESS`` iterations in a row (kind ``no_progress``). After a fault the worker is
+candidate ``NO_PROGRESS`` iterations in a row (kind ``no_progress``), and one whose hooks take
+more than ``SLOW_SHARE`` of an iteration's time, and more than ``SLOW_MIN_S``, in
+``SLOW_ITERATIONS`` iterations in a row (kind ``slow``: a sleep or a loop just under the
+deadline would otherwise make every iteration many times slower, for the rest of the run).
+The time is what arx measured around each call; an iteration's time is that plus the recorded
+wall time of its trials (``account``), so a replay, which serves the trials, judges alike. After a fault the worker is
 gone; the engine reverts the responsible mechanism and starts a new policy on the runner before.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,12 +56,32 @@ MAX_PROMPT = 400_000
 MAX_SEEDS = 8
 #: iterations in a row with every candidate filtered out before the runner is at fault
 NO_PROGRESS = 3
+#: a runner is slow when its hooks take more than this share of an iteration's time, and more
+#: than ``SLOW_MIN_S`` seconds, in ``SLOW_ITERATIONS`` iterations in a row
+SLOW_SHARE = 0.25
+SLOW_MIN_S = 1.0
+SLOW_ITERATIONS = 2
 #: the mechanism hook whose answer a Runner hook passes on (to blame an invalid answer)
 _FAMILY = {"focus": "focus", "filter_candidates": "filter_candidates",
            "build_prompt": "extend_prompt", "observe": "observe"}
 _modules = itertools.count()
 
 Validate = Callable[[Mapping[str, Any], Mapping[str, Any], Sequence[str]], Any]
+
+
+def _retryable(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A hook whose fault can be tried again on another runner source (``MechanismFault.retry``,
+    for ``blame.observed``): the same call, with the same context and arguments, on a fresh
+    worker caught up with the same history."""
+    @functools.wraps(hook)
+    def call(self: RunnerPolicy, ctx: Mapping[str, Any], *args: Any) -> Any:
+        try:
+            return hook(self, ctx, *args)
+        except MechanismFault as fault:
+            if fault.retry is None:
+                fault.retry = functools.partial(self._fails_on, hook.__name__, ctx, args)
+            raise
+    return call
 
 
 class RunnerPolicy:
@@ -71,6 +99,14 @@ class RunnerPolicy:
         self._history: tuple[int, Mapping[str, Any] | None] = (0, None)
         self._empty: list[int] = []
         self._emptied: str | None = None
+        #: seconds arx waited on each hook, by iteration (``account``), and the slow iterations
+        self._spent: dict[Any, Counter[str]] = {}
+        self._slow: list[str] = []
+        self._slowest: Counter[str] = Counter()
+        #: how it was started (``start``'s keywords) and the trial records it has seen: what a
+        #: retry on another source needs (``_fails_on``)
+        self._how: dict[str, Any] = {}
+        self._seen: list[Mapping[str, Any]] = []
 
     @classmethod
     def start(cls, runner: Path | str, config: Mapping[str, Any], validate: Validate, *,
@@ -84,18 +120,26 @@ class RunnerPolicy:
         ``MechanismFault`` (the worker then is gone) when it does not load, construct or catch
         up. ``isolation``: how the worker is fenced in (``worker.ISOLATIONS``)."""
         source = runner.read_text(encoding="utf-8") if isinstance(runner, Path) else runner
+        how = {"config": config, "validate": validate, "deadline_s": deadline_s,
+               "drop_env": drop_env, "limits": limits, "isolation": isolation}
         worker = RunnerWorker(deadline_s, drop_env, limits, isolation)
         worker.start()
         policy = cls(worker, validate, int(config.get("confirm", 0) or 0))
+        policy._how = how
         message = {"op": "load", "source": source, "config": dict(config),
                    "module": f"arx_runner_{next(_modules)}"}
         if probe:
             message["probe"] = dict(probe)
-        policy._note(worker.request(message, "load"), "__init__")
-        if history is not None:
-            ctx, records = history
-            policy.replay(ctx, [r for r in records  # a record without a kind is a trial
-                                if r.get("kind", TrialKind.TRIAL.value) == TrialKind.TRIAL])
+        try:
+            policy._note(worker.request(message, "load"), "__init__")
+            if history is not None:
+                ctx, records = history
+                policy.replay(ctx, [r for r in records  # a record without a kind is a trial
+                                    if r.get("kind", TrialKind.TRIAL.value) == TrialKind.TRIAL])
+        except MechanismFault as fault:
+            if not probe:
+                fault.retry = functools.partial(_start_fails, how, history)
+            raise
         return policy
 
     @property
@@ -111,6 +155,7 @@ class RunnerPolicy:
         self.worker.close()
 
     # ---- the hooks ---------------------------------------------------------------------------
+    @_retryable
     def build_prompt(self, ctx: Mapping[str, Any]) -> str:
         prompt, trail = self._call("build_prompt", ctx)
         if not isinstance(prompt, str):
@@ -120,6 +165,7 @@ class RunnerPolicy:
                                           f"{MAX_PROMPT}", trail)
         return prompt
 
+    @_retryable
     def focus(self, ctx: Mapping[str, Any]) -> list[str] | None:
         names, trail = self._call("focus", ctx)
         if names is None or names == []:
@@ -132,6 +178,7 @@ class RunnerPolicy:
             self._invalid("focus", f"returned {inactive[:5]!r}, not active parameters", trail)
         return list(names)
 
+    @_retryable
     def filter_candidates(self, ctx: Mapping[str, Any],
                           candidates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The runner's candidates; those it made or changed that the space refuses are dropped
@@ -170,6 +217,7 @@ class RunnerPolicy:
         n = self._dropped.get(iteration, 0)
         return {"dropped": n} if n else {}
 
+    @_retryable
     def select(self, ctx: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> Any:
         chosen, trail = self._call("select", ctx, list(candidates))
         for cand in candidates:
@@ -178,6 +226,7 @@ class RunnerPolicy:
         self._invalid("select", f"returned {_what(chosen)}, which is not one of the "
                                 "candidates", trail)
 
+    @_retryable
     def confirm_seeds(self, ctx: Mapping[str, Any], metric: float, best: float) -> int:
         seeds, trail = self._call("confirm_seeds", ctx, metric, best)
         seeds = 0 if seeds is None else seeds
@@ -187,6 +236,7 @@ class RunnerPolicy:
                                            f"[0, {self.max_seeds}]", trail)
         return seeds
 
+    @_retryable
     def accept(self, ctx: Mapping[str, Any], metrics: Sequence[Any],
                best_metrics: Sequence[Any]) -> bool:
         keep, trail = self._call("accept", ctx, list(metrics), list(best_metrics))
@@ -194,8 +244,11 @@ class RunnerPolicy:
             self._invalid("accept", f"returned {_what(keep)}, expected a bool", trail)
         return keep
 
+    @_retryable
     def observe(self, ctx: Mapping[str, Any], record: Mapping[str, Any]) -> None:
         self._call("observe", ctx, dict(record))
+        if record.get("kind", TrialKind.TRIAL.value) == TrialKind.TRIAL:
+            self._seen.append(record)
 
     def replay(self, ctx: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
         """``observe`` every record in turn, as a freshly loaded runner catches up with the run
@@ -209,10 +262,49 @@ class RunnerPolicy:
                                            budget), "observe")
             self._sent = None
             self._history = (0, None)
+            self._seen = list(records)
 
     def probe(self) -> dict[str, Any]:
         """The gate's integration counts (a policy started with ``probe``)."""
         return dict(self.worker.request({"op": "probe"}, "probe").get("result") or {})
+
+    def account(self, iteration: int, records: Sequence[Any]) -> None:
+        """After iteration ``iteration`` (its trials among ``records``, with their recorded
+        ``wall_s``): a ``slow`` fault when the hooks took more than ``SLOW_SHARE`` of it and
+        more than ``SLOW_MIN_S``, ``SLOW_ITERATIONS`` iterations in a row."""
+        spent = self._spent.pop(iteration, Counter())
+        hooks = sum(spent.values())
+        trials = sum(float(r.data.get("wall_s") or 0.0) for r in records
+                     if r.iteration == iteration)
+        if hooks <= max(SLOW_SHARE * (hooks + trials), SLOW_MIN_S):
+            self._slow, self._slowest = [], Counter()
+            return
+        self._slow.append(f"{hooks:.1f} s of {hooks + trials:.1f} s in iteration {iteration}")
+        self._slowest.update(spent)
+        if len(self._slow) < SLOW_ITERATIONS:
+            return
+        hook = self._slowest.most_common(1)[0][0]
+        self.worker.close()
+        raise MechanismFault(
+            hook, f"the runner's hooks took {', '.join(self._slow)} (more than "
+            f"{SLOW_SHARE:.0%} of the iteration and {SLOW_MIN_S:g} s, {SLOW_ITERATIONS} "
+            f"iterations in a row; {hook} the longest): it would slow every iteration", "slow")
+
+    def _fails_on(self, hook: str, ctx: Mapping[str, Any], args: Sequence[Any],
+                  source: str) -> bool:
+        """Whether ``hook(ctx, *args)`` faults again (or, for ``filter_candidates``, keeps no
+        candidate) on runner ``source``, started afresh with the history this one saw."""
+        try:
+            other = RunnerPolicy.start(source, **self._how, history=(ctx, self._seen))
+        except MechanismFault:
+            return True
+        try:
+            result = getattr(other, hook)(ctx, *args)
+        except MechanismFault:
+            return True
+        finally:
+            other.close()
+        return hook == "filter_candidates" and bool(args[0]) and not result
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _call(self, hook: str, ctx: Mapping[str, Any], *args: Any) -> tuple[Any, list[str]]:
@@ -220,7 +312,12 @@ class RunnerPolicy:
         if ctx is not self._sent:  # a new context: send it (the worker keeps the last one)
             message["ctx"] = self._ctx_message(ctx)
             self._sent = ctx
-        answer = self.worker.request(message, hook)
+        start = time.monotonic()
+        try:
+            answer = self.worker.request(message, hook)
+        finally:
+            self._spent.setdefault(ctx.get("iteration"), Counter())[hook] += \
+                time.monotonic() - start
         self._note(answer, hook)
         trail = answer.get("trail")
         return answer.get("result"), trail if isinstance(trail, list) else []
@@ -274,6 +371,15 @@ class RunnerPolicy:
         culprit = used[-1].split(".")[0] if used else None
         self.worker.close()
         raise MechanismFault(hook, f"{hook} {what}", "invalid", culprit, trail=tuple(trail))
+
+
+def _start_fails(how: Mapping[str, Any], history: Any, source: str) -> bool:
+    """Whether runner ``source`` fails to load or catch up as another one did."""
+    try:
+        RunnerPolicy.start(source, **how, history=history).close()
+    except MechanismFault:
+        return True
+    return False
 
 
 def _what(value: Any) -> str:

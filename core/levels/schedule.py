@@ -18,7 +18,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RunError
 from arx.core.levels import level2, level15, outcome
-from arx.core.levels.blame import responsible
+from arx.core.levels.blame import observed
 from arx.core.levels.level15 import SearchState
 from arx.core.levels.mechanism_state import MechanismRecord, active_mechanisms, level2_note
 from arx.core.levels.worker import MechanismFault
@@ -203,13 +203,15 @@ class OuterLoop:
         if not active:
             raise RunError(f"the runner's {fault.hook} hook failed:\n{fault.error}",
                            hint="fix runner/runner.py on the run branch, then resume")
-        target = responsible(fault, active)
+        target, how = observed(fault, active,
+                               lambda m: self.ws.tree.file_without(m.commit, RUNNER_PATH))
         sha = level2.revert_runtime(self.ws.tree, target.commit, target.name, fault.hook,
                                     fault.error)
         self.trace.note(Event.LEVEL2, level2_note(
             self.ws.name, target.cycle, iteration, target.name, target.domain, target.source,
             Verdict.RUNTIME_REVERT, str(fault), commit=target.commit, revert=sha,
-            hook=fault.hook, error=fault.error[-2000:], reverted=True, fault=fault.kind))
+            hook=fault.hook, error=fault.error[-2000:], reverted=True, fault=fault.kind,
+            blame=how))
         self.say(f"L2 mechanism {target.name} reverted: {fault.hook} failed at run time ({fault})")
 
     def judge(self, done: int, view: SearchView) -> bool:

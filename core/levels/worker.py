@@ -28,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from arx.core.errors import RunnerLoadError
 from arx.core.execution.env import allowed_env
@@ -86,8 +88,9 @@ class MechanismFault(Exception):
     failed to load, answered something invalid, or kept the loop from making progress.
 
     ``kind`` says which (``exception``, ``load``, ``deadline``, ``exit``, ``result``,
-    ``invalid``, ``no_progress``); ``hook`` is the Runner hook arx called; ``mechanism`` the class
-    whose hook was running when it failed, if the worker could tell; ``frames`` the
+    ``invalid``, ``no_progress``, ``slow``); ``hook`` is the Runner hook arx called;
+    ``mechanism`` the class whose hook was running when it failed, if the worker could tell
+    (a hint: ``blame`` checks it); ``frames`` the
     ``[qualname, source line]`` of each runner frame of the traceback, innermost last; ``trail``
     the mechanism hooks the call went through."""
 
@@ -102,6 +105,9 @@ class MechanismFault(Exception):
         self.mechanism = mechanism
         self.frames = tuple(tuple(f) for f in frames)
         self.trail = tuple(trail)
+        #: set by ``RunnerPolicy``: does the same call fail again on another runner source?
+        #: (``blame.observed`` asks it with each mechanism taken out)
+        self.retry: Callable[[str], bool] | None = None
 
 
 class RunnerWorker:
@@ -201,6 +207,7 @@ class RunnerWorker:
         self.sandbox = {k: bool(v) for k, v in (ready.get("sandbox") or {}).items()}
         if mode == "bwrap":
             self.sandbox["die_with_parent"] = True
+            self.sandbox["uid"] = _unprivileged(self.proc.pid)
         else:
             self.sandbox["bwrap"] = False
         return self.sandbox
@@ -397,6 +404,40 @@ def _ended(code: int | None) -> str:
 
 def _name(value: object) -> str | None:
     return value[:200] if isinstance(value, str) and value else None
+
+
+#: the worker's report (``sandbox``) in words
+_LAYERS = {"uid": "unprivileged uid", "caps": "no capabilities", "pidns": "own PID namespace",
+           "netns": "no network", "readonly": "read-only files", "tmpfs": "private tmpfs",
+           "rlimits": "resource limits", "die_with_parent": "dies with arx",
+           "pdeathsig": "parent-death signal"}
+
+
+def fence_report(isolation: str = "auto") -> str:
+    """How a runner worker is fenced in on this machine, in one line (``arx check``): a worker
+    is started and says which layers held (``RunnerWorker.sandbox``)."""
+    try:
+        with RunnerWorker(START_S, isolation=isolation) as worker:
+            held = worker.start()
+            note = worker.note
+    except RunnerLoadError as e:
+        return f"the runner worker does not start: {e.message}"
+    on = [_LAYERS.get(k, k) for k, v in held.items() if v and k != "bwrap"]
+    off = [_LAYERS.get(k, k) for k, v in held.items() if not v and k != "bwrap"]
+    how = "bubblewrap" if held.get("bwrap") else f"native layers ({note or 'no bwrap'})"
+    return f"{how}: {', '.join(on) or 'none'} held" + (f"; not: {', '.join(off)}" if off else "")
+
+
+def _unprivileged(pid: int) -> bool:
+    """Whether every process of the worker (bwrap and what it runs) has uids other than root's
+    as this machine's kernel sees them. Read here, outside: from inside, the worker sees its
+    uid only one user namespace up, which is 0 when bwrap nests one (``--disable-userns``, as it
+    does when arx is not root)."""
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        return len(procs) > 1 and all(0 not in p.uids() for p in procs)
+    except psutil.Error:
+        return False
 
 
 def _running(pid: int) -> bool:

@@ -212,7 +212,8 @@ class Engine:
         re-running a trial that was already measured."""
         for _ in range(_MAX_FAULTS):
             try:
-                return self._iteration(i)
+                self._iteration(i)
+                return self.runner.account(i, self.records)  # a slow runner is at fault too
             except MechanismFault as fault:
                 self.outer.runtime_fault(fault, i)
                 self.reload_runner()

@@ -12,11 +12,10 @@ Every git call runs with ``GIT_LITERAL_PATHSPECS=1``, so a path is a path, never
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import git
@@ -29,7 +28,9 @@ from arx.core.repo.gittext import (
     CommitRecord,
     format_message,
     hint_for,
+    message_file,
     parse_log,
+    parse_worktrees,
 )
 from arx.core.repo.lock import clear_stale_index_lock
 
@@ -214,7 +215,7 @@ class GitRepo:
         args = ["commit", "--only", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-q"]
         if allow_empty:
             args.append("--allow-empty")
-        with _message_file(message) as path:
+        with message_file(message) as path:
             args += ["-F", path]
             if present:
                 args += ["--", *present]
@@ -295,27 +296,41 @@ class GitRepo:
                            if part)
         extra = {RUN_TRAILER: record.trailers[RUN_TRAILER], Trailer.REVERTS: full}
         message = format_message(subject, body, {**extra, **(trailers or {})})
-        with _message_file(message) as path:
+        with message_file(message) as path:
             self._git("commit", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace", "-q",
                       "-F", path, env=self._identity_env())
         return self.head_sha() or ""
 
-    def _unapply(self, sha: str) -> list[str] | None:
+    def file_without(self, sha: str, rel: str) -> str | None:
+        """``rel`` as at HEAD with ``sha``'s own lines taken out (what ``revert`` would leave),
+        made in a scratch index: nothing of the checkout changes. None when they cannot be."""
+        with tempfile.TemporaryDirectory(prefix="arx-without-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._git("read-tree", "HEAD", env=env)
+            if self._unapply(self._resolve(sha), env, [rel]) != []:
+                return None
+            return self._git("show", f":{rel}", env=env, strip=False)[1]
+
+    def _unapply(self, sha: str, env: Mapping[str, str] | None = None,
+                 only: Sequence[str] | None = None) -> list[str] | None:
         """Stage the reverse of ``sha``'s changes without context lines (``git apply -R
-        --unidiff-zero``), file by file, so neighbours a later commit added do not block it.
-        Returns the files left as later commits made them (None: nothing could be undone)."""
+        --unidiff-zero``), file by file, so neighbours a later commit added do not block it;
+        with ``env`` (a scratch ``GIT_INDEX_FILE``) in that index only, with ``only`` to those
+        files. Returns the files left as later commits made them (None: nothing undone)."""
         status, diff, _ = self._git("diff", "-U0", "--no-color", "--no-ext-diff", f"{sha}^", sha,
-                                    ok=None, strip=False)
-        paths = self._git("diff", "--name-only", f"{sha}^", sha, ok=None)[1].splitlines()
+                                    "--", *(only or ()), ok=None, strip=False)
+        paths = self._git("diff", "--name-only", f"{sha}^", sha, "--", *(only or ()),
+                          ok=None)[1].splitlines()
         if status != 0 or not diff.strip():
-            return None
+            return None if only is None else []
         left = []
         with tempfile.TemporaryDirectory(prefix="arx-unapply-") as tmp:
             patch = Path(tmp) / "commit.diff"
             patch.write_text(diff)
             for path in paths:
-                applied, _, _ = self._git("apply", "-R", "--unidiff-zero", "--index",
-                                          f"--include={path}", str(patch), ok=None)
+                applied, _, _ = self._git("apply", "-R", "--unidiff-zero",
+                                          "--cached" if env else "--index", f"--include={path}",
+                                          str(patch), ok=None, env=env)
                 if applied != 0:
                     left.append(path)
         return None if len(left) == len(paths) else left
@@ -454,16 +469,7 @@ class GitRepo:
 
     def _worktrees(self) -> dict[Path, str | None]:
         """Registered worktrees (this checkout included): path -> branch name, None if detached."""
-        _, out, _ = self._git("worktree", "list", "--porcelain")
-        found: dict[Path, str | None] = {}
-        current: Path | None = None
-        for line in out.splitlines():
-            if line.startswith("worktree "):
-                current = Path(line[len("worktree ") :]).resolve()
-                found[current] = None
-            elif line.startswith("branch refs/heads/") and current is not None:
-                found[current] = line[len("branch refs/heads/") :]
-        return found
+        return parse_worktrees(self._git("worktree", "list", "--porcelain")[1])
 
     def _exclude(self, where: Path) -> None:
         try:
@@ -486,15 +492,3 @@ class GitRepo:
             _, out, _ = self._git("rev-parse", "--git-path", "index.lock")
             self._index_lock = (self.root / out.strip()).resolve()
         clear_stale_index_lock(self._index_lock, self.root, self.lock_wait_s)
-
-
-@contextlib.contextmanager
-def _message_file(message: str) -> Iterator[str]:
-    """``message`` in a temporary file for ``git commit -F`` (on argv a long one fails: E2BIG)."""
-    fd, path = tempfile.mkstemp(prefix="arx-message-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(message)
-        yield path
-    finally:
-        os.unlink(path)

@@ -10,9 +10,13 @@ its fields and ``parse_log`` reads them back as ``CommitRecord`` objects, traile
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from arx.core.repo.commits import Trailer
 
@@ -109,3 +113,28 @@ def hint_for(stderr: str) -> str:
     if "would be overwritten" in text or "local changes" in text:
         return "commit or stash the local changes first"
     return "run the same git command by hand to see the full error"
+
+
+def parse_worktrees(porcelain: str) -> dict[Path, str | None]:
+    """`git worktree list --porcelain`: each worktree's path -> its branch, None if detached."""
+    found: dict[Path, str | None] = {}
+    current: Path | None = None
+    for line in porcelain.splitlines():
+        if line.startswith("worktree "):
+            current = Path(line[len("worktree ") :]).resolve()
+            found[current] = None
+        elif line.startswith("branch refs/heads/") and current is not None:
+            found[current] = line[len("branch refs/heads/") :]
+    return found
+
+
+@contextlib.contextmanager
+def message_file(message: str) -> Iterator[str]:
+    """``message`` in a temporary file for ``git commit -F`` (on argv a long one fails: E2BIG)."""
+    fd, path = tempfile.mkstemp(prefix="arx-message-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(message)
+        yield path
+    finally:
+        os.unlink(path)

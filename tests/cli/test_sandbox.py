@@ -162,6 +162,24 @@ def test_a_hook_that_never_returns_is_killed_at_its_deadline(run, name, body, he
     assert_reverted(run, name, "focus", "deadline", f"while {name}.focus ran")
 
 
+def test_hooks_that_stay_just_under_the_deadline_are_reverted_as_slow(run, lint_misses):
+    """0.6 s in focus and 0.6 s in filter_candidates: each call within the 1 s deadline, but
+    1.2 s of hooks against toy trials of a few hundredths of a second, every iteration."""
+    code = ("import time\n\n\nclass Dawdler:\n"
+            f"    def focus(self, ctx):\n        if {REAL}:\n            time.sleep(0.6)\n"
+            "        return None\n\n"
+            f"    def filter_candidates(self, ctx, candidates):\n        if {REAL}:\n"
+            "            time.sleep(0.6)\n        return candidates\n")
+    run.add(mech("Dawdler", code))
+    took = run.resume()
+    (event,) = run.reverted()
+    # the runner hook arx waited on longest (build_prompt asks the mechanisms' focus too)
+    assert_reverted(run, "Dawdler", event["hook"], "slow", "more than 25% of the iteration")
+    assert event["hook"] in ("build_prompt", "focus", "filter_candidates")
+    assert event["iteration"] == 3  # iterations 2 and 3 were slow; 4-6 ran without it
+    assert took < 4 * 2.4 + GRACE
+
+
 def test_a_memory_bomb_is_stopped_in_the_worker(run):
     body = "hoard = []\nwhile True:\n    hoard.append(bytearray(1 << 28))"
     run.add(mech("Hoarder", hook("Hoarder", "filter_candidates(self, ctx, candidates)", body)))
@@ -259,6 +277,20 @@ def test_with_two_mechanisms_the_faulting_older_one_is_reverted(run):
     assert_reverted(run, "Older", "observe", "exception", "old")
     assert "class Newer" in run.runner()
     assert ("Newer", "pass") in run.level2()
+
+
+def test_a_mechanism_that_passes_for_another_is_still_the_one_reverted(run, lint_misses):
+    """Forger renames its class Calm: the worker's account blames Calm. arx takes each active
+    mechanism out in turn and asks the same call again: without Forger it succeeds."""
+    run.add(mech("Calm", hook("Calm", "filter_candidates(self, ctx, candidates)", "pass")))
+    code = ("class Forger:\n    def __init__(self):\n        type(self).__name__ = 'Calm'\n\n"
+            f"    def filter_candidates(self, ctx, candidates):\n        if {REAL}:\n"
+            "            raise ValueError('forged')\n        return candidates\n")
+    run.add(mech("Forger", code))
+    run.resume()
+    (event,) = run.reverted()
+    assert (event["mechanism"], event["blame"]) == ("Forger", "observed"), event
+    assert "class Calm" in run.runner() and "class Forger" not in run.runner()
 
 
 def test_a_replaced_runner_method_that_fails_blames_the_mechanism_that_replaced_it(run):

@@ -12,6 +12,7 @@ import json
 import git
 import pytest
 
+from arx.core.levels.fence import find_bwrap
 from arx.core.llm.client import ChatClient
 from arx.core.llm.settings import resolve_llm
 from arx.core.loop.engine import Engine
@@ -159,18 +160,42 @@ def test_a_repair_round_can_fix_a_refused_mechanism(toy_repo, llm_server):
     assert any(s == "L2 mechanism FocusLR (design of experiments)" for s in subjects)
 
 
-def test_a_hook_that_raises_at_run_time_is_reverted_and_nothing_is_rerun(toy_repo, llm_server):
-    # passes the gate's simulation (it knows its parameters), raises on its third real call
-    flaky = mech("class Flaky:\n    def __init__(self):\n        self.calls = 0\n\n"
+def test_a_hostile_generated_mechanism_is_contained_reverted_and_the_branch_replays(
+        toy_repo, llm_server, tmp_path, monkeypatch):
+    """An LLM's mechanism past the lint (its allow-list switched off, as for an escape it does
+    not know) that, on its third real call, tries to open a file outside to everyone and to
+    read a secret of the user's environment, then raises. Nothing outside changes, it is
+    reverted, nothing measured runs again, and the branch replays (what CI does with it)."""
+    from click.testing import CliRunner
+
+    from arx.cli.main import cli
+    from arx.core.levels import gate
+
+    monkeypatch.setattr(gate, "check_safety", lambda source, template_source=None: [])
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:planted-password@db/x")
+    outside = tmp_path / "private.txt"
+    outside.write_text("mine")
+    outside.chmod(0o600)
+    flaky = mech("import os\n\n\nclass Flaky:\n    def __init__(self):\n        self.calls = 0\n\n"
                  "    def observe(self, ctx, record):\n"
                  "        if 'LEARNING_RATE' not in ctx['best_config']:\n"
                  "            self.calls += 1\n            if self.calls == 3:\n"
-                 "                raise ValueError('third call')\n", name="Flaky")
+                 "                seen = 'changed'\n                try:\n"
+                 f"                    os.chmod({str(outside)!r}, 0o666)\n"
+                 "                except OSError as e:\n"
+                 "                    seen = type(e).__name__\n"
+                 "                raise ValueError('third call ' + seen + ' '\n"
+                 "                                 + os.environ.get('DATABASE_URL', 'no-url'))\n",
+                 name="Flaky")
     llm_server.responder = responder([flaky])
     engine = llm_run(toy_repo, llm_server, "flaky", 6)
     verdicts = [(n["mechanism"], n["verdict"]) for n in engine.notes2]
     assert verdicts[:2] == [("Flaky", "pass"), ("Flaky", "runtime_revert")]
-    assert "third call" in engine.notes2[1]["error"]
+    assert "third call" in engine.notes2[1]["error"] and "no-url" in engine.notes2[1]["error"]
+    if find_bwrap() is not None:  # natively, as root, only Landlock-less layers stand
+        assert "third call FileNotFoundError" in engine.notes2[1]["error"]  # not in its view
+        assert oct(outside.stat().st_mode & 0o777) == oct(0o600)
+    assert outside.read_text() == "mine"
     trials = [r for r in engine.records if r.kind == "trial"]
     assert [r.iteration for r in trials] == [1, 2, 3, 4, 5, 6]
     # nothing measured was run again: one trial start per iteration
@@ -181,6 +206,10 @@ def test_a_hook_that_raises_at_run_time_is_reverted_and_nothing_is_rerun(toy_rep
     subjects = [c.subject for c in GitRepo(toy_repo).log("arx/flaky")]
     assert any(s == "Revert L2 mechanism Flaky: observe failed at run time" for s in subjects)
     assert "class Flaky" not in repo.git.show("arx/flaky:runner/runner.py")
+    assert "planted-password" not in repo.git.log("-p", "arx/flaky")
+    replayed = CliRunner().invoke(cli, ["-C", str(toy_repo), "replay", "arx/flaky"],
+                                  catch_exceptions=False)
+    assert replayed.exit_code == 0 and "REPRODUCED" in replayed.output, replayed.output
 
 
 def test_resume_reverts_a_gate_failed_mechanism_left_unreverted_by_a_kill(toy_repo):

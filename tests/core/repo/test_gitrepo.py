@@ -291,11 +291,19 @@ def test_revert_takes_out_its_own_lines_when_a_later_commit_changed_their_neighb
                                          "class Runner:\n    def __init__(self):\n"
                                          "        self.m = []\n        self.m.append(A())\n"
                                          "        self.m.append(B())\n")
-    repo.commit(["runner.py", "smoke.txt"], "L2 mechanism B", trailers={"Arx-Run": "r"})
+    newer = repo.commit(["runner.py", "smoke.txt"], "L2 mechanism B", trailers={"Arx-Run": "r"})
+    without_a = ("class B:\n    pass\n\n\nclass Runner:\n    def __init__(self):\n"
+                 "        self.m = []\n        self.m.append(B())\n")
+    before = (repo.root / "runner.py").read_text()
+    # what a revert would leave, made in a scratch index: the checkout does not change
+    assert repo.file_without(older, "runner.py") == without_a
+    assert repo.file_without(newer, "runner.py") == (
+        "class A:\n    pass\n\n\nclass Runner:\n    def __init__(self):\n"
+        "        self.m = []\n        self.m.append(A())\n")
+    assert (repo.root / "runner.py").read_text() == before and repo.dirty_paths() == []
+    assert repo.head_sha() == newer
     sha = repo.revert(older, "Revert L2 mechanism A: observe failed at run time")
-    assert (repo.root / "runner.py").read_text() == (
-        "class B:\n    pass\n\n\nclass Runner:\n    def __init__(self):\n"
-        "        self.m = []\n        self.m.append(B())\n")
+    assert (repo.root / "runner.py").read_text() == without_a
     assert (repo.root / "smoke.txt").read_text() == "for B\n"  # later commits' version kept
     record = repo.log(max_count=1)[0]
     assert record.sha == sha and record.trailers["Arx-Reverts"] == older
