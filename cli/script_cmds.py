@@ -80,6 +80,7 @@ def check(ctx, budget, steps, timeout):
     click.echo(f"  direction   {target.direction} ("
                + (said.why() if said and said.direction == target.direction
                   else "[target] direction in arx.toml") + ")")
+    click.echo(f"  runner      {result.sandbox}")
     for warning in [*result.warnings, *filter(None, [contradiction(target.metric,
                                                                    target.direction)])]:
         click.echo(f"  warning     {warning}")

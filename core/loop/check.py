@@ -20,6 +20,7 @@ from arx.core.codemods.constants import apply_changes
 from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
 from arx.core.errors import RepoError, RunError
 from arx.core.execution.trial import ExecStatus, TrialResult
+from arx.core.levels.worker import fence_report
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop.diagnose import failure_hint, last_error, metric_regex_hint
 from arx.core.loop.noeffect import command_overrides
@@ -50,6 +51,8 @@ class CheckResult:
     setup_error: str | None = None
     error_line: str | None = None
     hint: str | None = None
+    #: how the runner worker is fenced in here (``worker.fence_report``)
+    sandbox: str = ""
 
     @property
     def ok(self) -> bool:
@@ -104,7 +107,8 @@ def _check(repo: GitRepo, tree: GitRepo, config: RunConfig, local: LocalPaths,
     timeout = config.trial_timeout()
     log_path = local.log_dir / "check.log"
     common = dict(config=config, timeout_s=timeout, managed=managed,
-                  tunable=len(space.tunable()), included=len(included), warnings=warnings)
+                  tunable=len(space.tunable()), included=len(included), warnings=warnings,
+                  sandbox=fence_report())
     try:
         trials.prepare()
     except RunError as exc:

@@ -18,6 +18,7 @@ from rich.table import Table
 from arx.cli.main import cli
 from arx.cli.progress import RichReporter, add_row
 from arx.core.direction import infer
+from arx.core.levels.fence import find_bwrap
 from arx.core.loop.progress import RunProgress
 from arx.core.loop.trace import TraceRecord
 from arx.core.repo.lock import RunLock
@@ -60,6 +61,13 @@ def test_only_lock_and_metric_regex(tmp_path):
     out = arx("-C", str(root), "check")
     assert out.exit_code == 0, out.output
     assert "set by arx" not in out.output and "loss = 1." in out.output
+    # which of the runner worker's fences held here, as the worker itself reports them
+    runner = next(line for line in out.output.splitlines() if line.startswith("  runner"))
+    if find_bwrap() is not None:  # bwrap's namespaces: no network, arx out of sight
+        assert "bubblewrap: " in runner and "no network" in runner.split(" held")[0]
+        assert "own PID namespace" in runner.split(" held")[0]
+    else:
+        assert "native layers (" in runner and " held" in runner
 
 
 def test_unknown_names_and_scripts_with_nothing_to_tune_are_refused_clearly(tmp_path):
