@@ -22,8 +22,10 @@ more than ``SLOW_SHARE`` of an iteration's time, and more than ``SLOW_MIN_S``, i
 ``SLOW_ITERATIONS`` iterations in a row (kind ``slow``: a sleep or a loop just under the
 deadline would otherwise make every iteration many times slower, for the rest of the run).
 The time is what arx measured around each call; an iteration's time is that plus the recorded
-wall time of its trials (``account``), so a replay, which serves the trials, judges alike. After a fault the worker is
-gone; the engine reverts the responsible mechanism and starts a new policy on the runner before.
+wall time of its trials (``account``), so a replay, which serves the trials, judges alike. After
+a fault the worker is gone; the engine reverts the responsible mechanism (``blame.observed``:
+each hook's fault can be asked again on another runner source, ``_retryable``) and starts a new
+policy on the runner before.
 """
 
 from __future__ import annotations
