@@ -11,6 +11,7 @@ caught at run time. A few need what the gate's allow-list refuses (``os``, ``soc
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from arx.cli.main import cli
 from arx.core.levels import gate
 from arx.core.levels.worker import RunnerWorker
 
+from support.repos import make_toy_repo
 from support.scripted_model import responder
 
 #: a hook's test that it runs for real (the gate's drive tunes LEARNING_RATE)
@@ -67,10 +69,19 @@ def make_run(root, tmp_path, *args, **tables):
     return Run(root, tmp_path)
 
 
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """One run `r` of one iteration with a 1 s hook deadline, made once for the module."""
+    tmp = tmp_path_factory.mktemp("base")
+    return make_run(make_toy_repo(tmp / "project"), tmp).root
+
+
 @pytest.fixture
-def run(toy_repo, tmp_path):
-    """A run `r` of one iteration with a 1 s hook deadline, ready for mechanisms."""
-    return make_run(toy_repo, tmp_path)
+def run(base_run, tmp_path):
+    """A copy of ``base_run`` (its worktree is gone after the run), ready for mechanisms."""
+    root = tmp_path / "project"
+    shutil.copytree(base_run, root, symlinks=True)
+    return Run(root, tmp_path)
 
 
 @pytest.fixture
