@@ -161,18 +161,24 @@ def run(ctx, name, resume, take_target, quiet, as_json, storage, **flags):
             click.echo(f"arx: warning: {warning}", err=True)
     except BaseException:
         ws.close(remove_worktree=False)
+        _drop_unstarted(ws, resume)
         raise
     try:
         run_to_end(ws, proposer, reporter, executor)
     except BaseException:
-        if not resume and not history(ws.repo, ws.name):  # a failed start: nothing to resume
-            try:
-                remove_run(ws.repo, ws.name)
-                click.echo(f"arx: removed run {ws.name}: it stopped before its baseline was "
-                           "recorded", err=True)
-            except ArxError:
-                pass
+        _drop_unstarted(ws, resume)
         raise
+
+
+def _drop_unstarted(ws, resume) -> None:
+    """A failed start leaves nothing to resume: remove the new run it made."""
+    if not resume and not history(ws.repo, ws.name):
+        try:
+            remove_run(ws.repo, ws.name)
+            click.echo(f"arx: removed run {ws.name}: it stopped before its baseline was "
+                       "recorded", err=True)
+        except ArxError:
+            pass
 
 
 def _tunable(ws):

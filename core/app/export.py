@@ -55,6 +55,8 @@ try:  # optuna >= 4
 except ImportError:  # pragma: no cover - optuna 3.x spells it so
     from optuna.storages import JournalFileStorage as _JournalFile
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" per export
+
 __all__ = ["ExportResult", "ExportingReporter", "StudyWriter", "export_run", "live_export",
            "optuna_state", "public_url"]
 
@@ -171,9 +173,11 @@ class StudyWriter:
         """Refuse a study of this name that holds another run (a removed run's namesake)."""
         held = self.study.user_attrs.get("arx_baseline_commit")
         if (held or self.done) and held != baseline_commit:
+            mine = f"this run's is {baseline_commit[:12]}" if baseline_commit else \
+                "this run has none yet"
             raise ExportError(
                 f"the study {self.name} in {public_url(self.url)} holds another run "
-                f"(baseline commit {str(held)[:12]}, this run's is {str(baseline_commit)[:12]})",
+                f"(baseline commit {str(held)[:12]}; {mine})",
                 hint=f"export to another storage, or delete that study: optuna delete-study "
                 f"--study-name {self.name} --storage {public_url(self.url)}")
 

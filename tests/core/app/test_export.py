@@ -153,6 +153,9 @@ def test_run_storage_writes_after_each_trial_and_a_resume_duplicates_nothing(tmp
     assert again.exit_code != 0 and "holds another run" in again.output, again.output
     assert "optuna delete-study --study-name r" in again.output
     assert "Traceback" not in again.output
+    assert "removed run r" in again.output and not GitRepo(root).branch_exists("arx/r")
+    assert len(optuna.load_study(study_name="r", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials) == 6  # untouched
 
 
 def test_states_params_and_urls():
