@@ -216,14 +216,14 @@ class StudyWriter:
                 params[name], dists[name] = held
         iteration = int(rec.get("iteration", 0))
         attrs = {RECORD_KEY: position, "iteration": iteration, "status": status,
-                 "kind": rec.get("kind", "trial"), "reason": rec.get("reason") or "",
+                 "reason": rec.get("reason") or "",
                  "hypothesis": rec.get("hypothesis") or "", "changes": _jsonable(rec.get("changes")),
                  "mechanisms": [m.name for m in active_mechanisms(level2)]}
         level = "baseline" if status == TrialState.BASELINE else "1"
         if status in (TrialState.BASELINE, TrialState.KEEP) and (level, iteration) in shas:
             attrs["commit"] = shas[(level, iteration)]
         for key in ("seq", "attempt", "proposer", "delta", "margin_sd", "confirm_metrics",
-                    "best_confirm_metrics", "focus", "wall_s"):
+                    "best_confirm_metrics", "focus"):  # (each attribute costs Optuna a query)
             if rec.get(key) not in (None, [], {}):
                 attrs[key] = _jsonable(rec[key])
         end = _when(rec.get("finished_at"))

@@ -55,7 +55,7 @@ def dashboard_get(storage, path):
 def group_c(tmp_path_factory):
     """A group C run of the toy target (Level 1.5 every 2 iterations, a catalog mechanism
     from the first cycle) that may choose MODE 'crash': seed 1 crashes one trial. Written to
-    a SQLite storage as it ran (``--storage``)."""
+    a journal file as it ran (``--storage``)."""
     tmp = tmp_path_factory.mktemp("export")
     root = make_toy_repo(tmp / "project", params={
         "ACTIVATION": {"choices": ["relu", "gelu"]}, "MODE": {"choices": ["ok", "crash"]}})
@@ -64,7 +64,7 @@ def group_c(tmp_path_factory):
     (root / "arx.toml").write_text(doc.replace("[run]\n", "[levels]\nk = 2\nm = 1\n"
                                                "step_aside = false\n\n[run]\n"))
     git.Repo(root).git.commit("-am", "test: Level 2 early")
-    live = f"sqlite:///{tmp / 'live.db'}"
+    live = str(tmp / "live-journal.log")
     arx(root, "run", "--name", "c", "--group", "C", "--iterations", "6", "--seed", "1",
         "--quiet", "--storage", live)
     return root, tmp, live
@@ -104,8 +104,9 @@ def test_export_of_a_group_c_run_loads_in_optuna_with_one_trial_per_arx_trial(gr
     assert all(t.user_attrs["mechanisms"] for t in trials if t.user_attrs["iteration"] > after)
     assert not any(t.user_attrs["mechanisms"] for t in trials
                    if t.user_attrs["iteration"] <= after)
-    # what `arx run --storage` wrote as it ran is the same study
-    written = optuna.load_study(study_name="c", storage=live).get_trials()
+    # what `arx run --storage` wrote as it ran (into a journal file) is the same study
+    written = optuna.load_study(study_name="c", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(live))).get_trials()
     assert [(t.state, t.value, t.params, t.user_attrs) for t in written] == \
         [(t.state, t.value, t.params, t.user_attrs) for t in trials]
     # a second export writes nothing; optuna-dashboard's API lists the study and its trials
