@@ -14,8 +14,9 @@ from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.cli.progress import JsonReporter, QuietReporter, RichReporter, add_row, console
 from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
-from arx.cli.result_cmds import apply, verify
+from arx.cli.result_cmds import apply, export, verify
 from arx.cli.script_cmds import check, print_adoption, rm
+from arx.core.app.export import live_export, public_url
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
@@ -130,9 +131,12 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
               "(command, setup, include, ...) instead of the one the run started with.")
 @click.option("--quiet", is_flag=True, help="Print only the final summary line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trial on stdout.")
+@click.option("--storage", help="Also write every trial into this Optuna storage as it goes "
+              "(sqlite:///arx.db, or a journal file path), a study per run, for "
+              "optuna-dashboard; pass it again with --resume (no trial is written twice).")
 @click.pass_context
 @arx_errors
-def run(ctx, name, resume, take_target, quiet, as_json, **flags):
+def run(ctx, name, resume, take_target, quiet, as_json, storage, **flags):
     """Run (or resume) a search on a new branch arx/NAME, in a worktree under .arx/."""
 
     if name and resume:
@@ -146,6 +150,8 @@ def run(ctx, name, resume, take_target, quiet, as_json, **flags):
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else \
             RichReporter(log_dir=ws.log_dir)
+        if storage:
+            reporter = live_export(ws, storage, reporter)
         executor = default_executor(ws)
         for notice in ws.notices:
             click.echo(f"arx: {notice}", err=True)
@@ -155,18 +161,24 @@ def run(ctx, name, resume, take_target, quiet, as_json, **flags):
             click.echo(f"arx: warning: {warning}", err=True)
     except BaseException:
         ws.close(remove_worktree=False)
+        _drop_unstarted(ws, resume)
         raise
     try:
         run_to_end(ws, proposer, reporter, executor)
     except BaseException:
-        if not resume and not history(ws.repo, ws.name):  # a failed start: nothing to resume
-            try:
-                remove_run(ws.repo, ws.name)
-                click.echo(f"arx: removed run {ws.name}: it stopped before its baseline was "
-                           "recorded", err=True)
-            except ArxError:
-                pass
+        _drop_unstarted(ws, resume)
         raise
+
+
+def _drop_unstarted(ws, resume) -> None:
+    """A failed start leaves nothing to resume: remove the new run it made."""
+    if not resume and not history(ws.repo, ws.name):
+        try:
+            remove_run(ws.repo, ws.name)
+            click.echo(f"arx: removed run {ws.name}: it stopped before its baseline was "
+                       "recorded", err=True)
+        except ArxError:
+            pass
 
 
 def _tunable(ws):
@@ -181,6 +193,7 @@ def _command_line(ctx: click.Context) -> list[str]:
         if value is None or value is False:
             continue
         option = "--json" if key == "as_json" else "--" + key.replace("_", "-")
+        value = public_url(value) if key == "storage" else value  # never a password
         args += [option] if value is True else [option, str(value)]
     return args
 
@@ -327,6 +340,7 @@ cli.add_command(check)
 cli.add_command(rm)
 cli.add_command(apply)
 cli.add_command(verify)
+cli.add_command(export)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Commands about a run's result: `arx apply` takes it home, `arx verify` measures it again."""
+"""Commands about a run's result: `arx apply` takes it home, `arx verify` measures it again,
+`arx export` writes it into an Optuna storage for optuna-dashboard."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from arx.cli.common import RUN_NAME, arx_errors
 from arx.cli.progress import RichReporter
 from arx.core.app.apply import apply_plan, plan_apply
+from arx.core.app.export import export_run
 from arx.core.app.verify_run import verify_run
 
 
@@ -48,3 +50,23 @@ def verify(ctx, name, seeds):
     result = verify_run(ctx.obj["repo"], name, seeds, RichReporter())
     if result is None:
         click.echo(f"arx: run {name} kept no change: nothing to verify")
+
+
+@click.command("export")
+@click.argument("name", type=RUN_NAME)
+@click.option("--storage", required=True, help="An Optuna storage: an RDB URL "
+              "(sqlite:///arx.db, postgresql://...) or a journal file path (arx-journal.log).")
+@click.pass_context
+@arx_errors
+def export(ctx, name, storage):
+    """Write run NAME's trials into an Optuna storage, as the study NAME.
+
+    One Optuna trial per arx trial (the baseline and every Level-1 trial): its metric, the
+    tunable values, COMPLETE / FAIL / PRUNED, and the iteration, status, reason, hypothesis,
+    commit and active Level-2 mechanisms as user attributes. Trials already in the study are
+    not written again. Then: optuna-dashboard STORAGE."""
+
+    result = export_run(ctx.obj["repo"], name, storage)
+    click.echo(f"arx: study {result.study} in {result.storage}: {result.added} trials written, "
+               f"{result.trials} in all")
+    click.echo(f"next: optuna-dashboard {result.storage}")

@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 5
+CURRENT_RULES = 6
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,9 @@ class RunConfig:
     #: anything and how coarse the metric is; ``no_effect`` needs the trial's whole output to
     #: match the best's, and never stops a run whose metric is coarse; the run ends with a
     #: held-out verification (``--verify``).
+    #: 6: a proposal refused by the space or the constraints under a mechanism's focus is
+    #: waste like an emptied candidate list: 3 such iterations in a row are a fault that
+    #: reverts the mechanism (``levels/policy.py``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

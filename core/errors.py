@@ -62,6 +62,11 @@ class RunError(ArxError):
     """The run cannot go on (baseline failed, proposer gone, runner broken); it is resumable."""
 
 
+class ExportError(ArxError):
+    """An Optuna storage (`arx export`, `arx run --storage`) cannot be opened or written, or
+    holds another run under the same study name."""
+
+
 def close_hint(name: str, names: Iterable[str]) -> str:
     """`` (did you mean A, B?)`` for a misspelt ``name`` among ``names``; "" when none is close."""
     close = difflib.get_close_matches(name, list(names), n=3)

@@ -100,7 +100,14 @@ class Runner:
         take turns by iteration, so each one decides a share of the iterations in full (a
         union would blur them into "anything", and "the first opinion wins" let one mechanism
         silence the others).
+
+        Mechanisms choose among the parameters that can move on their own (``ctx["movable"]``,
+        given to them as ``ctx["active"]``): a parameter whose every move breaks the space or
+        ``[params] constraints`` is never a focus, so no mechanism can lock the search into
+        refused proposals.
         """
+        if "movable" in ctx:
+            ctx = dict(ctx, active=list(ctx["movable"]))
         opinions = []
         for mechanism in self.mechanisms:
             hook = getattr(mechanism, "focus", None)

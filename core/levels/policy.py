@@ -17,15 +17,19 @@ what comes back is checked here before the engine sees it:
 - ``n_candidates``: an int, at least 1 and capped at ``MAX_CANDIDATES``.
 
 Anything else is a ``MechanismFault`` (kind ``invalid``), as is a runner whose filters leave no
-candidate ``NO_PROGRESS`` iterations in a row (kind ``no_progress``), and one whose hooks take
-more than ``SLOW_SHARE`` of an iteration's time, and more than ``SLOW_MIN_S``, in
-``SLOW_ITERATIONS`` iterations in a row (kind ``slow``: a sleep or a loop just under the
-deadline would otherwise make every iteration many times slower, for the rest of the run).
-The time is what arx measured around each call; an iteration's time is that plus the recorded
-wall time of its trials (``account``), so a replay, which serves the trials, judges alike. After
-a fault the worker is gone; the engine reverts the responsible mechanism (``blame.observed``:
-each hook's fault can be asked again on another runner source, ``_retryable``) and starts a new
-policy on the runner before.
+candidate ``NO_PROGRESS`` iterations in a row (kind ``no_progress``). From rules 6 a proposal
+refused by the space or the constraints (an ``invalid_proposal``) is waste like a dropped
+candidate: ``NO_PROGRESS`` iterations in a row that end in one while the same mechanism set the
+focus (or emptied the candidates) are a ``no_progress`` fault of that mechanism, so a focus the
+space cannot follow (a boolean whose only move breaks a constraint) is reverted instead of
+spending the run. A runner whose hooks take more than ``SLOW_SHARE`` of an iteration's time, and
+more than ``SLOW_MIN_S``, in ``SLOW_ITERATIONS`` iterations in a row is at fault too (kind
+``slow``: a sleep or a loop just under the deadline would otherwise make every iteration many
+times slower, for the rest of the run). The time is what arx measured around each call; an
+iteration's time is that plus the recorded wall time of its trials (``account``), so a replay,
+which serves the trials, judges alike. After a fault the worker is gone; the engine reverts the
+responsible mechanism (``blame.observed``: a hook's fault can be asked again on another runner
+source, ``_retryable``) and starts a new policy on the runner before.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 
 from arx.core.errors import ProposalError
 from arx.core.levels.worker import MechanismFault, RunnerWorker, WorkerLimits
-from arx.core.states import TrialKind
+from arx.core.states import TrialKind, TrialState
 
 __all__ = ["MAX_CANDIDATES", "MAX_PROMPT", "MAX_SEEDS", "NO_PROGRESS", "MechanismFault",
            "RunnerPolicy"]
@@ -80,7 +84,10 @@ def _retryable(hook: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return hook(self, ctx, *args)
         except MechanismFault as fault:
-            if fault.retry is None:
+            # a count over iterations (refused proposals under one focus) is not one call that
+            # could be asked again; an emptied candidate list is (``_fails_on``)
+            counted = fault.kind == "no_progress" and hook.__name__ != "filter_candidates"
+            if fault.retry is None and not counted:
                 fault.retry = functools.partial(self._fails_on, hook.__name__, ctx, args)
             raise
     return call
@@ -89,8 +96,13 @@ def _retryable(hook: Callable[..., Any]) -> Callable[..., Any]:
 class RunnerPolicy:
     """``runner/runner.py`` loaded in a ``RunnerWorker``; see the module docstring."""
 
-    def __init__(self, worker: RunnerWorker, validate: Validate, confirm: int = 0):
+    def __init__(self, worker: RunnerWorker, validate: Validate, confirm: int = 0,
+                 refusals_waste: bool = False):
         self.worker = worker
+        #: (rules >= 6) invalid proposals under a mechanism's focus count toward no progress
+        self.refusals_waste = refusals_waste
+        self._focus_by: str | None = None  # the mechanism whose focus hook answered last
+        self._wasted: list[tuple[Any, str | None]] = []  # (iteration, mechanism) in a row
         self.validate = validate
         self.max_seeds = max(MAX_SEEDS, int(confirm))
         self.last_dropped = 0
@@ -126,7 +138,8 @@ class RunnerPolicy:
                "drop_env": drop_env, "limits": limits, "isolation": isolation}
         worker = RunnerWorker(deadline_s, drop_env, limits, isolation)
         worker.start()
-        policy = cls(worker, validate, int(config.get("confirm", 0) or 0))
+        policy = cls(worker, validate, int(config.get("confirm", 0) or 0),
+                     refusals_waste=int(config.get("rules", 1) or 1) >= 6)
         policy._how = how
         message = {"op": "load", "source": source, "config": dict(config),
                    "module": f"arx_runner_{next(_modules)}"}
@@ -178,6 +191,8 @@ class RunnerPolicy:
         inactive = [n for n in names if n not in ctx["active"]]
         if inactive:
             self._invalid("focus", f"returned {inactive[:5]!r}, not active parameters", trail)
+        used = [t for t in trail if isinstance(t, str) and t.endswith(".focus")]
+        self._focus_by = used[-1].split(".")[0] if used else None
         return list(names)
 
     @_retryable
@@ -251,6 +266,8 @@ class RunnerPolicy:
         self._call("observe", ctx, dict(record))
         if record.get("kind", TrialKind.TRIAL.value) == TrialKind.TRIAL:
             self._seen.append(record)
+            if self.refusals_waste:
+                self._waste(record)
 
     def replay(self, ctx: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
         """``observe`` every record in turn, as a freshly loaded runner catches up with the run
@@ -366,6 +383,35 @@ class RunnerPolicy:
                 f"iterations in a row{f' (by {self._emptied})' if self._emptied else ''}: the "
                 "loop makes no progress", "no_progress", culprit,
                 trail=(self._emptied,) if self._emptied else ())
+
+    def _waste(self, record: Mapping[str, Any]) -> None:
+        """Count an iteration whose proposal the space, the constraints or the filters refused
+        while a mechanism's focus shaped it (the record's ``focus``); any other trial ends the
+        row, and so does a change of mechanism. ``NO_PROGRESS`` in a row are a fault."""
+        refusals = record.get("refusals") or [{}]
+        last = refusals[-1].get("reason") if isinstance(refusals[-1], Mapping) else None
+        wasted = record.get("status") == TrialState.INVALID and last != "patch" \
+            and (bool(record.get("focus")) or last == "filtered")
+        if not wasted:
+            self._wasted = []
+            return
+        by = self._focus_by if record.get("focus") else \
+            (self._emptied.split(".")[0] if self._emptied else None)
+        i = record.get("iteration")
+        if self._wasted and self._wasted[-1][1] != by:
+            self._wasted = []
+        if all(at != i for at, _ in self._wasted):
+            self._wasted.append((i, by))
+        if len(self._wasted) < NO_PROGRESS:
+            return
+        self._wasted = []
+        self.worker.close()
+        why = (refusals[-1].get("message") or "refused") if isinstance(refusals[-1], Mapping) \
+            else "refused"
+        raise MechanismFault(
+            "focus" if record.get("focus") else "filter_candidates", f"{NO_PROGRESS} iterations in a row ended in a refused proposal"
+            f"{f' under the focus of {by}' if by else ''} ({why}): the loop makes no progress",
+            "no_progress", by, trail=(f"{by}.focus",) if by else ())
 
     def _invalid(self, hook: str, what: str, trail: Sequence[str]) -> None:
         family = _FAMILY.get(hook)

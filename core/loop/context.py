@@ -14,6 +14,7 @@ from arx.core.levels.level15 import SearchState
 from arx.core.loop import noise
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord
+from arx.core.proposers.moves import movable
 from arx.core.states import TrialKind, TrialState
 
 
@@ -21,7 +22,7 @@ def runner_config(config: RunConfig) -> dict[str, Any]:
     """The dict ``Runner(config)`` is constructed with."""
     return {"direction": config.target.direction, "seed": config.seed, "confirm": config.confirm,
             "confirm_margin": config.confirm_margin, "history": config.history,
-            "group": config.group}
+            "group": config.group, "rules": config.rules}
 
 
 def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSpace,
@@ -44,6 +45,8 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
         "best_iteration": best.iteration if best else None,
         "best_config": dict(best.config) if best else {}, "params": params,
         "active": active, "frozen": sorted(frozen), "guidance": search.guidance,
+        # the active parameters a change of their own can move (``[params] constraints``)
+        "movable": movable(space, dict(best.config) if best else {}, sorted(frozen)),
         "history": [dict(r.data) for r in records
                     if r.kind in (TrialKind.BASELINE, TrialKind.TRIAL)
                     and r.state not in (TrialState.INTERRUPTED, TrialState.CONTENDED)],

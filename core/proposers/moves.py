@@ -9,6 +9,11 @@ configuration not in the history, within the focused parameters first and then o
 active one. Where the parameters of a move are all discrete and their combinations few, they
 are enumerated, so a move is found whenever one exists; otherwise random values are drawn (a
 float almost never repeats). Every choice comes from the caller's seeded ``rng``.
+
+``movable`` says which active parameters have a move of their own at all: with ``[params]
+constraints`` a parameter may have none (``not TIED or EMSIZE == NHID`` from a best where
+EMSIZE != NHID: TIED's one move breaks it), and a mechanism that focuses on it alone locks the
+search into refusals. The runner's context carries the answer (``ctx["movable"]``).
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arx.core.errors import ProposalError
+
 #: most configurations enumerated for one move size; above it, random draws
 ENUMERATE_MAX = 4096
 #: random draws per move size when the combinations are not enumerated
 DRAWS = 24
+#: most values of one parameter ``movable`` tries
+PROBES = 33
 
 
 def norm(value: Any) -> Any:
@@ -117,3 +126,50 @@ def _drawn(pool: Sequence[str], k: int, codecs: Mapping[str, Any], best: Mapping
         if len(move) == k and freeze({**best, **move}) not in tried:
             return move
     return None
+
+
+def movable(space: Any, best: Mapping[str, Any], frozen: Sequence[str] = ()) -> list[str]:
+    """The active parameters of ``space`` (a ``ParameterSpace``) that some change of their own
+    from ``best`` takes to a configuration the space and its constraints accept. Without
+    constraints that is every active parameter; with them, up to ``PROBES`` values of each are
+    checked (every value of a short list; else the ends, evenly spaced points and the
+    neighbours of the best value), deterministically, so a replay sees the same answer."""
+    active = space.tunable(frozen)
+    if not space.constraints:
+        return [s.name for s in active]
+    out = []
+    for spec in active:
+        for value in _probes(spec, best.get(spec.name, spec.default)):
+            if norm(value) == norm(best.get(spec.name, spec.default)):
+                continue
+            try:
+                space.validate({spec.name: value}, best, frozen)
+            except ProposalError:
+                continue
+            out.append(spec.name)
+            break
+    return out
+
+
+def _probes(spec: Any, current: Any) -> list[Any]:
+    """Values of ``spec`` to try a move to: all of a short list, else a spread of them."""
+    values = values_of(spec)
+    if values is not None and len(values) <= PROBES:
+        return values
+    if values is not None:  # a long list of ints: its ends, a spread, the best's neighbours
+        step = (len(values) - 1) / (PROBES - 3)
+        spread = [values[round(k * step)] for k in range(PROBES - 2)]
+        near = [v for v in values if isinstance(current, int) and abs(v - current) == 1]
+        return spread + near
+    if spec.low is None or spec.high is None:
+        return []
+    low, high = float(spec.low), float(spec.high)
+    n = PROBES - 2
+    if spec.log and low > 0:
+        spread = [low * (high / low) ** (k / (n - 1)) for k in range(n)]
+    else:
+        spread = [low + (high - low) * k / (n - 1) for k in range(n)]
+    near = [current * f for f in (0.9, 1.1)] if isinstance(current, (int, float)) \
+        and not isinstance(current, bool) else []
+    clipped = [min(max(v, low), high) for v in spread + near]
+    return [int(round(v)) for v in clipped] if spec.kind == "int" else clipped
