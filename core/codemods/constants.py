@@ -14,24 +14,28 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from arx.core.codemods.calls import CALL, DEFAULT, find_call_keywords, find_defaults
 from arx.core.codemods.common import (
     ModuleBindings,
+    add_keyword,
     ensure_once,
+    excerpt,
     parse_expression,
     parse_source,
 )
+from arx.core.codemods.guards import Condition, argparse_guards
 from arx.core.codemods.sources import config_sources
-from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, find_surfaces
+from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, argparse_dests, find_surfaces
 from arx.core.codemods.values import NotConstant, evaluate, kind_of, render_value
 from arx.core.errors import PatchError, close_hint
 
-__all__ = ["ARGPARSE", "CONSTANT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
+__all__ = ["ARGPARSE", "CALL", "CONSTANT", "DEFAULT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
            "apply_changes", "discover_constants", "scan_parameters"]
 
 #: the surface of a top-level ``NAME = literal``
@@ -54,7 +58,7 @@ class Constant:
     line: int
     #: the trailing comment of the line, without ``#``, stripped (argparse: the ``help=``)
     comment: str | None
-    #: where it lives: CONSTANT, ARGPARSE, FIELD or DICT
+    #: where it lives: CONSTANT, ARGPARSE, FIELD, DICT, CALL or DEFAULT
     surface: str = CONSTANT
     #: the values the script itself allows (argparse ``choices=``)
     choices: tuple | None = None
@@ -79,6 +83,8 @@ class Scan:
     sources: tuple[str, ...]
     #: string literals that could be paths (what ``arx init`` looks for in the checkout)
     strings: tuple[str, ...] = ()
+    #: argparse option -> the conditions in effect at each place it is read (``guards.py``)
+    guards: Mapping[str, tuple[tuple[Condition, ...], ...]] = field(default_factory=dict)
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -121,6 +127,8 @@ class _Collected:
     entries: list[tuple[Constant, cst.BaseExpression]]
     skipped: list[Skipped]
     counts: Counter[str]
+    #: names of store_true/false switches without ``default=`` (their node is the call)
+    implied: frozenset[str] = frozenset()
 
 
 def _top_level(module: cst.Module, counts: Counter[str], line_of, comments: _Comments,
@@ -140,7 +148,7 @@ def _top_level(module: cst.Module, counts: Counter[str], line_of, comments: _Com
             except NotConstant:
                 if name not in reported and not _is_container_call(value_node):
                     code = module.code_for_node(value_node)
-                    skipped.append(Skipped(name, line_of(stmt), f"not a literal ({code[:40]})"))
+                    skipped.append(Skipped(name, line_of(stmt), f"not a literal ({excerpt(code)})"))
                     reported.add(name)
                 continue
             if counts[name] > 1:
@@ -189,22 +197,43 @@ def _collect(module: cst.Module) -> _Collected:
     skipped: list[Skipped] = []
     _top_level(module, bindings.counts, line_of, comments, entries, skipped)
     found, missed = find_surfaces(module, bindings.counts)
+    find_call_keywords(module, bindings.counts, found, missed)
+    find_defaults(module, bindings.counts, line_of, found, missed)
     for f in found:
-        value = evaluate(f.node)
+        value = evaluate(f.node) if f.implied is None else f.implied
         if f.as_float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         comment = _help(f.anchor) if f.surface == ARGPARSE else comments.of.get(id(f.anchor))
+        source = module.code_for_node(f.node) if f.implied is None else repr(value)
         entries.append((Constant(
-            name=f.name, value=value, kind=kind_of(value), source=module.code_for_node(f.node),
+            name=f.name, value=value, kind=kind_of(value), source=source,
             annotation=f.annotation, line=line_of(f.anchor), comment=comment,
             surface=f.surface, choices=f.choices), f.node))
     skipped.extend(Skipped(x.name, line_of(x.anchor), x.reason) for x in missed)
+    entries = _older_surfaces_win(entries, skipped)
     names = Counter(c.name for c, _ in entries)
     for name in [n for n, k in names.items() if k > 1]:  # never guess between two places
         first = next(c for c, _ in entries if c.name == name)
         skipped.append(Skipped(name, first.line, f"found {names[name]} times"))
     entries = [(c, node) for c, node in entries if names[c.name] == 1]
-    return _Collected(entries, skipped, bindings.counts)
+    implied = frozenset(f.name for f in found if f.implied is not None)
+    return _Collected(entries, skipped, bindings.counts, implied)
+
+
+def _older_surfaces_win(entries: list, skipped: list[Skipped]) -> list:
+    """A call keyword or function default named like a setting of another surface
+    (``Args(lr=...)`` beside the field ``Args.lr``) is skipped, so that the settings that
+    existing runs name keep their meaning."""
+    older = {c.name: c for c, _ in entries if c.surface not in (CALL, DEFAULT)}
+    kept = []
+    for c, node in entries:
+        other = older.get(c.name)
+        if other is not None and c.surface in (CALL, DEFAULT):
+            skipped.append(Skipped(c.name, c.line, f"named like the {other.surface} setting at "
+                                                   f"line {other.line}, which keeps the name"))
+        else:
+            kept.append((c, node))
+    return kept
 
 
 def scan_parameters(source: str) -> Scan:
@@ -214,9 +243,12 @@ def scan_parameters(source: str) -> Scan:
     module = parse_source(source)
     collected = _collect(module)
     sources, strings = config_sources(module)
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    guards = argparse_guards(module, argparse_dests(module),
+                             lambda node: positions[node].start.line)
     return Scan(found=tuple(c for c, _ in collected.entries),
                 skipped=tuple(sorted(collected.skipped, key=lambda s: (s.line, s.name))),
-                sources=tuple(sources), strings=tuple(strings))
+                sources=tuple(sources), strings=tuple(strings), guards=guards)
 
 
 def discover_constants(source: str) -> list[Constant]:
@@ -293,7 +325,11 @@ def apply_changes(source: str, changes: Mapping[str, object]) -> str:
     new = {}
     for name, value in changes.items():
         constant, node = by_name[name]
-        new[id(node)] = (name, parse_expression(render_value(value, like=constant.source), module))
+        expression = parse_expression(render_value(value, like=constant.source), module)
+        if name in collected.implied:  # a store_true/false switch: write its default=
+            expression = add_keyword(cst.ensure_type(node, cst.Call), "default", expression,
+                                     after="action")
+        new[id(node)] = (name, expression)
     transformer = _Replace(new)
     patched = module.visit(transformer)
     ensure_once(transformer.matched, changes, "constant")

@@ -30,6 +30,7 @@ RULES: tuple[tuple[str, frozenset[str]], ...] = (
                                  "data", "dataset", "url", "download", "workers", "pin",
                                  "video", "capture", "cache"})),
     ("device", frozenset({"device", "cuda", "gpu", "gpus", "cpu", "mps", "ddp", "backend",
+                          "accel", "accelerator", "accelerated", "tpu", "xla",
                           "rank", "world", "distributed", "dtype", "amp", "jobs", "threads",
                           "port", "host"})),
     ("compilation", frozenset({"compile", "jit", "cudnn", "deterministic", "tf32"})),

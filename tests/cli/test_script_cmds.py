@@ -126,13 +126,13 @@ def test_a_metric_name_that_says_no_direction_is_refused_and_a_contrary_one_warn
 
 
 def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
-    script = ("from sklearn.svm import SVC\nSEED = 0\nclf = SVC(C=1.0, gamma=0.01)\n"
+    script = ("import torch.nn as nn\nSEED = 0\ncell = nn.LSTMCell(1, 51)\n"
               "print('loss: 1.0')\n")
     root = script_repo(tmp_path, script)
     out = init(root)
     assert out.exit_code != 0
     assert "has nothing arx may change: it found SEED (arx sets it (seed constant))" in out.output
-    assert "SVC(C=1.0) (line 3)" in out.output and "SVC(gamma=0.01) (line 3)" in out.output
+    assert "LSTMCell(1, 51) (line 3)" in out.output  # positional: not settings, but named
     assert not (root / "arx.toml").exists()
 
 
