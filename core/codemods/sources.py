@@ -13,7 +13,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from arx.core.codemods.common import dotted, excerpt
 
-__all__ = ["config_sources", "inline_literals"]
+__all__ = ["config_sources", "imported_modules", "inline_literals"]
 
 #: dotted call (or its last part after a module alias) -> what it means
 _CALLS = {
@@ -115,3 +115,34 @@ def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:
     MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
     return [f"{what} at line {line}" for what, line in visitor.found.items()], \
         list(dict.fromkeys(visitor.strings))
+
+
+class _Imports(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, int] = {}
+
+    def _add(self, name: str, node: cst.CSTNode) -> None:
+        self.found.setdefault(name, self.get_metadata(PositionProvider, node).start.line)
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            self._add(dotted(alias.name), node)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is not None and not node.relative:
+            self._add(dotted(node.module), node)
+
+
+def imported_modules(source: str) -> list[tuple[str, int]]:
+    """Absolute imports of ``source`` (``config``, ``cfg.optim``) with the line of the first,
+    so that ``arx init`` can name the ones that are files of the user's own repository."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return []
+    visitor = _Imports()
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return list(visitor.found.items())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from arx.core.codemods.constants import DEFAULT, Constant, Scan, Skipped, scan_parameters
-from arx.core.codemods.sources import inline_literals
+from arx.core.codemods.sources import imported_modules, inline_literals
 from arx.core.config import TargetConfig
 from arx.core.errors import ConfigError, close_hint
 from arx.core.loop.lockrules import lock_reason, name_words, training_length_words
@@ -111,8 +111,45 @@ def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) ->
     return out
 
 
-def _nothing_to_tune(target_file: str, scan: Scan, source: str = "") -> ConfigError:
-    instead = [f"it reads settings from {s}" for s in scan.sources]
+_CONFIG_SUFFIXES = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
+
+
+def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[str]:
+    """What the script reads from the user's own repository: local modules it imports (with
+    the ``--target`` that adopts one) and config files it names."""
+    base = (root / target_file).parent
+    out = []
+    for name, line in imported_modules(source):
+        for cand in (base / (name.replace(".", "/") + ".py"),
+                     base / name.replace(".", "/") / "__init__.py"):
+            if cand.is_file():
+                rel = cand.relative_to(root).as_posix()
+                out.append(f"the local module {name} (line {line}), whose settings "
+                           f"`arx init --target {rel}` adopts")
+                break
+    for text in scan.strings:
+        suffix = PurePosixPath(text).suffix.lower()
+        if suffix in _CONFIG_SUFFIXES and ((base / text).is_file() or (root / text).is_file()):
+            out.append(f"the {_CONFIG_SUFFIXES[suffix]} file {text}, which arx does not edit "
+                       "yet: move the values to tune into the script as literals")
+    return out
+
+
+def _not_python(target_file: str) -> ConfigError | None:
+    """A target that is not a Python script, named by its format, never parsed as Python."""
+    suffix = PurePosixPath(target_file).suffix.lower()
+    if suffix == ".py":
+        return None
+    what = f"a {_CONFIG_SUFFIXES[suffix]} file" if suffix in _CONFIG_SUFFIXES else \
+        f"not a Python script ({suffix or 'no suffix'})"
+    return ConfigError(f"{target_file} is {what}: arx edits the settings of Python scripts only",
+                       hint="name the Python script that holds the settings with --target "
+                            "(a config file's values can move into it as literals)")
+
+
+def _nothing_to_tune(target_file: str, scan: Scan, source: str = "",
+                     local: Sequence[str] = ()) -> ConfigError:
+    instead = [*local, *(f"it reads settings from {s}" for s in scan.sources)]
     instead += [f"{s.name} (line {s.line}): {s.reason}" for s in scan.skipped[:8]]
     instead += [f"the positional values {lit} (line {line})"
                 for lit, line in inline_literals(source)[:8]]
@@ -121,9 +158,10 @@ def _nothing_to_tune(target_file: str, scan: Scan, source: str = "") -> ConfigEr
         f"{target_file} has nothing arx can tune: no top-level `NAME = literal`, argparse "
         f"default or switch, config class field, module-level dict entry, literal keyword of "
         f"a call or default of a function it calls{found}",
-        hint="arx rewrites literal values in the script itself; settings loaded from YAML/"
-        "Hydra/JSON files or computed at run time cannot be tuned: move the ones to tune into "
-        "literals (e.g. a block of constants at the top)")
+        hint="arx rewrites literal values in the script (or in a local module it imports, "
+        "adopted with --target); settings loaded from YAML/Hydra/JSON files or computed at run "
+        "time cannot be tuned yet: move the ones to tune into literals (e.g. a block of "
+        "constants at the top)")
 
 
 def _none_tunable(target_file: str, space: ParameterSpace, reasons: dict[str, str],
@@ -172,9 +210,13 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
           include: Sequence[str] | None = None) -> Adoption:
     """Scan ``source`` (the script ``target.file``) and decide what arx.toml says about it.
     ``include`` None: proposed from the script; a list: exactly those paths."""
+    refusal = _not_python(target.file)
+    if refusal is not None:
+        raise refusal
     scan = scan_parameters(source)
     if not scan.found:
-        raise _nothing_to_tune(target.file, scan, source)
+        raise _nothing_to_tune(target.file, scan, source, _local_files(root, target.file, scan,
+                                                                       source))
     names = [c.name for c in scan.found]
     why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):

@@ -136,6 +136,34 @@ def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
     assert not (root / "arx.toml").exists()
 
 
+def test_a_refusal_names_the_local_module_and_config_file_and_a_yaml_target_is_not_python(
+        tmp_path):
+    script = ("import yaml\nimport config\nwith open('conf/config.yaml') as f:\n"
+              "    cfg = yaml.safe_load(f)\nprint('loss:', config.LR * cfg['lr'])\n")
+    root = script_repo(tmp_path, script)
+    (root / "config.py").write_text("LR = 0.1\n")
+    (root / "conf").mkdir()
+    (root / "conf" / "config.yaml").write_text("lr: 0.1  # the optimizer's\n")
+    g = git.Repo(root)
+    g.git.add(A=True)
+    g.index.commit("config")
+    out = init(root)
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert ("the local module config (line 2), whose settings `arx init --target config.py` "
+            "adopts") in out.output
+    assert "the YAML file conf/config.yaml, which arx does not edit yet" in out.output
+    out = arx("init", str(root), "--target", "conf/config.yaml", "--command",
+              f"{sys.executable} train.py", "--metric", "loss")
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert "conf/config.yaml is a YAML file: arx edits the settings of Python scripts only" \
+        in out.output
+    assert "parse" not in out.output  # never read as Python
+    out = arx("init", str(root), "--target", "config.py", "--command",
+              f"{sys.executable} train.py", "--metric", "loss")
+    assert out.exit_code == 0, out.output  # the command the refusal named adopts it
+    assert not [line for line in out.output.splitlines() if line.startswith("warning")]
+
+
 def test_check_proposes_a_metric_regex_from_the_line_it_saw(tmp_path):
     root = script_repo(tmp_path, "LR = 0.1\nprint('| end of epoch | test loss  6.30 |')\n")
     assert arx("init", str(root), "--target", "train.py", "--command",
