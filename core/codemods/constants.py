@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import libcst as cst
 import libcst.matchers as m
@@ -29,7 +29,9 @@ from arx.core.codemods.common import (
     parse_expression,
     parse_source,
 )
-from arx.core.codemods.guards import Condition, argparse_guards
+from arx.core.codemods.configfiles import apply_config, config_format, scan_config
+from arx.core.codemods.guards import argparse_guards
+from arx.core.codemods.records import CONSTANT, Constant, Scan, Skipped
 from arx.core.codemods.sources import config_sources
 from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, argparse_dests, find_surfaces
 from arx.core.codemods.values import NotConstant, evaluate, kind_of, render_value
@@ -37,55 +39,6 @@ from arx.core.errors import PatchError, close_hint
 
 __all__ = ["ARGPARSE", "CALL", "CONSTANT", "DEFAULT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
            "apply_changes", "discover_constants", "scan_parameters"]
-
-#: the surface of a top-level ``NAME = literal``
-CONSTANT = "constant"
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A literal value of the target that a proposal may change (one parameter)."""
-
-    name: str
-    #: the Python value: int, float, bool, str, None, tuple or list (nested containers allowed)
-    value: object
-    #: 'int', 'float', 'bool', 'str', 'none', 'tuple' or 'list'
-    kind: str
-    #: the expression as written, e.g. ``2**19``
-    source: str
-    #: the annotation as written, e.g. ``int`` for ``X: int = 3``
-    annotation: str | None
-    line: int
-    #: the trailing comment of the line, without ``#``, stripped (argparse: the ``help=``)
-    comment: str | None
-    #: where it lives: CONSTANT, ARGPARSE, FIELD, DICT, CALL or DEFAULT
-    surface: str = CONSTANT
-    #: the values the script itself allows (argparse ``choices=``)
-    choices: tuple | None = None
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A value that looks like a setting but that arx cannot rewrite safely, and why."""
-
-    name: str
-    line: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Scan:
-    """What ``scan_parameters`` found in a script."""
-
-    found: tuple[Constant, ...]
-    skipped: tuple[Skipped, ...]
-    #: where else the script reads settings from (``sources.config_sources``)
-    sources: tuple[str, ...]
-    #: string literals that could be paths (what ``arx init`` looks for in the checkout)
-    strings: tuple[str, ...] = ()
-    #: argparse option -> the conditions in effect at each place it is read (``guards.py``)
-    guards: Mapping[str, tuple[tuple[Condition, ...], ...]] = field(default_factory=dict)
-
 
 # -- discovery -----------------------------------------------------------------------------------
 
@@ -236,10 +189,14 @@ def _older_surfaces_win(entries: list, skipped: list[Skipped]) -> list:
     return kept
 
 
-def scan_parameters(source: str) -> Scan:
+def scan_parameters(source: str, path: str | None = None) -> Scan:
     """Everything ``arx init`` reports about a script: its parameters (see
     ``discover_constants``), what was skipped and why, and where else it reads settings from.
-    Raises ``PatchError`` on a syntax error."""
+    ``path``: the target's file, whose suffix says when it is a config file
+    (``configfiles.py``). Raises ``PatchError`` on a syntax error."""
+    fmt = config_format(path)
+    if fmt is not None:
+        return scan_config(source, fmt)
     module = parse_source(source)
     collected = _collect(module)
     sources, strings = config_sources(module)
@@ -251,7 +208,7 @@ def scan_parameters(source: str) -> Scan:
                 sources=tuple(sources), strings=tuple(strings), guards=guards)
 
 
-def discover_constants(source: str) -> list[Constant]:
+def discover_constants(source: str, path: str | None = None) -> list[Constant]:
     """The target's parameters: its top-level constants in order of appearance, then argparse
     defaults, config class fields and dict entries (see the module docstring).
 
@@ -260,8 +217,11 @@ def discover_constants(source: str) -> list[Constant]:
     constant arithmetic (``2**19``, ``3 * 1024``, ``-1e-3``); the other surfaces take the same
     literals. Skipped: assignments inside functions or compound statements, unpacking, chained
     ``A = B = 1``, calls, names, f-strings, any name bound more than once in module scope, and
-    any value another line may override. Raises ``PatchError`` on a syntax error.
+    any value another line may override. ``path``: as for ``scan_parameters``. Raises
+    ``PatchError`` on a syntax error.
     """
+    if config_format(path) is not None:
+        return list(scan_parameters(source, path).found)
     return [c for c, _ in _parsed(source)[1].entries]
 
 
@@ -293,8 +253,9 @@ class _Replace(cst.CSTTransformer):
         return hit[1]
 
 
-def apply_changes(source: str, changes: Mapping[str, object]) -> str:
+def apply_changes(source: str, changes: Mapping[str, object], path: str | None = None) -> str:
     """``source`` with the values of the named parameters replaced; every other byte kept.
+    ``path``: the target's file; a config file is edited by ``configfiles.apply_config``.
 
     Raises ``PatchError`` when a name is not a parameter (see ``discover_constants``), is bound
     more than once in module scope or may be overridden elsewhere, or a value cannot be written
@@ -302,6 +263,9 @@ def apply_changes(source: str, changes: Mapping[str, object]) -> str:
     """
     if not changes:
         return source
+    fmt = config_format(path)
+    if fmt is not None:
+        return apply_config(source, changes, fmt)
     module, collected = _parsed(source)
     by_name = {c.name: (c, node) for c, node in collected.entries}
     counts = collected.counts

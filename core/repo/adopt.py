@@ -130,21 +130,23 @@ def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[
     for text in scan.strings:
         suffix = PurePosixPath(text).suffix.lower()
         if suffix in _CONFIG_SUFFIXES and ((base / text).is_file() or (root / text).is_file()):
-            out.append(f"the {_CONFIG_SUFFIXES[suffix]} file {text}, which arx does not edit "
-                       "yet: move the values to tune into the script as literals")
+            rel = text if (root / text).is_file() else \
+                (base / text).relative_to(root).as_posix()
+            out.append(f"the {_CONFIG_SUFFIXES[suffix]} file {text}, whose settings "
+                       f"`arx init --target {rel}` adopts")
     return out
 
 
-def _not_python(target_file: str) -> ConfigError | None:
-    """A target that is not a Python script, named by its format, never parsed as Python."""
+def _unreadable(target_file: str) -> ConfigError | None:
+    """A target that is neither a Python script nor a config file arx reads, refused by its
+    suffix (never parsed as Python)."""
     suffix = PurePosixPath(target_file).suffix.lower()
-    if suffix == ".py":
+    if suffix == ".py" or suffix in _CONFIG_SUFFIXES:
         return None
-    what = f"a {_CONFIG_SUFFIXES[suffix]} file" if suffix in _CONFIG_SUFFIXES else \
-        f"not a Python script ({suffix or 'no suffix'})"
-    return ConfigError(f"{target_file} is {what}: arx edits the settings of Python scripts only",
-                       hint="name the Python script that holds the settings with --target "
-                            "(a config file's values can move into it as literals)")
+    return ConfigError(f"{target_file} is not a Python script nor a YAML, TOML or JSON file "
+                       f"({suffix or 'no suffix'}): arx cannot read its settings",
+                       hint="name the script (.py) or config file (.yaml, .yml, .toml, .json) "
+                            "that holds the settings with --target")
 
 
 def _nothing_to_tune(target_file: str, scan: Scan, source: str = "",
@@ -158,10 +160,10 @@ def _nothing_to_tune(target_file: str, scan: Scan, source: str = "",
         f"{target_file} has nothing arx can tune: no top-level `NAME = literal`, argparse "
         f"default or switch, config class field, module-level dict entry, literal keyword of "
         f"a call or default of a function it calls{found}",
-        hint="arx rewrites literal values in the script (or in a local module it imports, "
-        "adopted with --target); settings loaded from YAML/Hydra/JSON files or computed at run "
-        "time cannot be tuned yet: move the ones to tune into literals (e.g. a block of "
-        "constants at the top)")
+        hint="arx rewrites literal values in the script, or in a local module or a YAML/TOML/"
+        "JSON file it reads (adopt that file with --target FILE); settings computed at run "
+        "time cannot be tuned: move the ones to tune into literals (e.g. a block of constants "
+        "at the top)")
 
 
 def _none_tunable(target_file: str, space: ParameterSpace, reasons: dict[str, str],
@@ -210,10 +212,10 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
           include: Sequence[str] | None = None) -> Adoption:
     """Scan ``source`` (the script ``target.file``) and decide what arx.toml says about it.
     ``include`` None: proposed from the script; a list: exactly those paths."""
-    refusal = _not_python(target.file)
+    refusal = _unreadable(target.file)
     if refusal is not None:
         raise refusal
-    scan = scan_parameters(source)
+    scan = scan_parameters(source, target.file)
     if not scan.found:
         raise _nothing_to_tune(target.file, scan, source, _local_files(root, target.file, scan,
                                                                        source))

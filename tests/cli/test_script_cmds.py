@@ -136,7 +136,7 @@ def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
     assert not (root / "arx.toml").exists()
 
 
-def test_a_refusal_names_the_local_module_and_config_file_and_a_yaml_target_is_not_python(
+def test_a_refusal_names_the_local_module_and_config_file_with_the_command_adopting_each(
         tmp_path):
     script = ("import yaml\nimport config\nwith open('conf/config.yaml') as f:\n"
               "    cfg = yaml.safe_load(f)\nprint('loss:', config.LR * cfg['lr'])\n")
@@ -144,6 +144,7 @@ def test_a_refusal_names_the_local_module_and_config_file_and_a_yaml_target_is_n
     (root / "config.py").write_text("LR = 0.1\n")
     (root / "conf").mkdir()
     (root / "conf" / "config.yaml").write_text("lr: 0.1  # the optimizer's\n")
+    (root / "conf" / "config.ini").write_text("[optim]\nlr = 0.1\n")
     g = git.Repo(root)
     g.git.add(A=True)
     g.index.commit("config")
@@ -151,17 +152,24 @@ def test_a_refusal_names_the_local_module_and_config_file_and_a_yaml_target_is_n
     assert out.exit_code != 0 and "Traceback" not in out.output
     assert ("the local module config (line 2), whose settings `arx init --target config.py` "
             "adopts") in out.output
-    assert "the YAML file conf/config.yaml, which arx does not edit yet" in out.output
-    out = arx("init", str(root), "--target", "conf/config.yaml", "--command",
-              f"{sys.executable} train.py", "--metric", "loss")
+    assert ("the YAML file conf/config.yaml, whose settings `arx init --target "
+            "conf/config.yaml` adopts") in out.output
+
+    def init_target(path):
+        return arx("init", str(root), "--target", path, "--command",
+                   f"{sys.executable} train.py", "--metric", "loss")
+
+    out = init_target("conf/config.ini")
     assert out.exit_code != 0 and "Traceback" not in out.output
-    assert "conf/config.yaml is a YAML file: arx edits the settings of Python scripts only" \
+    assert "conf/config.ini is not a Python script nor a YAML, TOML or JSON file (.ini)" \
         in out.output
     assert "parse" not in out.output  # never read as Python
-    out = arx("init", str(root), "--target", "config.py", "--command",
-              f"{sys.executable} train.py", "--metric", "loss")
-    assert out.exit_code == 0, out.output  # the command the refusal named adopts it
-    assert not [line for line in out.output.splitlines() if line.startswith("warning")]
+    for path, name in (("config.py", "LR"), ("conf/config.yaml", "lr")):
+        out = init_target(path)  # the commands the refusal named adopt each file
+        assert out.exit_code == 0, out.output
+        assert f"tunable (1):\n  {name} " in out.output
+        g.git.reset("--hard", "HEAD~1")
+        g.git.clean("-fdq")
 
 
 def test_check_proposes_a_metric_regex_from_the_line_it_saw(tmp_path):

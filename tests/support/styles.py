@@ -1,6 +1,6 @@
 """Small training scripts in the styles users bring (argparse, dataclass, dict literal,
 ``dict(...)``, mixed, data git does not track, call keywords, store_true switches, function
-defaults). Each "trains" in milliseconds: its metric is a
+defaults, YAML/TOML/JSON config files as the target). Each "trains" in milliseconds: its metric is a
 formula of its defaults, the defaults are far from the optimum, so a short offline run finds a
 change that wins. ``EXPECTED`` says what ``arx init`` should make tunable and lock.
 """
@@ -258,9 +258,82 @@ if __name__ == "__main__":
     main()
 '''
 
+_CONFIG_SCRIPT = '''"""A Lightning/Hydra-style script: its settings live in {path}, read with {how}."""
+import math
+{imports}
+
+with open("{path}"{mode}) as f:
+    cfg = {load}(f)
+o, m = cfg["optim"], cfg["model"]
+loss = (1.0 + 0.5 * abs(math.log10(o["lr"]) - math.log10(0.01))
+        + 0.3 * abs(o["weight_decay"] - 0.05) + 0.02 * abs(m["depth"] - 4))
+print("---")
+print(f"loss: {{loss:.6f}}")
+'''
+
+YAML_CONFIG = """\
+# the primary config (Hydra style)
+defaults:
+  - _self_
+trainer:
+  max_epochs: 3          # how long: arx sets it (--steps)
+  accelerator: cpu
+  log_every_n_steps: 10
+optim:
+  lr: 0.5                # the optimizer's learning rate
+  weight_decay: 5.0e-1   # decoupled
+model:
+    depth: 12            # layers
+    activation: relu
+seed: 0
+"""
+
+TOML_CONFIG = """\
+# settings of train.py
+seed = 0
+
+[optim]
+lr = 0.5  # learning rate
+weight_decay = 0.5
+
+[model]
+depth = 12  # layers
+"""
+
+JSON_CONFIG = """\
+{
+  "seed": 0,
+  "optim": {
+    "lr": 0.5,
+    "weight_decay": 0.5
+  },
+  "model": {
+    "depth": 12,
+    "verbose": false
+  }
+}
+"""
+
+#: style -> {path: text} for a style whose settings are not in train.py, and its --target
+FILES = {
+    "yaml": {"train.py": _CONFIG_SCRIPT.format(path="conf/config.yaml", how="yaml.safe_load",
+                                               imports="import yaml", mode="",
+                                               load="yaml.safe_load"),
+             "conf/config.yaml": YAML_CONFIG},
+    "toml": {"train.py": _CONFIG_SCRIPT.format(path="config.toml", how="tomllib",
+                                               imports="import tomllib", mode=', "rb"',
+                                               load="tomllib.load"),
+             "config.toml": TOML_CONFIG},
+    "json": {"train.py": _CONFIG_SCRIPT.format(path="config.json", how="json.load",
+                                               imports="import json", mode="", load="json.load"),
+             "config.json": JSON_CONFIG},
+}
+TARGETS = {"yaml": "conf/config.yaml", "toml": "config.toml", "json": "config.json"}
+
 STYLES = {"argparse": ARGPARSE, "dataclass": DATACLASS, "dict": DICT, "dict_call": DICT_CALL,
           "mixed": MIXED, "data": DATA, "lbfgs": LBFGS, "estimator": ESTIMATOR,
-          "word_lm": WORD_LM, "main_defaults": MAIN_DEFAULTS}
+          "word_lm": WORD_LM, "main_defaults": MAIN_DEFAULTS,
+          **{style: files["train.py"] for style, files in FILES.items()}}
 
 #: style -> (tunable names, locked names)
 EXPECTED = {
@@ -286,4 +359,8 @@ EXPECTED = {
     "word_lm": ({"--emsize", "--nlayers", "--lr", "--dropout", "--tied"},
                 {"--epochs", "--seed", "--accel", "--log-interval", "--nhead"}),
     "main_defaults": ({"main.lr", "main.max_depth", "main.l2"}, {"main.seed"}),
+    "yaml": ({"optim.lr", "optim.weight_decay", "model.depth"},
+             {"trainer.max_epochs", "trainer.accelerator", "trainer.log_every_n_steps", "seed"}),
+    "toml": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed"}),
+    "json": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed", "model.verbose"}),
 }
