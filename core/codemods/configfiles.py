@@ -250,10 +250,12 @@ def _lines(source: str, fmt: str, names: list[str]) -> dict[str, int]:
     return out
 
 
-def _document_scan(source: str, fmt: str) -> tuple[list[Constant], list[Skipped]]:
+def _document_scan(source: str, fmt: str, lines_too: bool = True
+                   ) -> tuple[list[Constant], list[Skipped]]:
     data = _document(source, fmt)
     leaves = list(_leaves(data))
-    lines = _lines(source, fmt, [n for n, _, why in leaves if why is None])
+    names = [n for n, _, why in leaves if why is None]
+    lines = _lines(source, fmt, names) if lines_too else dict.fromkeys(names, 0)
     found, skipped = [], []
     for name, value, why in leaves:
         if why is not None:
@@ -268,12 +270,14 @@ def _document_scan(source: str, fmt: str) -> tuple[list[Constant], list[Skipped]
 # -- the interface -------------------------------------------------------------------------------
 
 
-def scan_config(source: str, fmt: str) -> Scan:
-    """The settings of a config file (see the module docstring) and what was skipped, why."""
+def scan_config(source: str, fmt: str, lines_too: bool = True) -> Scan:
+    """The settings of a config file (see the module docstring) and what was skipped, why;
+    ``lines_too`` False: TOML and JSON settings without their lines (one rewrite per setting
+    finds them), for a patch that only needs the names."""
     if fmt == "yaml":
         found, skipped, _ = _yaml_scan(source)
     else:
-        found, skipped = _document_scan(source, fmt)
+        found, skipped = _document_scan(source, fmt, lines_too)
     return Scan(found=tuple(found), skipped=tuple(skipped), sources=())
 
 
@@ -283,7 +287,7 @@ def apply_config(source: str, changes: Mapping[str, object], fmt: str) -> str:
     a setting or a result that does not read back as asked."""
     if not changes:
         return source
-    scan = scan_config(source, fmt)
+    scan = scan_config(source, fmt, lines_too=False)
     by_name = {c.name: c for c in scan.found}
     for name in changes:
         if name not in by_name:
