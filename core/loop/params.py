@@ -234,7 +234,8 @@ def infer_spec(c: Constant, locked: bool = False) -> ParamSpec:
     """A default spec for a constant when arx.toml gives none.
 
     The script's own ``choices`` (argparse) when it has them; bool: both values; int from 1
-    to 4: [max(1, v//2), max(2v, 4)] (pow2 for 2 and 4); int power of two: pow2 in [v/8, 8v];
+    to 4: log [max(1, v//2), max(2v, 4)] (3 layers is as good a guess as 2 or 4); int power of
+    two: pow2 in [v/8, 8v];
     other positive int: log [v//4, max(4v, v+4)]; 0: [0, 10]; negative
     int: [v-10, v+10]; ratio-like float in (0, 1]: [0, 1]; other positive float: log
     [v/10, 10v]; 0.0: [0, 1]; negative float: [10v, 0]; str, tuple, list, None: fixed at the
@@ -250,9 +251,8 @@ def infer_spec(c: Constant, locked: bool = False) -> ParamSpec:
     floor = "min" in name_words(c.name) and isinstance(v, (int, float)) and v > 0
     if c.kind == "int":
         if 0 < v <= _SMALL_INT:  # a depth of 2 or 3 heads: a few steps either way, not 16x
-            pow2 = v >= 2 and _is_pow2(v)
             return replace(spec, low=v if floor else max(1, v // 2), high=max(2 * v, 4),
-                           log=not pow2, pow2=pow2)
+                           log=True)
         if v >= 2 and _is_pow2(v):
             return replace(spec, low=v if floor else max(1, v // 8), high=v * 8, pow2=True)
         if v > 0:

@@ -18,7 +18,7 @@ def const(name: str, value: object) -> Constant:
     [
         ("USE_BIAS", True, {"choices": (False, True)}),
         ("BATCH", 4096, {"low": 512, "high": 32768, "pow2": True}),
-        ("HEADS", 2, {"low": 1, "high": 4, "pow2": True}),
+        ("HEADS", 2, {"low": 1, "high": 4, "log": True}),
         ("LAYERS", 3, {"low": 1, "high": 6, "log": True}),
         ("DEPTH", 6, {"low": 1, "high": 24, "log": True}),
         ("ONE", 1, {"low": 1, "high": 4, "log": True}),
