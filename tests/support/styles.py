@@ -276,7 +276,7 @@ YAML_CONFIG = """\
 defaults:
   - _self_
 trainer:
-  max_epochs: 3          # how long: arx sets it (--steps)
+  max_epochs: 3          # how long (locked: a shorter run would win)
   accelerator: cpu
   log_every_n_steps: 10
 optim:

@@ -145,3 +145,17 @@ def test_reads_under_a_condition_on_another_option_are_named():
                      ["--model is not 'Transformer' (line 7)",
                       "--model is one of 'GRU', 'RNN' (line 9)"],
                      ["--model is not 'LSTM' (line 13)"]]
+
+
+def test_a_trainer_call_s_device_length_and_checkpoint_keywords_are_locked_by_rule():
+    from arx.core.loop.lockrules import lock_reason
+    source = ('import lightning as L\ntrainer = L.Trainer(max_epochs=3, accelerator="cpu", '
+              'devices=1, enable_checkpointing=False, accumulate_grad_batches=4)\n')
+    reasons = {c.name: lock_reason(c.name) for c in discover_constants(source)}
+    assert reasons == {
+        "Trainer.max_epochs": "training length: a shorter run would win by training less",
+        "Trainer.accelerator": "device (the name says 'accelerator')",
+        "Trainer.devices": "device (the name says 'devices')",
+        "Trainer.enable_checkpointing": "checkpointing (the name says 'checkpointing')",
+        "Trainer.accumulate_grad_batches": None}
+    assert lock_reason("--accel") == "device (the name says 'accel')"
