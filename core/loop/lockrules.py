@@ -32,7 +32,6 @@ RULES: tuple[tuple[str, frozenset[str]], ...] = (
                                  "video", "capture", "cache"})),
     ("device", frozenset({"device", "cuda", "gpu", "gpus", "cpu", "mps", "ddp", "backend",
                           "accel", "accelerator", "accelerated", "tpu", "xla", "devices",
-                          "nodes",
                           "rank", "world", "distributed", "dtype", "amp", "jobs", "threads",
                           "port", "host"})),
     ("compilation", frozenset({"compile", "jit", "cudnn", "deterministic", "tf32"})),

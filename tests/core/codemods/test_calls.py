@@ -159,3 +159,4 @@ def test_a_trainer_call_s_device_length_and_checkpoint_keywords_are_locked_by_ru
         "Trainer.enable_checkpointing": "checkpointing (the name says 'checkpointing')",
         "Trainer.accumulate_grad_batches": None}
     assert lock_reason("--accel") == "device (the name says 'accel')"
+    assert lock_reason("HistGradientBoostingClassifier.max_leaf_nodes") is None  # tree leaves, not machines
