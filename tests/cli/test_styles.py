@@ -66,7 +66,7 @@ def test_init_run_keep_and_replay(tmp_path, style):
         assert "linked into every trial" in printed
 
     steps = tomllib.loads((root / "arx.toml").read_text())["target"].get("steps_constant")
-    out = arx(root, "run", "--iterations", "6", "--name", "t", "--quiet",
+    out = arx(root, "run", "--iterations", "4", "--name", "t", "--quiet",
               *(["--steps", "2"] if steps else []))
     assert out.exit_code == 0, out.output + out.stderr
     g = git.Repo(root)
