@@ -1,6 +1,6 @@
 """Small training scripts in the styles users bring (argparse, dataclass, dict literal,
 ``dict(...)``, mixed, data git does not track, call keywords, store_true switches, function
-defaults, YAML/TOML/JSON config files as the target). Each "trains" in milliseconds: its metric is a
+defaults, a local config module or a YAML/TOML/JSON config file as the target). Each "trains" in milliseconds: its metric is a
 formula of its defaults, the defaults are far from the optimum, so a short offline run finds a
 change that wins. ``EXPECTED`` says what ``arx init`` should make tunable and lock.
 """
@@ -324,11 +324,24 @@ FILES = {
                                                imports="import tomllib", mode=', "rb"',
                                                load="tomllib.load"),
              "config.toml": TOML_CONFIG},
+    "module": {"train.py": '''"""A script whose settings live in config.py, its own module."""
+import math
+
+import config
+from config import LR
+
+loss = (1.0 + 0.5 * abs(math.log10(LR) - math.log10(0.01))
+        + 0.02 * abs(config.DEPTH - 4))
+print("---")
+print(f"loss: {loss:.6f}")
+''',
+               "config.py": 'LR = 0.5  # learning rate\nDEPTH = 12\nSEED = 0\n'},
     "json": {"train.py": _CONFIG_SCRIPT.format(path="config.json", how="json.load",
                                                imports="import json", mode="", load="json.load"),
              "config.json": JSON_CONFIG},
 }
-TARGETS = {"yaml": "conf/config.yaml", "toml": "config.toml", "json": "config.json"}
+TARGETS = {"yaml": "conf/config.yaml", "toml": "config.toml", "json": "config.json",
+           "module": "config.py"}
 
 STYLES = {"argparse": ARGPARSE, "dataclass": DATACLASS, "dict": DICT, "dict_call": DICT_CALL,
           "mixed": MIXED, "data": DATA, "lbfgs": LBFGS, "estimator": ESTIMATOR,
@@ -363,4 +376,5 @@ EXPECTED = {
              {"trainer.max_epochs", "trainer.accelerator", "trainer.log_every_n_steps", "seed"}),
     "toml": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed"}),
     "json": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed", "model.verbose"}),
+    "module": ({"LR", "DEPTH"}, {"SEED"}),
 }
