@@ -1,9 +1,9 @@
 """Small training scripts in the styles users bring (argparse, dataclass, dict literal,
 ``dict(...)``, mixed, data git does not track, call keywords, store_true switches, function
-defaults, a local config module or a YAML/TOML/JSON config file as the target). Each "trains" in milliseconds: its metric is a
-formula of its defaults, the defaults are far from the optimum, so a short offline run finds a
-change that wins. ``EXPECTED`` says what ``arx init`` should make tunable and lock.
-"""
+defaults, a local config module or a YAML/TOML/JSON config file as the target). Each "trains"
+in milliseconds: its metric is a formula of its defaults, the defaults are far from the
+optimum, so a short offline run finds a change that wins. ``EXPECTED`` says what ``arx init``
+should make tunable and lock."""
 
 from __future__ import annotations
 
