@@ -2,9 +2,11 @@
 
 A parameter is a literal value the script is configured with, named after where it lives:
 a top-level ``NAME = literal`` bound exactly once in module scope (``NAME``), an argparse
-``default=`` (``--lr``), a field of a config class (``Args.lr``) or an entry of a module-level
-dict (``params.lr``); ``surfaces.py`` finds the last three. ``discover_constants`` finds them
-all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
+``default=`` or switch (``--lr``), a field of a config class (``Args.lr``), an entry of a
+module-level dict (``params.lr``) (``surfaces.py`` finds these three), a literal keyword of a
+call (``LBFGS.lr``) or the default of a function the script calls (``main.lr``) (``calls.py``).
+A target whose suffix says YAML, TOML or JSON goes to ``configfiles.py``. ``discover_constants``
+finds them all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
 settings from; ``apply_changes`` rewrites values and nothing else, each name matched exactly
 once, and reads the result back to check that every value round-trips.
 """
@@ -283,8 +285,9 @@ def apply_changes(source: str, changes: Mapping[str, object], path: str | None =
             raise PatchError(f"{name} (line {skip.line}) is not a parameter arx can rewrite: "
                              f"{skip.reason}")
         raise PatchError(
-            f"{name} is not a top-level constant (nor an argparse default, config field or dict "
-            f"entry) of the target{close_hint(name, by_name)}"
+            f"{name} is not a parameter of the target (a top-level constant, argparse default, "
+            f"config field, dict entry, call keyword or function default)"
+            f"{close_hint(name, by_name)}"
         )
     new = {}
     for name, value in changes.items():
