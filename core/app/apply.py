@@ -131,7 +131,7 @@ def plan_apply(root: Path | str, name: str) -> ApplyPlan:
             hint=f"see the difference with `git diff {base[:12]} -- {file}`; set the values by "
                  "hand if they still apply, or start a new run from here")
     try:
-        after = apply_changes(current, {n: v for n, (_, v) in changes.items()})
+        after = apply_changes(current, {n: v for n, (_, v) in changes.items()}, file)
     except PatchError as exc:
         raise PatchError(f"the tuned values of run {name} do not fit {file}: {exc.message}",
                          hint=exc.hint) from None
@@ -144,8 +144,8 @@ def plan_apply(root: Path | str, name: str) -> ApplyPlan:
 def _check_only_tuned(before: str, after: str, changes: Mapping[str, tuple[Any, Any]],
                       file: str) -> None:
     """The rewritten file sets exactly the tuned values and nothing else differs."""
-    old = {c.name: c.value for c in discover_constants(before)}
-    new = {c.name: c.value for c in discover_constants(after)}
+    old = {c.name: c.value for c in discover_constants(before, file)}
+    new = {c.name: c.value for c in discover_constants(after, file)}
     differ = {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
     wrong = [n for n, (_, v) in changes.items() if new.get(n) != v]
     if differ != set(changes) or wrong:

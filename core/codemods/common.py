@@ -12,7 +12,7 @@ import libcst as cst
 
 from arx.core.errors import PatchError
 
-__all__ = ["ModuleBindings", "dotted", "ensure_once", "parse_expression", "parse_source"]
+__all__ = ["ModuleBindings", "add_keyword", "dotted", "ensure_once", "excerpt", "parse_expression", "parse_source"]
 
 
 def parse_source(source: str) -> cst.Module:
@@ -39,6 +39,39 @@ def ensure_once(counts: Mapping[str, int], wanted: Iterable[str], what: str) -> 
         n = counts.get(key, 0)
         if n != 1:
             raise PatchError(f"{what} {key!r} matched {n} times, expected exactly once")
+
+
+_BOUNDARY = " ,()[]{}=:"
+
+
+def excerpt(code: str, limit: int = 40) -> str:
+    """``code`` on one line, cut at a token boundary (a space or punctuation) with `` ...``
+    when longer than ``limit``: never inside a name, a number or a string's word."""
+    text = " ".join(code.split())
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(ch, 0, limit) for ch in _BOUNDARY)
+    if cut <= 0:
+        after = [i for i in (text.find(ch, limit) for ch in _BOUNDARY) if i > 0]
+        if not after:
+            return text
+        cut = min(after)
+    head = text[:cut + 1] if text[cut] in "([{,=:" else text[:cut]
+    return head.rstrip() + " ..."
+
+
+def add_keyword(call: cst.Call, keyword: str, value: cst.BaseExpression, after: str) -> cst.Call:
+    """``call`` with ``keyword=value`` inserted right after its ``after=`` argument, on the same
+    line (what followed ``after=`` follows the new argument, in its layout)."""
+    args = list(call.args)
+    k = next(i for i, a in enumerate(args) if a.keyword is not None and a.keyword.value == after)
+    new = cst.Arg(value=value, keyword=cst.Name(keyword),
+                  equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
+                                        whitespace_after=cst.SimpleWhitespace("")))
+    if isinstance(args[k].comma, cst.Comma):  # the new argument ends as ``after=`` did
+        new = new.with_changes(comma=args[k].comma)
+    args[k] = args[k].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    return call.with_changes(args=[*args[:k + 1], new, *args[k + 1:]])
 
 
 def dotted(node: cst.BaseExpression) -> str:

@@ -2,9 +2,11 @@
 
 A parameter is a literal value the script is configured with, named after where it lives:
 a top-level ``NAME = literal`` bound exactly once in module scope (``NAME``), an argparse
-``default=`` (``--lr``), a field of a config class (``Args.lr``) or an entry of a module-level
-dict (``params.lr``); ``surfaces.py`` finds the last three. ``discover_constants`` finds them
-all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
+``default=`` or switch (``--lr``), a field of a config class (``Args.lr``), an entry of a
+module-level dict (``params.lr``) (``surfaces.py`` finds these three), a literal keyword of a
+call (``LBFGS.lr``) or the default of a function the script calls (``main.lr``) (``calls.py``).
+A target whose suffix says YAML, TOML or JSON goes to ``configfiles.py``. ``discover_constants``
+finds them all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
 settings from; ``apply_changes`` rewrites values and nothing else, each name matched exactly
 once, and reads the result back to check that every value round-trips.
 """
@@ -20,66 +22,25 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from arx.core.codemods.calls import CALL, DEFAULT, find_call_keywords, find_defaults
 from arx.core.codemods.common import (
     ModuleBindings,
+    add_keyword,
     ensure_once,
+    excerpt,
     parse_expression,
     parse_source,
 )
+from arx.core.codemods.configfiles import apply_config, config_format, scan_config
+from arx.core.codemods.guards import argparse_guards
+from arx.core.codemods.records import CONSTANT, Constant, Scan, Skipped
 from arx.core.codemods.sources import config_sources
-from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, find_surfaces
+from arx.core.codemods.surfaces import ARGPARSE, DICT, FIELD, argparse_dests, find_surfaces
 from arx.core.codemods.values import NotConstant, evaluate, kind_of, render_value
 from arx.core.errors import PatchError, close_hint
 
-__all__ = ["ARGPARSE", "CONSTANT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
+__all__ = ["ARGPARSE", "CALL", "CONSTANT", "DEFAULT", "DICT", "FIELD", "Constant", "Scan", "Skipped",
            "apply_changes", "discover_constants", "scan_parameters"]
-
-#: the surface of a top-level ``NAME = literal``
-CONSTANT = "constant"
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A literal value of the target that a proposal may change (one parameter)."""
-
-    name: str
-    #: the Python value: int, float, bool, str, None, tuple or list (nested containers allowed)
-    value: object
-    #: 'int', 'float', 'bool', 'str', 'none', 'tuple' or 'list'
-    kind: str
-    #: the expression as written, e.g. ``2**19``
-    source: str
-    #: the annotation as written, e.g. ``int`` for ``X: int = 3``
-    annotation: str | None
-    line: int
-    #: the trailing comment of the line, without ``#``, stripped (argparse: the ``help=``)
-    comment: str | None
-    #: where it lives: CONSTANT, ARGPARSE, FIELD or DICT
-    surface: str = CONSTANT
-    #: the values the script itself allows (argparse ``choices=``)
-    choices: tuple | None = None
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A value that looks like a setting but that arx cannot rewrite safely, and why."""
-
-    name: str
-    line: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Scan:
-    """What ``scan_parameters`` found in a script."""
-
-    found: tuple[Constant, ...]
-    skipped: tuple[Skipped, ...]
-    #: where else the script reads settings from (``sources.config_sources``)
-    sources: tuple[str, ...]
-    #: string literals that could be paths (what ``arx init`` looks for in the checkout)
-    strings: tuple[str, ...] = ()
-
 
 # -- discovery -----------------------------------------------------------------------------------
 
@@ -121,6 +82,8 @@ class _Collected:
     entries: list[tuple[Constant, cst.BaseExpression]]
     skipped: list[Skipped]
     counts: Counter[str]
+    #: names of store_true/false switches without ``default=`` (their node is the call)
+    implied: frozenset[str] = frozenset()
 
 
 def _top_level(module: cst.Module, counts: Counter[str], line_of, comments: _Comments,
@@ -140,7 +103,7 @@ def _top_level(module: cst.Module, counts: Counter[str], line_of, comments: _Com
             except NotConstant:
                 if name not in reported and not _is_container_call(value_node):
                     code = module.code_for_node(value_node)
-                    skipped.append(Skipped(name, line_of(stmt), f"not a literal ({code[:40]})"))
+                    skipped.append(Skipped(name, line_of(stmt), f"not a literal ({excerpt(code)})"))
                     reported.add(name)
                 continue
             if counts[name] > 1:
@@ -189,37 +152,65 @@ def _collect(module: cst.Module) -> _Collected:
     skipped: list[Skipped] = []
     _top_level(module, bindings.counts, line_of, comments, entries, skipped)
     found, missed = find_surfaces(module, bindings.counts)
+    find_call_keywords(module, bindings.counts, found, missed)
+    find_defaults(module, bindings.counts, line_of, found, missed)
     for f in found:
-        value = evaluate(f.node)
+        value = evaluate(f.node) if f.implied is None else f.implied
         if f.as_float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         comment = _help(f.anchor) if f.surface == ARGPARSE else comments.of.get(id(f.anchor))
+        source = module.code_for_node(f.node) if f.implied is None else repr(value)
         entries.append((Constant(
-            name=f.name, value=value, kind=kind_of(value), source=module.code_for_node(f.node),
+            name=f.name, value=value, kind=kind_of(value), source=source,
             annotation=f.annotation, line=line_of(f.anchor), comment=comment,
             surface=f.surface, choices=f.choices), f.node))
     skipped.extend(Skipped(x.name, line_of(x.anchor), x.reason) for x in missed)
+    entries = _older_surfaces_win(entries, skipped)
     names = Counter(c.name for c, _ in entries)
     for name in [n for n, k in names.items() if k > 1]:  # never guess between two places
         first = next(c for c, _ in entries if c.name == name)
         skipped.append(Skipped(name, first.line, f"found {names[name]} times"))
     entries = [(c, node) for c, node in entries if names[c.name] == 1]
-    return _Collected(entries, skipped, bindings.counts)
+    implied = frozenset(f.name for f in found if f.implied is not None)
+    return _Collected(entries, skipped, bindings.counts, implied)
 
 
-def scan_parameters(source: str) -> Scan:
+def _older_surfaces_win(entries: list, skipped: list[Skipped]) -> list:
+    """A call keyword or function default named like a setting of another surface
+    (``Args(lr=...)`` beside the field ``Args.lr``) is skipped, so that the settings that
+    existing runs name keep their meaning."""
+    older = {c.name: c for c, _ in entries if c.surface not in (CALL, DEFAULT)}
+    kept = []
+    for c, node in entries:
+        other = older.get(c.name)
+        if other is not None and c.surface in (CALL, DEFAULT):
+            skipped.append(Skipped(c.name, c.line, f"named like the {other.surface} setting at "
+                                                   f"line {other.line}, which keeps the name"))
+        else:
+            kept.append((c, node))
+    return kept
+
+
+def scan_parameters(source: str, path: str | None = None) -> Scan:
     """Everything ``arx init`` reports about a script: its parameters (see
     ``discover_constants``), what was skipped and why, and where else it reads settings from.
-    Raises ``PatchError`` on a syntax error."""
+    ``path``: the target's file, whose suffix says when it is a config file
+    (``configfiles.py``). Raises ``PatchError`` on a syntax error."""
+    fmt = config_format(path)
+    if fmt is not None:
+        return scan_config(source, fmt)
     module = parse_source(source)
     collected = _collect(module)
     sources, strings = config_sources(module)
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    guards = argparse_guards(module, argparse_dests(module),
+                             lambda node: positions[node].start.line)
     return Scan(found=tuple(c for c, _ in collected.entries),
                 skipped=tuple(sorted(collected.skipped, key=lambda s: (s.line, s.name))),
-                sources=tuple(sources), strings=tuple(strings))
+                sources=tuple(sources), strings=tuple(strings), guards=guards)
 
 
-def discover_constants(source: str) -> list[Constant]:
+def discover_constants(source: str, path: str | None = None) -> list[Constant]:
     """The target's parameters: its top-level constants in order of appearance, then argparse
     defaults, config class fields and dict entries (see the module docstring).
 
@@ -228,8 +219,11 @@ def discover_constants(source: str) -> list[Constant]:
     constant arithmetic (``2**19``, ``3 * 1024``, ``-1e-3``); the other surfaces take the same
     literals. Skipped: assignments inside functions or compound statements, unpacking, chained
     ``A = B = 1``, calls, names, f-strings, any name bound more than once in module scope, and
-    any value another line may override. Raises ``PatchError`` on a syntax error.
+    any value another line may override. ``path``: as for ``scan_parameters``. Raises
+    ``PatchError`` on a syntax error.
     """
+    if config_format(path) is not None:
+        return list(scan_parameters(source, path).found)
     return [c for c, _ in _parsed(source)[1].entries]
 
 
@@ -261,8 +255,9 @@ class _Replace(cst.CSTTransformer):
         return hit[1]
 
 
-def apply_changes(source: str, changes: Mapping[str, object]) -> str:
+def apply_changes(source: str, changes: Mapping[str, object], path: str | None = None) -> str:
     """``source`` with the values of the named parameters replaced; every other byte kept.
+    ``path``: the target's file; a config file is edited by ``configfiles.apply_config``.
 
     Raises ``PatchError`` when a name is not a parameter (see ``discover_constants``), is bound
     more than once in module scope or may be overridden elsewhere, or a value cannot be written
@@ -270,6 +265,9 @@ def apply_changes(source: str, changes: Mapping[str, object]) -> str:
     """
     if not changes:
         return source
+    fmt = config_format(path)
+    if fmt is not None:
+        return apply_config(source, changes, fmt)
     module, collected = _parsed(source)
     by_name = {c.name: (c, node) for c, node in collected.entries}
     counts = collected.counts
@@ -287,13 +285,18 @@ def apply_changes(source: str, changes: Mapping[str, object]) -> str:
             raise PatchError(f"{name} (line {skip.line}) is not a parameter arx can rewrite: "
                              f"{skip.reason}")
         raise PatchError(
-            f"{name} is not a top-level constant (nor an argparse default, config field or dict "
-            f"entry) of the target{close_hint(name, by_name)}"
+            f"{name} is not a parameter of the target (a top-level constant, argparse default, "
+            f"config field, dict entry, call keyword or function default)"
+            f"{close_hint(name, by_name)}"
         )
     new = {}
     for name, value in changes.items():
         constant, node = by_name[name]
-        new[id(node)] = (name, parse_expression(render_value(value, like=constant.source), module))
+        expression = parse_expression(render_value(value, like=constant.source), module)
+        if name in collected.implied:  # a store_true/false switch: write its default=
+            expression = add_keyword(cst.ensure_type(node, cst.Call), "default", expression,
+                                     after="action")
+        new[id(node)] = (name, expression)
     transformer = _Replace(new)
     patched = module.visit(transformer)
     ensure_once(transformer.matched, changes, "constant")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from arx.core.codemods.common import dotted
+from arx.core.codemods.common import dotted, excerpt
 
-__all__ = ["config_sources", "inline_literals"]
+__all__ = ["config_sources", "imported_modules", "inline_literals"]
 
 #: dotted call (or its last part after a module alias) -> what it means
 _CALLS = {
@@ -45,7 +45,7 @@ class _Sources(cst.CSTVisitor):
         super().__init__()
         self.found: dict[str, int] = {}
         self.strings: list[str] = []
-        #: literal keyword arguments of calls (``SVC(C=1.0)``), with their lines
+        #: calls with positional numbers (``LSTMCell(1, 51)``), with their lines
         self.inline: list[tuple[str, int]] = []
 
     def visit_SimpleString(self, node: cst.SimpleString) -> None:
@@ -60,13 +60,13 @@ class _Sources(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         name = dotted(node.func)
-        for arg in node.args:
-            if arg.keyword is not None and _literal(arg.value):
-                code = cst.Module([]).code_for_node(arg.value)
-                if len(code) <= 40:
-                    line = self.get_metadata(PositionProvider, arg).start.line
-                    self.inline.append((f"{(name or 'call').rsplit('.', 1)[-1]}("
-                                        f"{arg.keyword.value}={code})", line))
+        numbers = [a for a in node.args if a.keyword is None and not a.star and _number(a.value)]
+        if numbers:
+            shown = ", ".join(cst.Module([]).code_for_node(a.value)
+                              if a in numbers else "..." for a in node.args)
+            line = self.get_metadata(PositionProvider, node).start.line
+            self.inline.append((f"{(name or 'call').rsplit('.', 1)[-1]}({excerpt(shown)})",
+                                line))
         if name in _CALLS:
             self._note(_CALLS[name], node)
         elif name == "exec":
@@ -87,17 +87,17 @@ class _Sources(cst.CSTVisitor):
             self._note("command-line arguments read from sys.argv", node)
 
 
-def _literal(node: cst.BaseExpression) -> bool:
+def _number(node: cst.BaseExpression) -> bool:
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
         node = node.expression
-    return isinstance(node, (cst.Integer, cst.Float, cst.SimpleString)) or (
-        isinstance(node, cst.Name) and node.value in ("True", "False"))
+    return isinstance(node, (cst.Integer, cst.Float))
 
 
 def inline_literals(source: str) -> list[tuple[str, int]]:
-    """Literal keyword arguments of calls in ``source`` (``SVC(C=1.0)`` with its line): values
-    a script writes inline, which arx does not tune (named when init refuses a script). Empty
-    when the source does not parse."""
+    """Calls in ``source`` with positional numbers (``LSTMCell(1, 51)`` with its line): values
+    a script writes inline that arx does not tune, as a position is their only name (named
+    when init refuses a script; literal keywords are settings). Empty when the source does
+    not parse."""
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError:
@@ -115,3 +115,34 @@ def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:
     MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
     return [f"{what} at line {line}" for what, line in visitor.found.items()], \
         list(dict.fromkeys(visitor.strings))
+
+
+class _Imports(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, int] = {}
+
+    def _add(self, name: str, node: cst.CSTNode) -> None:
+        self.found.setdefault(name, self.get_metadata(PositionProvider, node).start.line)
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            self._add(dotted(alias.name), node)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is not None and not node.relative:
+            self._add(dotted(node.module), node)
+
+
+def imported_modules(source: str) -> list[tuple[str, int]]:
+    """Absolute imports of ``source`` (``config``, ``cfg.optim``) with the line of the first,
+    so that ``arx init`` can name the ones that are files of the user's own repository."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return []
+    visitor = _Imports()
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return list(visitor.found.items())

@@ -4,7 +4,9 @@ Each surface finds literal values in a parsed module and names them so that a na
 its value lives (``constants.py`` rewrites them; this module only finds them):
 
 - argparse: ``parser.add_argument("--lr", type=float, default=0.01)`` anywhere in the module is
-  ``--lr`` (the first long option as written; the value is the ``default=``);
+  ``--lr`` (the first long option as written; the value is the ``default=``); a
+  ``store_true``/``store_false`` switch without ``default=`` is a bool whose value its action
+  implies (a rewrite writes the explicit ``default=``);
 - class fields: ``Args.learning_rate`` for ``learning_rate: float = 2.5e-4`` (or
   ``= field(default=...)``, ``attr.ib(default=...)``, ``Field(...)``) in the body of a
   module-level class that is a config: a dataclass, attrs or pydantic class, or a class whose
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from arx.core.codemods.common import dotted
+from arx.core.codemods.common import dotted, excerpt
 from arx.core.codemods.values import NotConstant, evaluate
 
-__all__ = ["ARGPARSE", "DICT", "FIELD", "Found", "Miss", "find_surfaces"]
+__all__ = ["ARGPARSE", "DICT", "FIELD", "Found", "Miss", "argparse_dests", "find_surfaces",
+           "literal_ok"]
 
 ARGPARSE = "argparse"
 FIELD = "field"
@@ -55,6 +58,9 @@ class Found:
     #: argparse ``type=float`` or a ``float`` annotation: an int default is a float parameter
     as_float: bool = False
     choices: tuple | None = None
+    #: a ``store_true``/``store_false`` flag without ``default=``: the value its action implies
+    #: (``node`` is then the call, and a rewrite inserts ``default=``)
+    implied: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,11 @@ def _literal(node: cst.BaseExpression) -> tuple[bool, object]:
         return True, evaluate(node)
     except NotConstant:
         return False, None
+
+
+def literal_ok(node: cst.BaseExpression) -> bool:
+    """Whether ``node`` is a literal ``values.evaluate`` reads."""
+    return _literal(node)[0]
 
 
 # -- argparse ------------------------------------------------------------------------------------
@@ -125,6 +136,18 @@ def _option_name(call: cst.Call) -> tuple[str | None, str | None]:
     return name, dest or name.lstrip("-").replace("-", "_")
 
 
+def argparse_dests(module: cst.Module) -> dict[str, str]:
+    """dest -> option name of every ``add_argument`` option (``nhead`` -> ``--nhead``)."""
+    calls = _ArgparseCalls()
+    module.visit(calls)
+    out = {}
+    for call in calls.adds:
+        name, dest = _option_name(call)
+        if name is not None and dest is not None:
+            out[dest] = name
+    return out
+
+
 def _argparse(module: cst.Module, found: list[Found], missed: list[Miss]) -> None:
     calls = _ArgparseCalls()
     module.visit(calls)
@@ -145,14 +168,16 @@ def _argparse(module: cst.Module, found: list[Found], missed: list[Miss]) -> Non
         default = _kwarg(call, "default")
         if default is None:
             action = _kwarg(call, "action")
-            flag = action is not None and _string(action.value) in ("store_true", "store_false")
-            missed.append(Miss(name, call, "a flag without default= (add default=False to tune "
-                               "it)" if flag else "no default="))
+            kind = _string(action.value) if action is not None else None
+            if kind in ("store_true", "store_false"):  # a kept flip writes default=
+                found.append(Found(name, ARGPARSE, call, call, implied=kind == "store_false"))
+            else:
+                missed.append(Miss(name, call, "no default="))
             continue
         ok, value = _literal(default.value)
         if not ok:
             code = module.code_for_node(default.value)
-            missed.append(Miss(name, call, f"default is not a literal ({code[:40]})"))
+            missed.append(Miss(name, call, f"default is not a literal ({excerpt(code)})"))
             continue
         type_arg = _kwarg(call, "type")
         as_float = type_arg is not None and dotted(type_arg.value) == "float"
@@ -228,7 +253,7 @@ def _class_fields(module: cst.Module, counts: Mapping[str, int], found: list[Fou
             ok = node is not None and _literal(node)[0]
             if not ok:
                 code = module.code_for_node(value)
-                missed.append(Miss(name, stmt, f"not a literal ({code[:40]})"))
+                missed.append(Miss(name, stmt, f"not a literal ({excerpt(code)})"))
                 continue
             assert node is not None
             found.append(Found(name, FIELD, node, stmt, annotation=annotation,
@@ -326,7 +351,7 @@ def _walk_dict(module: cst.Module, prefix: str, node: cst.BaseExpression,
         elif _literal(value)[0]:
             found.append(Found(name, DICT, value, anchor))
         else:
-            missed.append(Miss(name, anchor, f"not a literal ({module.code_for_node(value)[:40]})"))
+            missed.append(Miss(name, anchor, f"not a literal ({excerpt(module.code_for_node(value))})"))
 
 
 def _dicts(module: cst.Module, counts: Mapping[str, int], found: list[Found],

@@ -37,7 +37,7 @@ class Candidate:
 def valid_batch(space: ParameterSpace, best_config: Mapping[str, Any], best_source: str,
                 frozen: Sequence[str], candidates: Sequence[Mapping[str, Any]],
                 chosen: Mapping[str, Any], limit: int,
-                refusals: list[dict[str, str]]) -> list[Candidate]:
+                refusals: list[dict[str, str]], path: str | None = None) -> list[Candidate]:
     """Up to ``limit`` valid, distinct candidates, the runner's choice first; the refusal of any
     other candidate is appended to ``refusals`` (the chosen one's is already recorded)."""
     ordered = [chosen] + [c for c in candidates if c is not chosen]
@@ -47,7 +47,7 @@ def valid_batch(space: ParameterSpace, best_config: Mapping[str, Any], best_sour
             break
         try:
             changes = space.validate(cand["changes"], best_config, frozen)
-            source = apply_changes(best_source, changes)
+            source = apply_changes(best_source, changes, path)
         except (ProposalError, PatchError) as exc:
             if cand is not chosen:
                 refusals.append({"reason": getattr(exc, "reason", "patch"),

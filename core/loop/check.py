@@ -98,7 +98,7 @@ def _check(repo: GitRepo, tree: GitRepo, config: RunConfig, local: LocalPaths,
     source = target_path.read_text()
     space = run_space(tree.root, source, config)  # arx.toml's [params] must read, too
     managed = config.managed_values()
-    source = apply_changes(source, managed)
+    source = apply_changes(source, managed, config.target.file)
     target_path.write_text(source)
     warnings += command_overrides(config.target.command, config.target.file,
                                   [s.name for s in space.tunable()], tree.root)

@@ -160,9 +160,9 @@ class Engine:
     def _baseline(self) -> None:
         self.trials.prepare()
         managed = self.config.managed_values()
-        source = apply_changes(self.target_path.read_text(), managed)
+        source = apply_changes(self.target_path.read_text(), managed, self.target.file)
         self.target_path.write_text(source)
-        config = {c.name: c.value for c in discover_constants(source)
+        config = {c.name: c.value for c in discover_constants(source, self.target.file)
                   if c.name in self.space.specs}
         result = self.journal.measure(TrialKey(0, TrialKind.BASELINE), {}, source,
                                self.config.trial_timeout())
@@ -283,7 +283,7 @@ class Engine:
                                 source=proposals[0].source, raw=proposals[0].raw)
             try:
                 changes = self.space.validate(proposal.changes, self.best.config, self.frozen)
-                source = apply_changes(self.best.source, changes)
+                source = apply_changes(self.best.source, changes, self.target.file)
             except (ProposalError, PatchError) as exc:
                 reason = getattr(exc, "reason", "patch")
                 refusals.append({"reason": reason, "message": exc.message})
@@ -292,7 +292,7 @@ class Engine:
             if self.executor is not None:
                 batch = batches.valid_batch(self.space, self.best.config, self.best.source,
                                             self.frozen, candidates, chosen,
-                                            self.config.parallel, refusals)
+                                            self.config.parallel, refusals, self.target.file)
                 if batch:
                     break
             elif changes is not None:

@@ -138,7 +138,8 @@ class Measurer:
             rec = done.get(s)
             if rec is None:
                 changes = {seed_constant: seed + s} if seed_constant else {}
-                text = apply_changes(source, changes) if changes else source
+                text = apply_changes(source, changes, self.config.target.file) if changes \
+                    else source
                 write(text)
                 key = TrialKey(0, TrialKind.NOISE, s)
                 result = self.journal.measure(key, changes, text, timeout)
@@ -178,7 +179,8 @@ class Measurer:
                 if of == best.iteration and seed_constant and seed in best.confirm:
                     out.append(best.confirm[seed])
                     continue
-                seeded = apply_changes(src, changes) if changes else src
+                seeded = apply_changes(src, changes, self.config.target.file) if changes \
+                    else src
                 write(seeded)
                 key = self.attempts_of(TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i)),
                                        [*records, *added])

@@ -43,6 +43,8 @@ def command_overrides(command: str, target_file: str, names: Iterable[str],
     except ValueError:
         return []
     script = Path(target_file).name
+    if not script.endswith(".py"):  # a config file as the target: the script reads it
+        script = next((Path(t).name for t in tokens if t.endswith(".py")), script)
     at = next((i for i, t in enumerate(tokens) if Path(t).name == script), None)
     args = tokens[at + 1:] if at is not None else tokens[1:]
     keys: dict[str, list[str]] = {}

@@ -20,6 +20,8 @@ __all__ = ["ENTRY_KEYS", "KINDS", "ParamSpec", "entry_spec", "infer_spec", "unwr
 
 KINDS = ("int", "float", "bool", "str", "none", "tuple", "list")
 _NUMERIC = ("int", "float")
+#: ints up to this are searched within a factor of two (a depth of 2 in [1, 4])
+_SMALL_INT = 4
 _RATIO_WORDS = ("RATIO", "FRAC", "DROPOUT", "BETA", "MOMENTUM", "PROB", "GAMMA", "LAMBDA",
                 "SUBSAMPLE")
 _KIND_WORDS = {
@@ -231,8 +233,10 @@ def _round(x: float) -> float:
 def infer_spec(c: Constant, locked: bool = False) -> ParamSpec:
     """A default spec for a constant when arx.toml gives none.
 
-    The script's own ``choices`` (argparse) when it has them; bool: both values; int power of
-    two: pow2 in [v/8, 8v]; other positive int: log [v//4, max(4v, v+4)]; 0: [0, 10]; negative
+    The script's own ``choices`` (argparse) when it has them; bool: both values; int from 1
+    to 4: log [max(1, v//2), max(2v, 4)] (3 layers is as good a guess as 2 or 4); int power of
+    two: pow2 in [v/8, 8v];
+    other positive int: log [v//4, max(4v, v+4)]; 0: [0, 10]; negative
     int: [v-10, v+10]; ratio-like float in (0, 1]: [0, 1]; other positive float: log
     [v/10, 10v]; 0.0: [0, 1]; negative float: [10v, 0]; str, tuple, list, None: fixed at the
     current value until arx.toml lists ``choices``. A positive value whose name says it is a
@@ -246,6 +250,9 @@ def infer_spec(c: Constant, locked: bool = False) -> ParamSpec:
         return replace(spec, choices=(False, True))
     floor = "min" in name_words(c.name) and isinstance(v, (int, float)) and v > 0
     if c.kind == "int":
+        if 0 < v <= _SMALL_INT:  # a depth of 2 or 3 heads: a few steps either way, not 16x
+            return replace(spec, low=v if floor else max(1, v // 2), high=max(2 * v, 4),
+                           log=True)
         if v >= 2 and _is_pow2(v):
             return replace(spec, low=v if floor else max(1, v // 8), high=v * 8, pow2=True)
         if v > 0:

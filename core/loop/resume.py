@@ -81,7 +81,7 @@ def recover(trace: Trace, ws: Workspace, target_file: str,
     search = outer_recover()
     target = ws.path / target_file
     for rec in pending_keep:  # killed between the trace line and its commit
-        target.write_text(apply_changes(target.read_text(), rec.changes))
+        target.write_text(apply_changes(target.read_text(), rec.changes, target_file))
         commit_keep(rec)
     pending = mark_interrupted(trace, ws.name)
     trace.note(Event.RESUME, resume_event(ws, trace, point, pending_keep))

@@ -269,7 +269,7 @@ def run_space(tree: Path, target_source: str, config: RunConfig) -> ParameterSpa
     parameters, with the budget, steps and seed constants of ``[target]`` locked whatever
     ``[params]`` says (arx sets them itself). Runs started before this rule (``config.rules``
     1) keep arx.toml's locks, so they resume and replay as they ran."""
-    scan = scan_parameters(target_source)
+    scan = scan_parameters(target_source, config.target.file)
     space = ParameterSpace.from_toml(plain(load_toml(tree).get("params", {})), scan.found,
                                      {s.name: f"line {s.line}: {s.reason}" for s in scan.skipped})
     if config.rules < 2:

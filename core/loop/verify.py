@@ -173,11 +173,13 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
                 sides: Sequence[Side], seed_constant: str | None,
                 write: Callable[[str], None], timeout: float,
                 say: Callable[[str], None],
-                first_seq: int = 1) -> tuple[list[list[float | None]], list[TraceRecord]]:
+                first_seq: int = 1, path: str | None = None,
+                ) -> tuple[list[list[float | None]], list[TraceRecord]]:
     """Train every side on every seed, interleaved (baseline, best, baseline, ...), so a
     machine that slows down mid-way weighs on both alike; their records are numbered from
     ``first_seq``. ``done``: verify records a killed run already has (reused, not trained
-    again). Returns each side's metrics and the new records."""
+    again). ``path``: the target's file (a config file is edited as its format). Returns each
+    side's metrics and the new records."""
     finished = {int(r.get("seq", 0)): r for r in done
                 if r.kind == TrialKind.VERIFY and r.iteration == iteration
                 and r.state is not TrialState.INTERRUPTED
@@ -190,7 +192,7 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
             rec = finished.get(seq)
             if rec is None:
                 changes = {seed_constant: seed} if seed_constant and seed is not None else {}
-                text = apply_changes(side.source, changes) if changes else side.source
+                text = apply_changes(side.source, changes, path) if changes else side.source
                 write(text)
                 what = "baseline" if side.iteration == 0 else f"best (#{side.iteration})"
                 say(f"verify: {what} on held-out "
@@ -256,7 +258,8 @@ class Verifier:
 
         try:
             metrics, added = train_sides(measure, record, done, at, seeds, sides, seed_constant,
-                                         self.write, timeout, self.say, first)
+                                         self.write, timeout, self.say, first,
+                                         self.target.file)
         finally:
             self.write(best.source)
         every = [r.data for r in [*records, *added]]

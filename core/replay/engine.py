@@ -103,7 +103,8 @@ class ServedTrials(TrialRunner):
                 original=norm(rec.get("changes") or {}), replay=norm(changes)))
         config = rec.get("config") or {}
         if config:
-            values = {c.name: c.value for c in discover_constants(source)}
+            values = {c.name: c.value for c in discover_constants(
+                source, self.recording.config.target.file)}
             for name in sorted(config):
                 if norm(values.get(name)) != norm(config[name]):
                     raise DivergenceFound(Divergence(

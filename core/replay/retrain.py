@@ -138,10 +138,10 @@ def _config_of(rec: Mapping[str, Any], records: list[Mapping[str, Any]]) -> dict
     return {**dict((origin or {}).get("config") or {}), **dict(rec.get("changes") or {})}
 
 
-def _source(baseline_source: str, config: Mapping[str, Any]) -> str:
-    current = {c.name: c.value for c in discover_constants(baseline_source)}
+def _source(baseline_source: str, config: Mapping[str, Any], path: str) -> str:
+    current = {c.name: c.value for c in discover_constants(baseline_source, path)}
     changes = {k: v for k, v in config.items() if k in current and norm(v) != norm(current[k])}
-    return apply_changes(baseline_source, changes)
+    return apply_changes(baseline_source, changes, path)
 
 
 def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_source: str, *,
@@ -181,7 +181,7 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
                                   f"({result.reason}):\n{result.log_tail}",
                                   hint="fix what it needs (data, network), then replay again")
         for n, rec in enumerate(todo):
-            path.write_text(_source(baseline_source, _config_of(rec, records)))
+            path.write_text(_source(baseline_source, _config_of(rec, records), target.file))
             label = f"{int(rec['iteration']):04d}-{rec.get('kind', 'trial')}-{rec.get('seq', 0)}"
             result = run_trial(spec(target.command, timeout, f"retrain-{label}"))
             _check_fingerprint(rec, result.summary)

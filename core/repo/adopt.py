@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from arx.core.codemods.constants import Constant, Scan, Skipped, scan_parameters
-from arx.core.codemods.sources import inline_literals
+from arx.core.codemods.constants import DEFAULT, Constant, Scan, Skipped, scan_parameters
+from arx.core.codemods.sources import imported_modules, inline_literals
 from arx.core.config import TargetConfig
 from arx.core.errors import ConfigError, close_hint
 from arx.core.loop.lockrules import lock_reason, name_words, training_length_words
@@ -111,32 +111,100 @@ def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) ->
     return out
 
 
-def _nothing_to_tune(target_file: str, scan: Scan, source: str = "") -> ConfigError:
-    instead = [f"it reads settings from {s}" for s in scan.sources]
+_CONFIG_SUFFIXES = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
+
+
+def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[str]:
+    """What the script reads from the user's own repository: local modules it imports (with
+    the ``--target`` that adopts one) and config files it names."""
+    base = (root / target_file).parent
+    out = []
+    for name, line in imported_modules(source):
+        for cand in (base / (name.replace(".", "/") + ".py"),
+                     base / name.replace(".", "/") / "__init__.py"):
+            if cand.is_file():
+                rel = cand.relative_to(root).as_posix()
+                out.append(f"the local module {name} (line {line}), whose settings "
+                           f"`arx init --target {rel}` adopts")
+                break
+    for text in scan.strings:
+        suffix = PurePosixPath(text).suffix.lower()
+        if suffix in _CONFIG_SUFFIXES and ((base / text).is_file() or (root / text).is_file()):
+            rel = text if (root / text).is_file() else \
+                (base / text).relative_to(root).as_posix()
+            out.append(f"the {_CONFIG_SUFFIXES[suffix]} file {text}, whose settings "
+                       f"`arx init --target {rel}` adopts")
+    return out
+
+
+def _unreadable(target_file: str) -> ConfigError | None:
+    """A target that is neither a Python script nor a config file arx reads, refused by its
+    suffix (never parsed as Python)."""
+    suffix = PurePosixPath(target_file).suffix.lower()
+    if suffix == ".py" or suffix in _CONFIG_SUFFIXES:
+        return None
+    return ConfigError(f"{target_file} is not a Python script nor a YAML, TOML or JSON file "
+                       f"({suffix or 'no suffix'}): arx cannot read its settings",
+                       hint="name the script (.py) or config file (.yaml, .yml, .toml, .json) "
+                            "that holds the settings with --target")
+
+
+def _nothing_to_tune(target_file: str, scan: Scan, source: str = "",
+                     local: Sequence[str] = ()) -> ConfigError:
+    instead = [*local, *(f"it reads settings from {s}" for s in scan.sources)]
     instead += [f"{s.name} (line {s.line}): {s.reason}" for s in scan.skipped[:8]]
-    instead += [f"the inline value {lit} (line {line})"
+    instead += [f"the positional values {lit} (line {line})"
                 for lit, line in inline_literals(source)[:8]]
     found = "; found instead: " + "; ".join(instead) if instead else ""
     return ConfigError(
         f"{target_file} has nothing arx can tune: no top-level `NAME = literal`, argparse "
-        f"default, config class field or module-level dict entry{found}",
-        hint="arx rewrites literal values in the script itself; settings loaded from YAML/"
-        "Hydra/JSON files or computed at run time cannot be tuned: move the ones to tune into "
-        "literals (e.g. a block of constants at the top)")
+        f"default or switch, config class field, module-level dict entry, literal keyword of "
+        f"a call or default of a function it calls{found}",
+        hint="arx rewrites literal values in the script, or in a local module or a YAML/TOML/"
+        "JSON file it reads (adopt that file with --target FILE); settings computed at run "
+        "time cannot be tuned: move the ones to tune into literals (e.g. a block of constants "
+        "at the top)")
 
 
 def _none_tunable(target_file: str, space: ParameterSpace, reasons: dict[str, str],
                   source: str) -> ConfigError:
     """Every parameter found is locked or has a single value: say which and why, and the
-    literals written inline (call arguments) that arx does not tune."""
+    positional literals of calls, which arx does not tune (a position is not a name)."""
     held = [f"{n} ({reasons[n]})" if n in reasons else f"{n} (a single value)"
             for n in space.specs]
     inline = [f"{lit} (line {line})" for lit, line in inline_literals(source)[:8]]
-    seen = f"; inline values it does not tune: {', '.join(inline)}" if inline else ""
+    seen = f"; positional values it does not tune: {', '.join(inline)}" if inline else ""
     return ConfigError(
         f"{target_file} has nothing arx may change: it found {', '.join(held)}{seen}",
         hint="unlock a parameter (--lock/--only, or [params] locked after init), give it "
              "choices, or move the values to tune into top-level `NAME = literal` constants")
+
+
+def _rule(c: Constant) -> str | None:
+    """The lock rule for a parameter: its name's, or for a function default its function's
+    (``evaluate.n_batches``, ``save_plot.dpi``)."""
+    reason = lock_reason(c.name)
+    if reason is None and c.surface == DEFAULT:
+        reason = lock_reason(c.name.rsplit(".", 1)[0])
+    return reason
+
+
+def _guarded(scan: Scan, space: ParameterSpace) -> dict[str, str]:
+    """Options read only under a condition that a fixed option fails (``--nhead`` under ``if
+    args.model == "Transformer"`` while ``--model`` is fixed at "LSTM"), with why."""
+    fixed = {s.name: s.default for s in space.specs.values() if s.locked or not s.has_room}
+    out = {}
+    for name, reads in scan.guards.items():
+        if name not in space.specs or space.specs[name].locked or not reads:
+            continue
+        failed = [next((c for c in conds if c.option in fixed and c.option != name
+                        and not c.met_by(fixed[c.option])), None) for conds in reads]
+        if all(failed):
+            c = failed[0]
+            assert c is not None
+            out[name] = (f"only read when {c.describe()}, and {c.option} is fixed at "
+                         f"{fixed[c.option]!r}")
+    return out
 
 
 def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *,
@@ -144,9 +212,13 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
           include: Sequence[str] | None = None) -> Adoption:
     """Scan ``source`` (the script ``target.file``) and decide what arx.toml says about it.
     ``include`` None: proposed from the script; a list: exactly those paths."""
-    scan = scan_parameters(source)
+    refusal = _unreadable(target.file)
+    if refusal is not None:
+        raise refusal
+    scan = scan_parameters(source, target.file)
     if not scan.found:
-        raise _nothing_to_tune(target.file, scan, source)
+        raise _nothing_to_tune(target.file, scan, source, _local_files(root, target.file, scan,
+                                                                       source))
     names = [c.name for c in scan.found]
     why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):
@@ -172,9 +244,13 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
             reasons[c.name] = "not named by --only"
         elif c.name in locked:
             reasons[c.name] = "--lock"
-        elif not only and lock_reason(c.name):
-            reasons[c.name] = str(lock_reason(c.name))
+        elif not only and _rule(c):
+            reasons[c.name] = str(_rule(c))
     space = ParameterSpace.from_constants(scan.found, locked=reasons)
+    guarded = _guarded(scan, space)
+    if guarded:
+        reasons.update(guarded)
+        space = ParameterSpace.from_constants(scan.found, locked=reasons)
     if not space.tunable():
         raise _none_tunable(target.file, space, reasons, source)
     warnings = command_overrides(target.command, target.file,

@@ -134,14 +134,50 @@ def test_a_metric_name_that_says_no_direction_is_refused_and_a_contrary_one_warn
 
 
 def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
-    script = ("from sklearn.svm import SVC\nSEED = 0\nclf = SVC(C=1.0, gamma=0.01)\n"
+    script = ("import torch.nn as nn\nSEED = 0\ncell = nn.LSTMCell(1, 51)\n"
               "print('loss: 1.0')\n")
     root = script_repo(tmp_path, script)
     out = init(root)
     assert out.exit_code != 0
     assert "has nothing arx may change: it found SEED (arx sets it (seed constant))" in out.output
-    assert "SVC(C=1.0) (line 3)" in out.output and "SVC(gamma=0.01) (line 3)" in out.output
+    assert "LSTMCell(1, 51) (line 3)" in out.output  # positional: not settings, but named
     assert not (root / "arx.toml").exists()
+
+
+def test_a_refusal_names_the_local_module_and_config_file_with_the_command_adopting_each(
+        tmp_path):
+    script = ("import yaml\nimport config\nwith open('conf/config.yaml') as f:\n"
+              "    cfg = yaml.safe_load(f)\nprint('loss:', config.LR * cfg['lr'])\n")
+    root = script_repo(tmp_path, script)
+    (root / "config.py").write_text("LR = 0.1\n")
+    (root / "conf").mkdir()
+    (root / "conf" / "config.yaml").write_text("lr: 0.1  # the optimizer's\n")
+    (root / "conf" / "config.ini").write_text("[optim]\nlr = 0.1\n")
+    g = git.Repo(root)
+    g.git.add(A=True)
+    g.index.commit("config")
+    out = init(root)
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert ("the local module config (line 2), whose settings `arx init --target config.py` "
+            "adopts") in out.output
+    assert ("the YAML file conf/config.yaml, whose settings `arx init --target "
+            "conf/config.yaml` adopts") in out.output
+
+    def init_target(path):
+        return arx("init", str(root), "--target", path, "--command",
+                   f"{sys.executable} train.py", "--metric", "loss")
+
+    out = init_target("conf/config.ini")
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert "conf/config.ini is not a Python script nor a YAML, TOML or JSON file (.ini)" \
+        in out.output
+    assert "parse" not in out.output  # never read as Python
+    for path, name in (("config.py", "LR"), ("conf/config.yaml", "lr")):
+        out = init_target(path)  # the commands the refusal named adopt each file
+        assert out.exit_code == 0, out.output
+        assert f"tunable (1):\n  {name} " in out.output
+        g.git.reset("--hard", "HEAD~1")
+        g.git.clean("-fdq")
 
 
 def test_check_proposes_a_metric_regex_from_the_line_it_saw(tmp_path):

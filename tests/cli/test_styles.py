@@ -18,7 +18,7 @@ from arx.core.repo.commits import Trailer
 from arx.core.states import Level
 
 from support.repos import git_repo
-from support.styles import EXPECTED, STYLES
+from support.styles import EXPECTED, FILES, STYLES, TARGETS
 
 
 def arx(root, *args):
@@ -29,14 +29,16 @@ def arx(root, *args):
 def adopt(tmp_path, style):
     root = tmp_path / style
     repo = git_repo(root)
-    (root / "train.py").write_text(STYLES[style])
+    for path, text in FILES.get(style, {"train.py": STYLES[style]}).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
     if style == "data":
         (root / "data" / "toy").mkdir(parents=True)
         (root / "data" / "toy" / "train.txt").write_text("1.5\n")
         (root / ".gitignore").write_text("data/\n")
     repo.git.add(A=True)
     repo.index.commit("my script")
-    out = arx(root, "init", str(root), "--target", "train.py", "--command",
+    out = arx(root, "init", str(root), "--target", TARGETS.get(style, "train.py"), "--command",
               f"{sys.executable} train.py", "--metric", "loss")
     assert out.exit_code == 0, out.output + out.stderr
     return root, out.output
@@ -45,6 +47,13 @@ def adopt(tmp_path, style):
 @pytest.mark.parametrize("style", sorted(STYLES))
 def test_init_run_keep_and_replay(tmp_path, style):
     root, printed = adopt(tmp_path, style)
+    target = TARGETS.get(style, "train.py")
+
+    def settings(text):
+        return {c.name: c.value for c in discover_constants(text, target)}
+
+    def lines_of(text):
+        return {c.name: c.line for c in discover_constants(text, target)}
     params = tomllib.loads((root / "arx.toml").read_text())["params"]
     tunable, locked = EXPECTED[style]
     assert set(params["locked"]) == locked
@@ -57,7 +66,7 @@ def test_init_run_keep_and_replay(tmp_path, style):
         assert "linked into every trial" in printed
 
     steps = tomllib.loads((root / "arx.toml").read_text())["target"].get("steps_constant")
-    out = arx(root, "run", "--iterations", "6", "--name", "t", "--quiet",
+    out = arx(root, "run", "--iterations", "4", "--name", "t", "--quiet",
               *(["--steps", "2"] if steps else []))
     assert out.exit_code == 0, out.output + out.stderr
     g = git.Repo(root)
@@ -66,38 +75,38 @@ def test_init_run_keep_and_replay(tmp_path, style):
     assert keeps, f"{style}: no change was kept"
     for commit in keeps:  # a keep edits exactly the default(s) it names, nothing else
         changes = json.loads(commit.trailers_dict[Trailer.CHANGES][0])
-        before = commit.parents[0].tree["train.py"].data_stream.read().decode()
-        after = commit.tree["train.py"].data_stream.read().decode()
+        before = commit.parents[0].tree[target].data_stream.read().decode()
+        after = commit.tree[target].data_stream.read().decode()
         changed = [line for line in difflib.unified_diff(before.splitlines(),
                                                          after.splitlines(), n=0, lineterm="")
                    if line.startswith("+") and not line.startswith("+++")]
-        lines = {c.name: c.line for c in discover_constants(before)}
+        lines = lines_of(before)
         assert len(changed) == len({lines[name] for name in changes}), (style, changed)
-        assert {c.name: c.value for c in discover_constants(after)} == {
-            **{c.name: c.value for c in discover_constants(before)}, **changes}
+        assert settings(after) == {**settings(before), **changes}
         assert set(changes) <= tunable
+        comments = [line.split("#", 1)[1] for line in before.splitlines() if "#" in line]
+        assert all(c in after for c in comments)  # comments kept, edited lines' too
 
     out = arx(root, "replay", "arx/t")
     assert out.exit_code == 0, out.output + out.stderr
     assert "REPRODUCED" in out.output
 
     # arx apply: the best's tuned values, and only them, as one commit on main
-    before = (root / "train.py").read_text()
+    before = (root / target).read_text()
     out = arx(root, "apply", "t")
     assert out.exit_code == 0, out.output
     head = g.head.commit
-    assert g.active_branch.name == "main" and list(head.stats.files) == ["train.py"]
+    assert g.active_branch.name == "main" and list(head.stats.files) == [target]
     applied = json.loads(head.trailers_dict[Trailer.CHANGES][0])
     best = [json.loads(c.trailers_dict[Trailer.CHANGES][0]) for c in reversed(keeps)]
     assert applied == {k: v for change in best for k, v in change.items()
-                       if v != {c.name: c.value for c in discover_constants(before)}[k]}
-    after = (root / "train.py").read_text()
-    assert {c.name: c.value for c in discover_constants(after)} == {
-        **{c.name: c.value for c in discover_constants(before)}, **applied}
+                       if v != settings(before)[k]}
+    after = (root / target).read_text()
+    assert settings(after) == {**settings(before), **applied}
     changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(),
                                                      n=0, lineterm="")
                if line.startswith("+") and not line.startswith("+++")]
-    lines = {c.name: c.line for c in discover_constants(before)}
+    lines = lines_of(before)
     assert len(changed) == len({lines[name] for name in applied}), (style, changed)
     assert not steps or steps not in applied  # the step count arx set stays on the branch
     verified = g.git.show("arx/t", "-s", "--format=%(trailers:key=Arx-Verified,valueonly)")

@@ -176,14 +176,14 @@ def test_no_change_leaves_the_source_byte_identical(changes):
 @pytest.mark.parametrize(
     ("name", "match"),
     [
-        ("DEPHT", r"not a top-level constant.*did you mean DEPTH"),
+        ("DEPHT", r"not a parameter of the target.*did you mean DEPTH"),
         ("DUP", "assigned 2 times"),
         ("SHADOWED", "assigned 2 times"),
         ("GROWN", "assigned 2 times"),
-        ("DEPTH_IF", "not a top-level constant"),
-        ("WIDTH", "not a top-level constant"),
+        ("DEPTH_IF", "not a parameter of the target"),
+        ("WIDTH", "not a parameter of the target"),
         ("CALL", r"line 20\) is not a parameter arx can rewrite: not a literal \(int\(3\)\)"),
-        ("A", "not a top-level constant"),
+        ("A", "not a parameter of the target"),
     ],
 )
 def test_unknown_or_ambiguous_names_raise(name, match):

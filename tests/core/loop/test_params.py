@@ -18,9 +18,10 @@ def const(name: str, value: object) -> Constant:
     [
         ("USE_BIAS", True, {"choices": (False, True)}),
         ("BATCH", 4096, {"low": 512, "high": 32768, "pow2": True}),
-        ("HEADS", 2, {"low": 1, "high": 16, "pow2": True}),
+        ("HEADS", 2, {"low": 1, "high": 4, "log": True}),
+        ("LAYERS", 3, {"low": 1, "high": 6, "log": True}),
         ("DEPTH", 6, {"low": 1, "high": 24, "log": True}),
-        ("ONE", 1, {"low": 1, "high": 5, "log": True}),
+        ("ONE", 1, {"low": 1, "high": 4, "log": True}),
         ("SEED", 0, {"low": 0, "high": 10}),  # 0 is "off" or a count: never negative
         ("OFFSET", -3, {"low": -13, "high": 7}),
         ("WARMUP_RATIO", 0.1, {"low": 0.0, "high": 1.0}),

@@ -66,6 +66,10 @@ def test_flags_that_override_tuned_parameters_end_as_no_effect_and_stop_the_run(
                                  ["--lr", "--depth", "OTHER"], root)
     assert warnings[0].startswith("the command passes `--lr 0.5`, which sets --lr")
     assert "`--depth=3`, which sets --depth" in warnings[1] and len(warnings) == 2
+    (tmp_path / "lr.py").write_text("LR = 0.1\n")  # a config file as the target: the script
+    assert command_overrides("python lr.py --lr 0.5", "c.yaml", ["optim.lr"], tmp_path) == [
+        "the command passes `--lr 0.5`, which sets optim.lr: arx's changes to it have no "
+        "effect"]  # reads it, it does not override it; its flags still do
     ws = open_run(root, {"iterations": 10}, name="t")
     try:
         with pytest.raises(RunError, match="last 3 trials measured exactly the best") as exc:
