@@ -41,6 +41,8 @@ class TargetConfig:
     metric: str = "val_bpb"
     direction: str = "min"
     metric_regex: str | None = None
+    #: the step a printed line names, group 1 (learning curves; ``execution.curve``)
+    progress_regex: str | None = None
     #: run once per run before the baseline (idempotent data preparation)
     setup: str | None = None
     #: constants arx sets from --budget / --steps / confirmation seeds (locked from proposals)

@@ -33,7 +33,7 @@ from arx.core.replay.stops import Cutter
 
 _STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,
            "no_metric": ExecStatus.NO_METRIC, "timeout": ExecStatus.TIMEOUT,
-           "interrupted": ExecStatus.INTERRUPTED}
+           "interrupted": ExecStatus.INTERRUPTED, "pruned": ExecStatus.PRUNED}
 TRIM = 160
 
 
@@ -46,7 +46,9 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
         returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
         summary={k: rec[k] for k in SUMMARY_KEYS if k in rec}, log_tail=rec.get("log_tail") or "",
         reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}),
-        digest=rec.get("output_digest"), metric_text=rec.get("metric_text"))
+        digest=rec.get("output_digest"), metric_text=rec.get("metric_text"),
+        curve=tuple((float(p), float(v)) for p, v in rec.get("curve") or ()),
+        curve_unit=rec.get("curve_unit"), curve_stride=int(rec.get("curve_stride") or 1))
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
