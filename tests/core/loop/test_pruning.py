@@ -4,19 +4,29 @@ the runner's own ``prune`` rule in its sandboxed worker; the proposer is the bou
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import git
+import optuna
 import pytest
+import tomlkit
 
-from arx.core.loop.engine import Engine
+from arx.core.config import resolve
+from arx.core.errors import ConfigError
+from arx.core.loop.engine import Engine, run_to_end
 from arx.core.loop.pruning import Pruner, curve_noise
+from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord
-from arx.core.proposers.base import Proposal, Proposer
+from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
+from arx.core.proposers.offline import OptunaProposer, _Codec, offline_proposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.workspace import open_run
 
-from support.repos import make_script_repo
+from support.repos import edit_toml, make_script_repo
 
 CURVE = Path(__file__).parents[2] / "support" / "curve_train.py"
 
@@ -115,12 +125,6 @@ def test_the_watch_asks_at_most_once_per_percent_of_the_budget():
 
 
 def test_the_offline_proposer_learns_a_pruned_trial_as_optuna_s_pruned():
-    import optuna
-
-    from arx.core.loop.space import ParameterSpace
-    from arx.core.proposers.base import ProposalRequest
-    from arx.core.proposers.offline import OptunaProposer, _Codec
-
     space = ParameterSpace.from_toml(
         {"LR": {"type": "float", "value": 0.003, "low": 1e-4, "high": 0.1, "log": True}})
     history = [{"iteration": 0, "kind": "baseline", "status": "baseline", "metric": 1.0,
@@ -137,14 +141,37 @@ def test_the_offline_proposer_learns_a_pruned_trial_as_optuna_s_pruned():
 
 
 def test_prune_reads_on_or_off_from_flags_and_toml_and_refuses_the_rest():
-    import tomlkit
-
-    from arx.core.config import resolve
-    from arx.core.errors import ConfigError
-
     doc = tomlkit.parse('[target]\nfile = "train.py"\n[run]\nprune = false\n')
     assert resolve("r", doc, {}, {}).prune == "off"
     assert resolve("r", doc, {"prune": "on"}, {}).prune == "on"
     assert resolve("r", tomlkit.parse('[target]\nfile = "train.py"\n'), {}, {}).prune == "on"
     with pytest.raises(ConfigError, match="--prune must be on or off, not 'maybe'"):
         resolve("r", doc, {"prune": "maybe"}, {})
+
+
+def test_a_kill_during_a_trial_that_is_pruned_resumes(tmp_path):
+    """Real arx processes: SIGKILL while a trial that will be pruned trains, then resume."""
+    root = make_script_repo(tmp_path / "k", CURVE, replace={"EVAL_SLEEP = 0.02": "EVAL_SLEEP = 0.1"},
+                            locked=["DEPTH", "EVALS", "EVAL_SLEEP", "SEED", "TRAIN_STEPS",
+                                    "TIME_BUDGET"])
+    edit_toml(root, params={"LR": {"low": 0.03, "high": 0.3, "log": True}},  # all far worse
+              run={"noise": "off", "verify": 0})
+    proc = subprocess.Popen([sys.executable, "-m", "arx.cli.main", "-C", str(root), "run",
+                             "--iterations", "2", "--name", "k", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = root / ".arx" / "logs" / "k" / "0001-trial.log"
+    deadline = time.monotonic() + 60
+    while "step 00024" not in (log.read_text() if log.exists() else ""):  # trial 1's 2nd point
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # before its 5th point, where the rule stops it
+    proc.wait(timeout=30)
+    ws = open_run(root, {}, resume="k")
+    run_to_end(ws, offline_proposer(ws.config))
+    text = git.Repo(root).git.show("arx/k:runs/k/trace.jsonl")
+    recs = [e for e in map(json.loads, text.splitlines()) if e["event"] == "trial"]
+    firsts = [r for r in recs if r["kind"] == "trial" and r["iteration"] == 1]
+    assert [r["status"] for r in firsts] == ["interrupted", "pruned"]
+    assert firsts[0]["changes"] == firsts[1]["changes"]
+    assert [r["status"] for r in recs if r["iteration"] == 2] == ["pruned"]
+    assert not (root / ".arx" / "pids" / "k.pid").exists()
