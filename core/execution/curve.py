@@ -56,6 +56,13 @@ class CurveReader:
             except ValueError:
                 pass
 
+    def end(self) -> float | None:
+        """Where the trial's progress ended, in the curve's unit: the last step its output
+        named, or the seconds it ran (None without a curve)."""
+        if self.unit == STEP:
+            return self.step
+        return round(self.clock() - self.started, 3) if self.unit == SECONDS else None
+
     def point(self, value: float) -> bool:
         """Add the metric ``value`` printed now; whether it is kept."""
         index = self.seen

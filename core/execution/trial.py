@@ -107,6 +107,8 @@ class TrialResult:
     curve: tuple[Point, ...] = ()
     curve_unit: str | None = None
     curve_stride: int = 1
+    #: where its progress ended (``CurveReader.end``): the whole a share of the budget is of
+    curve_end: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -303,7 +305,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None,
         digest=scanner.digest,
         metric_text=scanner.raw.strip()[:40] if status is ExecStatus.OK and scanner.raw else None,
         curve=scanner.points(status is ExecStatus.OK), curve_unit=scanner.curve.unit,
-        curve_stride=scanner.curve.stride,
+        curve_stride=scanner.curve.stride, curve_end=scanner.curve.end(),
     )
 
 

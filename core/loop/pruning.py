@@ -45,9 +45,12 @@ def best_record(records: Sequence[TraceRecord], iteration: int) -> TraceRecord |
 
 
 def whole(rec: TraceRecord, unit: str | None, config: RunConfig) -> float | None:
-    """What a share of the budget is a share of, in ``unit``: the steps the best trained (its
-    ``num_steps``, else ``--steps``), or the seconds of the time budget (else of the best's
-    training)."""
+    """What a share of the budget is a share of, in ``unit``: where the best's progress ended
+    (``curve_end``: its last step, or its seconds); else the steps it trained (``num_steps``,
+    else ``--steps``), or the seconds of the time budget (else of the best's training)."""
+    end = rec.get("curve_end")
+    if isinstance(end, (int, float)) and end > 0:
+        return float(end)
     if unit == STEP:
         steps = rec.get("num_steps")
         return float(steps) if isinstance(steps, (int, float)) and steps > 0 else (

@@ -249,12 +249,15 @@ class TrialJournal:
 
 def curve_fields(result: TrialResult) -> dict[str, Any]:
     """A trial's curve as its trace record holds it (nothing when it printed none): ``curve``
-    [[progress, value], ...] in ``curve_unit``; a pruned trial's last point is ``pruned_at``."""
+    [[progress, value], ...] in ``curve_unit``, where its progress ended (``curve_end``: the whole
+    that later trials' shares are of); a pruned trial's last point is ``pruned_at``."""
     if not result.curve:
         return {}
     out: dict[str, Any] = {"curve": [list(p) for p in result.curve], "curve_unit": result.curve_unit}
     if result.curve_stride > 1:
         out["curve_stride"] = result.curve_stride
+    if result.curve_end is not None and result.status is ExecStatus.OK:
+        out["curve_end"] = result.curve_end
     if result.status is ExecStatus.PRUNED:
         out["pruned_at"] = list(result.curve[-1])
     return out

@@ -49,7 +49,8 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
         reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}),
         digest=rec.get("output_digest"), metric_text=rec.get("metric_text"),
         curve=tuple((float(p), float(v)) for p, v in rec.get("curve") or ()),
-        curve_unit=rec.get("curve_unit"), curve_stride=int(rec.get("curve_stride") or 1))
+        curve_unit=rec.get("curve_unit"), curve_stride=int(rec.get("curve_stride") or 1),
+        curve_end=rec.get("curve_end"))
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:

@@ -71,9 +71,10 @@ def test_a_trial_behind_the_best_curve_is_pruned_and_never_committed(curve_repo)
     assert base["curve_unit"] == "step" and len(base["curve"]) == 8
     first, second, third = trials(events)
     assert first["status"] == "pruned" and first["metric"] is None
-    # asked from 25% of the budget on, stopped after 3 points in a row behind: steps 36, 48, 60
-    assert [p for p, _ in first["curve"]] == [12, 24, 36, 48, 60]
-    assert first["pruned_at"] == first["curve"][-1] and "pruned at step 60" in first["reason"]
+    # the budget is the best's last step (96); from 25% of it on, stopped after 3 points in a
+    # row behind: steps 24, 36, 48
+    assert base["curve_end"] == 96 and [p for p, _ in first["curve"]] == [12, 24, 36, 48]
+    assert first["pruned_at"] == first["curve"][-1] and "pruned at step 48" in first["reason"]
     assert first["wall_s"] < base["wall_s"]
     assert second["status"] in ("discard", "keep", "no_effect") and len(second["curve"]) == 8
     assert third["status"] == "pruned"
@@ -164,7 +165,7 @@ def test_a_kill_during_a_trial_that_is_pruned_resumes(tmp_path):
     while "step 00024" not in (log.read_text() if log.exists() else ""):  # trial 1's 2nd point
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # before its 5th point, where the rule stops it
+    proc.send_signal(signal.SIGKILL)  # before its 4th point, where the rule stops it
     proc.wait(timeout=30)
     ws = open_run(root, {}, resume="k")
     run_to_end(ws, offline_proposer(ws.config))
