@@ -110,7 +110,8 @@ PROBLEMS = {p.name: p for p in [
         "ACTIVATION": {"type": "str", "choices": ["relu", "tanh", "softplus"]},
         "INIT_SCALE": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
         "OPTIMIZER": {"type": "str", "choices": ["sgd", "momentum", "adam"]},
-    }, locked=("STEPS", "SEED"), about="numpy MLP on three spirals, val cross-entropy"),
+    }, locked=("STEPS", "SEED", "CURVE_EVERY"),
+        about="numpy MLP on three spirals, val cross-entropy (a curve point every 25 steps)"),
     Problem("gpt", "", "val_bpb", {}, flags={"steps": 20},
             about="the default GPT target, steps mode, tiny corpus (torch; slow)"),
 ]}

@@ -122,6 +122,9 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
               "deciding anything), off, or a standard deviation [auto].")
 @click.option("--verify", type=int, help="Held-out seeds the baseline and the best are trained "
               "on again when the run ends (no decision used them); 0 turns it off [3].")
+@click.option("--prune", type=click.Choice(["on", "off"]), help="Stop a trial early when its "
+              "learning curve trails the best's by more than the curve's noise (the runner's "
+              "prune rule; needs a target that prints its metric as it trains) [on].")
 @click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "
               "that beats the current best is kept [1].")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
@@ -221,9 +224,9 @@ def status(ctx, name, as_json):
                 "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
-        discards = r.counts.get(TrialState.DISCARD, 0) + r.counts.get(TrialState.NO_EFFECT, 0)
-        other = sum(v for k, v in r.counts.items()
-                    if k not in (TrialState.KEEP, TrialState.DISCARD, TrialState.NO_EFFECT))
+        lost = (TrialState.DISCARD, TrialState.NO_EFFECT, TrialState.PRUNED)  # no commit
+        discards = sum(r.counts.get(k, 0) for k in lost)
+        other = sum(v for k, v in r.counts.items() if k not in (TrialState.KEEP, *lost))
         noise = "-" if r.noise_sd is None else f"{r.noise_sd:.4g}" + (
             f" (n={r.noise_n})" if r.noise_n else " (given)")
         add_row(

@@ -23,7 +23,7 @@ from arx.core.states import TrialState
 
 _STYLE = {
     TrialState.KEEP: "bold green", TrialState.BASELINE: "cyan", TrialState.DISCARD: "dim",
-    TrialState.INVALID: "yellow", TrialState.INTERRUPTED: "yellow",
+    TrialState.INVALID: "yellow", TrialState.INTERRUPTED: "yellow", TrialState.PRUNED: "dim",
 }
 
 

@@ -9,6 +9,7 @@ import click
 from arx.cli.common import RUN_NAME, arx_errors
 from arx.core.direction import contradiction, infer
 from arx.core.loop.check import check_target
+from arx.core.loop.pruning import describe_curve
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
 from arx.core.repo.scaffold import InitResult
@@ -92,6 +93,7 @@ def check(ctx, budget, steps, timeout):
         click.echo(f"  time        {r.wall_s:.1f} s (timeout {result.timeout_s:.0f} s)")
         if result.ok:
             click.echo(f"  metric      {target.metric} = {r.metric!r} ({target.direction})")
+            click.echo(f"  curve       {describe_curve(r, result.config)}")
     if result.error_line:
         click.echo(f"  error       {result.error_line}")
     click.echo(f"  log         {result.log_path}")

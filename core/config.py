@@ -41,6 +41,8 @@ class TargetConfig:
     metric: str = "val_bpb"
     direction: str = "min"
     metric_regex: str | None = None
+    #: the step a printed line names, group 1 (learning curves; ``execution.curve``)
+    progress_regex: str | None = None
     #: run once per run before the baseline (idempotent data preparation)
     setup: str | None = None
     #: constants arx sets from --budget / --steps / confirmation seeds (locked from proposals)
@@ -107,6 +109,9 @@ class RunConfig:
     #: held-out seeds the baseline and the best are trained on again when the run ends (rules
     #: >= 5; ``verify.py``); 0 turns it off. Runs stored before this setting existed read 0.
     verify: int = 0
+    #: "on": a trial whose learning curve trails the best's is stopped early, as the runner's
+    #: ``prune`` decides (``loop.pruning``); "off". Runs stored before this setting read "off".
+    prune: str = "off"
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: the revision of arx's run rules the run started with. 1 (runs made before it was
@@ -201,6 +206,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any]] = {
     "address": (str, None),
     "noise": (str, "auto"),
     "verify": (int, 3),
+    "prune": (str, "on"),
 }
 LEVEL_OPTIONS: dict[str, tuple[type, Any]] = {
     "k": (int, 5), "m": (int, 2), "repair": (int, 1), "hook_timeout": (float, 10.0),
@@ -255,6 +261,8 @@ def target_config(doc: Mapping[str, Any]) -> TargetConfig:
 def _coerce(name: str, kind: type, value: Any, origin: str) -> Any:
     if value is None:
         return None
+    if name == "prune" and isinstance(value, bool):  # [run] prune = true reads as "on"
+        value = "on" if value else "off"
     if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and kind is not str:
         return None
     if kind is bool:
@@ -360,6 +368,9 @@ def check(config: RunConfig) -> None:
             or config.remeasure_after < 0:
         raise ConfigError("--confirm, --rebaseline and --remeasure-after must be >= 0; "
                           "k and m >= 1")
+    if config.prune not in ("on", "off"):
+        raise ConfigError(f"--prune must be on or off, not {config.prune!r}",
+                          hint="--prune off trains every trial to the end")
     if config.verify < 0:
         raise ConfigError("--verify must be >= 0", hint="0 turns the held-out verification off")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:

@@ -40,6 +40,7 @@ class TrialState(_Word):
     NO_EFFECT = "no_effect"  # measured, and equal to the best to the last printed digit
     CONTENDED = "contended"  # ran without the machine the baseline had: never compared
     VERIFY = "verify"  # a held-out measurement of the baseline or the best (decides nothing)
+    PRUNED = "pruned"  # stopped early: its learning curve trailed the best's (never kept)
 
     @property
     def is_measured(self) -> bool:

@@ -14,6 +14,12 @@ The engine calls, in order, each iteration:
     confirm_seeds(ctx, metric, best)  extra seeds a would-be keep must win on (0 = none)
     accept(ctx, metrics, best_metrics) -> bool
     observe(ctx, record)              see every finished trial (a trace record dict)
+and, while a trial trains and prints its learning curve (``--prune on``):
+    prune(ctx, curves) -> bool        stop it now? (a pruned trial is never kept)
+``curves`` is ``{"curve": [[share, value], ...], "best": [[share, value], ...], "sd": float |
+None, "unit": "step" | "s"}``: the trial's points so far and the best's whole curve, progress as a
+share of the budget; ``sd`` is the curve's noise measured on the noise trainings (None unknown).
+arx asks at a new point once the trial has moved on by 1% of its budget since it last asked.
 ``ctx`` is a plain dict (built by ``arx.core.loop.context.hook_context``); candidates are
 ``{"changes": {NAME: value}, "hypothesis": str}`` dicts; ``self.n_candidates`` of them are asked
 for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
@@ -39,6 +45,13 @@ class Runner:
     confirm_sd = 1.0
     noise_seeds = 2
     mean_keep_sd = 2.0
+    #: pruning: never before this share of the budget; behind the best's curve by more than
+    #: prune_sd curve-noise sds (prune_rel of the best's value when the noise is 0 or unknown)
+    #: at prune_patience points in a row
+    prune_after = 0.25
+    prune_sd = 2.0
+    prune_rel = 0.02
+    prune_patience = 3
 
     def __init__(self, config):
         self.config = dict(config)
@@ -165,6 +178,24 @@ class Runner:
             best = best - self.confirm_margin if self.direction == "min" else best + self.confirm_margin
         return self.is_better(cand, best)
 
+    def prune(self, ctx, curves):
+        """Stop a trial whose last ``prune_patience`` points (all past ``prune_after``) each
+        trail the best's curve at the same share by more than the margin (see above)."""
+        best = curves.get("best") or []
+        points = [p for p in curves.get("curve") or [] if p[0] >= self.prune_after]
+        if not best or len(points) < self.prune_patience:
+            return False
+        sd = curves.get("sd")
+        for share, value in points[-self.prune_patience:]:
+            ref = value_at(best, share)
+            if ref is None:
+                return False
+            margin = self.prune_sd * sd if sd else self.prune_rel * abs(ref)
+            behind = value - ref if self.direction == "min" else ref - value
+            if behind <= margin:
+                return False
+        return True
+
     def observe(self, ctx, record):
         for mechanism in self.mechanisms:
             hook = getattr(mechanism, "observe", None)
@@ -175,6 +206,16 @@ class Runner:
 def mean(values):
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def value_at(curve, x):
+    """The curve ([[x, y], ...], sorted by x) at ``x``, linearly interpolated; None outside."""
+    if not curve or x < curve[0][0] or x > curve[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return curve[-1][1]
 
 
 def fmt(value):

@@ -32,7 +32,9 @@ Environment:
                            (to test how a caller handles a diverged run)
     OMP_NUM_THREADS        CPU threads (torch's default: one per physical core)
 
-Output: a progress line every 10 steps, then the summary block, one `key: value` a line:
+Output: a progress line every 10 steps; CURVE_EVALS times, evenly over the budget, a cheap
+`val_bpb:` on a fixed slice of the validation tokens (the learning curve arx reads to stop a
+trial early; not counted in the training time); then the summary block, one `key: value` a line:
     ---
     val_bpb:          2.297288
     training_seconds: 30.1
@@ -55,7 +57,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from prepare import Data, evaluate_bpb, train_batches
+from prepare import EVAL_TOKENS, Data, evaluate_bpb, train_batches
 
 # --- constants: arx rewrites these; one `NAME = literal  # why` per line --------------------------
 DEPTH = 4  # transformer layers
@@ -77,6 +79,7 @@ FINAL_LR_FRAC = 0.0  # LR at the end of the warmdown, as a fraction of the peak 
 SEED = 42  # model initialisation and order of the training batches
 TIME_BUDGET = 30  # seconds of training-step time (warm-up steps and evaluation not counted)
 TRAIN_STEPS = 0  # if > 0: exactly this many steps instead of the time budget (deterministic)
+CURVE_EVALS = 8  # val_bpb on a fixed 1/8 of the eval tokens this many times in training (0: none)
 # --- end of constants -----------------------------------------------------------------------------
 
 FORCE_NAN = os.environ.get("ARX_TRAIN_FORCE_NAN", "") not in ("", "0")
@@ -283,6 +286,7 @@ print(f"device: {device} | corpus: {data.meta['corpus']} | data: {data.fingerpri
 # --- training loop --------------------------------------------------------------------------------
 step = 0
 training_time = 0.0
+curve_evals_done = 0
 while True:
     progress = step / TRAIN_STEPS if TRAIN_STEPS else training_time / TIME_BUDGET
     lrm = lr_multiplier(min(progress, 1.0))
@@ -321,6 +325,16 @@ while True:
               f"train time {training_time:.1f}s", flush=True)
     if done:
         break
+    spent = step / TRAIN_STEPS if TRAIN_STEPS else training_time / TIME_BUDGET
+    if curve_evals_done < CURVE_EVALS and spent >= (curve_evals_done + 1) / (CURVE_EVALS + 1):
+        curve_evals_done += 1  # a point of the learning curve, on a fixed slice (not timed)
+        model.eval()
+        with autocast:
+            curve_bpb = evaluate_bpb(model, data.val, data.token_bytes, MAX_SEQ_LEN, device_batch,
+                                     device, max_tokens=EVAL_TOKENS // 8)
+        model.train()
+        print(f"step {step:05d} | curve eval {curve_evals_done}/{CURVE_EVALS}", flush=True)
+        print(f"val_bpb: {curve_bpb:.6f}", flush=True)
 
 # --- evaluation and summary -----------------------------------------------------------------------
 model.eval()

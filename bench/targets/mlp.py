@@ -5,6 +5,9 @@ of steps with its own backpropagation (no framework). Deterministic: data, initi
 batches come from SEED.
 
     python mlp.py           # prints `val_loss: <validation cross-entropy>` after a `---` line
+
+Every CURVE_EVERY steps it also prints the validation loss so far (a `step N` line, then
+`val_loss: X`): the learning curve arx's pruning reads.
 """
 
 import math
@@ -21,6 +24,7 @@ INIT_SCALE = 1.0  # multiplies the He/Glorot initialisation; log scale
 OPTIMIZER = "sgd"  # sgd | momentum | adam
 STEPS = 400  # optimisation steps (the budget: lock it)
 SEED = 0  # data, initialisation and batches (lock it)
+CURVE_EVERY = 25  # steps between two val_loss evaluations, the learning curve (lock it; 0: none)
 
 N, CLASSES = 600, 3
 
@@ -107,6 +111,10 @@ def main():
                 params[i] = (w * (1 - WEIGHT_DECAY) - LR * uw, b - LR * ub)
             if step % 100 == 0:
                 print(f"step {step:4d} | loss {loss:.4f}")
+            if CURVE_EVERY and step % CURVE_EVERY == 0 and step < STEPS:
+                val, _ = cross_entropy(forward(params, x_val)[1][-1], y_val)
+                print(f"step {step:4d} | eval")
+                print(f"val_loss: {val if math.isfinite(val) else float('nan'):.6f}")
         val_loss, probs = cross_entropy(forward(params, x_val)[1][-1], y_val)
     accuracy = float((probs.argmax(axis=1) == y_val).mean())
     print("---")

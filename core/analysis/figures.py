@@ -85,6 +85,7 @@ def build_figure(runs: Sequence[RunData]) -> tuple[Figure, list[Marker], dict[st
     heights = [3.2] if len(runs) > 1 else []
     for run in runs:
         heights += [3.2, max(1.2, 0.32 * len(_changed_names(run)) + 0.6)]
+        heights += [2.6] if has_curves(run) else []
     fig = Figure(figsize=(12, sum(heights) + 0.4 * len(heights)), layout="constrained")
     grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
     axes: dict[str, Any] = {}
@@ -101,6 +102,10 @@ def build_figure(runs: Sequence[RunData]) -> tuple[Figure, list[Marker], dict[st
         drawn += metric_panel(ax_m, run)
         param_panel(ax_p, run)
         row += 2
+        if has_curves(run):
+            axes[f"{run.name}:curves"] = ax_c = fig.add_subplot(grid[row])
+            curve_panel(ax_c, run)
+            row += 1
     return fig, drawn, axes
 
 
@@ -247,6 +252,41 @@ def param_panel(ax: Any, run: RunData) -> None:
         ax.text(0.5, 0.5, "no trials yet", transform=ax.transAxes, ha="center", va="center")
     elif groups or spans:
         ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+def has_curves(run: RunData) -> bool:
+    """Whether the run's trials printed learning curves (``execution.curve``)."""
+    return any(r.get("curve") for r in run.trials)
+
+
+def curve_panel(ax: Any, run: RunData) -> None:
+    """The learning curves: the baseline and keeps drawn in full, discards light, pruned
+    trials faint up to the point where they were stopped (a cross)."""
+    styles = {"baseline": dict(color=OUTCOME_COLOURS["baseline"], linewidth=1.6, zorder=3),
+              "keep": dict(color=OUTCOME_COLOURS["keep"], linewidth=1.4, zorder=3),
+              "pruned": dict(color="#d62728", linewidth=0.8, alpha=0.25)}
+    labelled: set[str] = set()
+    units = set()
+    for rec in run.records:
+        status, curve = rec.get("status"), rec.get("curve")
+        if not curve or rec.get("kind") not in (TrialKind.BASELINE, TrialKind.TRIAL):
+            continue
+        units.add(rec.get("curve_unit"))
+        style = styles.get(status, dict(color=OUTCOME_COLOURS["discard"], linewidth=0.8,
+                                        alpha=0.5))
+        name = "pruned (stopped)" if status == "pruned" else status
+        xs, ys = zip(*curve)
+        ax.plot(xs, ys, label=None if name in labelled else name, **style)
+        labelled.add(name)
+        if status == "pruned":
+            ax.plot(xs[-1], ys[-1], marker="x", linestyle="none", markersize=5, color="#d62728",
+                    alpha=0.6)
+    pruned = sum(1 for r in run.trials if r.get("status") == "pruned")
+    ax.set_title(f"learning curves ({pruned} trial(s) pruned)", fontsize=9)
+    ax.set_xlabel("step" if units == {"step"} else "seconds" if units == {"s"} else "progress")
+    ax.set_ylabel(run.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def _trial_names(rec: Mapping[str, Any]) -> list[str]:

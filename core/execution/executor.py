@@ -49,6 +49,7 @@ class TrialJob:
     #: relative posix path -> absolute path on the driver: symlinked into the job's directory
     #: (``[target] include``: data git does not track; on Ray it must exist on every node)
     links: Mapping[str, str] = field(default_factory=dict)
+    progress_regex: str | None = None  # the step a line names (learning curves)
 
     def __post_init__(self) -> None:
         for rel in [*self.files, *self.links]:
@@ -62,7 +63,8 @@ class TrialJob:
         return TrialSpec(command=self.command, cwd=cwd, timeout_s=self.timeout_s,
                          metric=self.metric, metric_regex=self.metric_regex,
                          env={**self.env, **(env or {})}, drop_env=self.drop_env,
-                         log_path=log_path, pid_path=pid_path)
+                         log_path=log_path, pid_path=pid_path,
+                         progress_regex=self.progress_regex)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ merged) is streamed line by line to ``log_path`` and ``on_line`` and scanned as 
 - the metric: the last match of ``metric_regex`` (default ``^<metric>:\\s*(\\S+)\\s*$``),
   applied to each line; group 1 if the regex has a group, else the whole match;
 - the summary: every ``key: value`` line after the last ``---`` line (Karpathy's summary block);
-- a line that is exactly ``FAIL`` (autoresearch's ``train.py`` prints it when the loss explodes).
+- a line that is exactly ``FAIL`` (autoresearch's ``train.py`` prints it when the loss explodes);
+- the learning curve: every metric line before the summary, with its progress (``curve``).
+A ``watch`` sees the curve after each new point and may stop the trial (``PRUNED``, e.g. the
+runner's pruning rule, ``loop.pruning``): the group is killed at once and the curve is kept.
 When the command's main process exits, anything it left running in its group is killed too.
 """
 
@@ -35,6 +38,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
+from arx.core.execution.curve import CurveReader, Point
 from arx.core.execution.env import scrub_env
 from arx.core.execution.process import (
     Interrupted,
@@ -65,6 +69,7 @@ class ExecStatus(str, Enum):
     NO_METRIC = "no_metric"  # exit 0 but no parsable metric line
     TIMEOUT = "timeout"  # hit the hard timeout; the group was killed
     INTERRUPTED = "interrupted"  # arx got a signal and its own handler chose not to exit
+    PRUNED = "pruned"  # its watch stopped it early from its learning curve
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class TrialSpec:
     drop_env: tuple[str, ...] = ()  # withheld too (scrub_env): the key names the run's LLM reads
     log_path: Path | None = None  # combined stdout+stderr, streamed
     pid_path: Path | None = None  # the child's pgid (JSON) while it runs, for kill_stale
+    progress_regex: str | None = None  # the step a line names (``curve.DEFAULT_PROGRESS``)
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,13 @@ class TrialResult:
     digest: str | None = None
     #: the metric as printed (its digits tell the metric's resolution: ``loop.noise``)
     metric_text: str | None = None
+    #: the learning curve: (progress, value) of each metric line before the last (all of them
+    #: when pruned), in ``curve_unit`` ("step" or "s"); ``curve_stride`` > 1 when thinned
+    curve: tuple[Point, ...] = ()
+    curve_unit: str | None = None
+    curve_stride: int = 1
+    #: where its progress ended (``CurveReader.end``): the whole a share of the budget is of
+    curve_end: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -105,8 +118,14 @@ class TrialResult:
 class _Scanner:
     """Scans output line by line, so output of any length is parsed in constant memory."""
 
-    def __init__(self, metric: str, metric_regex: str | None):
+    def __init__(self, metric: str, metric_regex: str | None,
+                 progress_regex: str | None = None,
+                 watch: Callable[[CurveReader], bool] | None = None):
         self.metric = metric
+        self.curve = CurveReader(progress_regex)
+        self.watch = watch
+        self.pruned = False
+        self.last_in_curve = False  # the last metric line is a curve point (no summary after)
         self.custom = metric_regex is not None
         self.pattern = re.compile(
             metric_regex or rf"^{re.escape(metric)}:\s*(\S+)\s*$", re.MULTILINE
@@ -122,6 +141,8 @@ class _Scanner:
         return self._digest.hexdigest()
 
     def feed(self, line: str) -> None:
+        if self.pruned:
+            return  # what a stopped trial still had in the pipe changes nothing
         stripped = line.strip()
         if stripped and not _TIMING_LINE.search(stripped):
             self._digest.update(stripped.encode("utf-8", "replace") + b"\n")
@@ -133,11 +154,32 @@ class _Scanner:
             m = _SUMMARY_LINE.match(line)
             if m:
                 self.summary[m.group(1)] = _number_or_text(m.group(2))
+        if not self.in_summary:
+            self.curve.step_line(line)
         if not self.custom and self.metric not in line:
             return  # fast path: most lines of a long log are not the metric line
         m = self.pattern.search(line)
         if m:
             self.raw = m.group(1) if self.pattern.groups else m.group(0)
+            self.last_in_curve = False
+            if not self.in_summary:
+                self._point(self.raw)
+
+    def _point(self, raw: str) -> None:
+        try:
+            value = float(raw)
+        except ValueError:
+            return
+        if not math.isfinite(value) or not self.curve.point(value):
+            return
+        self.last_in_curve = True
+        if self.watch is not None and not self.pruned and self.watch(self.curve):
+            self.pruned = True
+
+    def points(self, ok: bool) -> tuple[Point, ...]:
+        """The curve as recorded: without the last point when it is the trial's metric."""
+        points = self.curve.points
+        return tuple(points[:-1] if ok and self.last_in_curve else points)
 
     def outcome(self) -> tuple[float | None, str | None, ExecStatus | None]:
         """(finite metric, problem, status the problem implies)."""
@@ -188,7 +230,8 @@ def parse_output(
     return value, dict(scanner.summary), problem
 
 
-def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> TrialResult:
+def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None,
+              watch: Callable[[CurveReader], bool] | None = None) -> TrialResult:
     """Run ``spec.command`` to completion or timeout; see the module docstring.
 
     ``on_line`` gets each output line (without its newline) on the calling thread; an exception
@@ -196,6 +239,7 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
     SIGHUP kill the trial's group first and are then re-delivered to the handlers arx had
     (Ctrl-C raises KeyboardInterrupt, a default SIGTERM ends arx); a handler that returns
     yields an INTERRUPTED result. From other threads the caller must stop trials itself.
+    ``watch`` gets the curve after each new point; True stops the trial (``PRUNED``).
     """
     env = scrub_env(spec.drop_env)
     env.update(spec.env)
@@ -211,7 +255,8 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
                 result = TrialResult(ExecStatus.CRASH, None, None, wall, {}, started, started)
             else:
                 proc = started
-                output = _Output(_Scanner(spec.metric, spec.metric_regex), log_file, on_line)
+                output = _Output(_Scanner(spec.metric, spec.metric_regex, spec.progress_regex,
+                                          watch), log_file, on_line)
                 sampler = UsageSampler(proc.pid, env=env)
                 try:
                     with sampler:
@@ -230,7 +275,12 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
     rc = proc.returncode
     scanner = output.scanner
     value, problem, implied = scanner.outcome()
-    if timed_out:
+    if scanner.pruned:
+        last = scanner.curve.points[-1]
+        status = ExecStatus.PRUNED
+        reason = (f"pruned at {scanner.curve.unit} {last[0]:g}: {spec.metric} {last[1]:.6g} "
+                  "trailed the best's curve")
+    elif timed_out:
         status, reason = ExecStatus.TIMEOUT, f"timed out after {spec.timeout_s:.1f} s"
     elif interrupted is not None:
         status = ExecStatus.INTERRUPTED
@@ -254,6 +304,8 @@ def run_trial(spec: TrialSpec, on_line: Callable[[str], None] | None = None) -> 
         usage=sampler.usage(),
         digest=scanner.digest,
         metric_text=scanner.raw.strip()[:40] if status is ExecStatus.OK and scanner.raw else None,
+        curve=scanner.points(status is ExecStatus.OK), curve_unit=scanner.curve.unit,
+        curve_stride=scanner.curve.stride, curve_end=scanner.curve.end(),
     )
 
 
@@ -371,6 +423,8 @@ def _supervise(
                     timed_out = True
                 break
             output.feed(chunk)
+            if output.scanner.pruned:
+                break
     except Interrupted as exc:
         interrupted = exc.signum
     except BaseException:

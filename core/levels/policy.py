@@ -14,6 +14,7 @@ what comes back is checked here before the engine sees it:
   untouched, to be refused, with feedback to the proposer, by the engine as before;
 - ``select``: one of the candidates it was given (the very object is returned);
 - ``confirm_seeds``: an int between 0 and ``max(MAX_SEEDS, confirm)``; ``accept``: a bool;
+- ``prune``: a bool (None, from a runner without the hook: False);
 - ``n_candidates``: an int, at least 1 and capped at ``MAX_CANDIDATES``.
 
 Anything else is a ``MechanismFault`` (kind ``invalid``), as is a runner whose filters leave no
@@ -260,6 +261,16 @@ class RunnerPolicy:
         if not isinstance(keep, bool):
             self._invalid("accept", f"returned {_what(keep)}, expected a bool", trail)
         return keep
+
+    @_retryable
+    def prune(self, ctx: Mapping[str, Any], curves: Mapping[str, Any]) -> bool:
+        """Whether to stop the running trial now (``loop.pruning`` builds ``curves``)."""
+        stop, trail = self._call("prune", ctx, dict(curves))
+        if stop is None:
+            return False
+        if not isinstance(stop, bool):
+            self._invalid("prune", f"returned {_what(stop)}, expected a bool", trail)
+        return stop
 
     @_retryable
     def observe(self, ctx: Mapping[str, Any], record: Mapping[str, Any]) -> None:

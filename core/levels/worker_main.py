@@ -35,6 +35,9 @@ FILENAME = "runner.py"
 RUNNER_HOOKS = ("build_prompt", "focus", "filter_candidates", "select", "confirm_seeds", "accept",
                 "observe")
 MECHANISM_HOOKS = ("extend_prompt", "focus", "filter_candidates", "observe")
+#: Runner hooks added after runners were first written: a runner without one answers None
+#: (``prune``: never stop a trial early), so the runners of older run branches still load
+OPTIONAL_HOOKS = ("prune",)
 #: the largest answer line (bytes); the parent refuses longer ones too
 MAX_REPLY = 16 << 20
 
@@ -200,6 +203,8 @@ class Worker:
             self.ctx = self.context(msg["ctx"])
         try:
             self.wrap_mechanisms()
+            if hook in OPTIONAL_HOOKS and not callable(getattr(self.runner, hook, None)):
+                return self.answer(None)
             result = getattr(self.runner, hook)(self.ctx, *msg.get("args", ()))
             self.wrap_mechanisms()
             return self.answer(None if hook == "observe" else result)

@@ -80,7 +80,8 @@ def jobs(iteration: int, batch: Sequence[Candidate], files: Mapping[str, str],
     return [TrialJob(key=TrialKey(iteration, TrialKind.TRIAL, k).job_label(),
                      files={**files, target.file: cand.source}, command=target.command,
                      timeout_s=timeout_s, metric=target.metric, metric_regex=target.metric_regex,
-                     drop_env=tuple(drop_env), setup=target.setup, links=links)
+                     drop_env=tuple(drop_env), setup=target.setup, links=links,
+                     progress_regex=target.progress_regex)
             for k, cand in enumerate(batch)]
 
 

@@ -26,7 +26,7 @@ from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import noeffect, noise, resume, verify
+from arx.core.loop import noeffect, noise, pruning, resume, verify
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
@@ -314,7 +314,8 @@ class Engine:
             return self._observe(ctx, record)
         self.target_path.write_text(source)
         m = self._measure(TrialKey(i, TrialKind.TRIAL), changes, source,
-                          hypothesis=proposal.hypothesis)
+                          hypothesis=proposal.hypothesis, watch=pruning.watch_for(
+                              self.config, self.runner, ctx, self.records, self.best.iteration))
         self._measured[i] = {"changes": changes, "source": source, "result": m.result,
                              "base": base, "key": m.key}
         return self._decide(i, ctx, changes, source, m.result, base, key=m.key)

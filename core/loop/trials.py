@@ -14,13 +14,14 @@ import abc
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arx.core.config import TargetConfig, load_toml, plain
 from arx.core.errors import RunError
+from arx.core.execution.curve import CurveReader
 from arx.core.execution.executor import SETUP_TIMEOUT_S, Executor
 from arx.core.execution.factory import make_executor
 from arx.core.execution.process import kill_stale
@@ -38,6 +39,7 @@ _EXEC_TO_STATE = {
     ExecStatus.NO_METRIC: TrialState.NO_METRIC,
     ExecStatus.TIMEOUT: TrialState.TIMEOUT,
     ExecStatus.INTERRUPTED: TrialState.INTERRUPTED,
+    ExecStatus.PRUNED: TrialState.PRUNED,
 }
 #: summary keys copied from the target's output into each trace record
 SUMMARY_KEYS = ("training_seconds", "total_seconds", "num_steps", "data_fingerprint",
@@ -93,6 +95,8 @@ class TrialRequest:
     timeout_s: float
     log_name: str  # the log file's stem, e.g. ``0003-trial`` or ``0003-confirm-1-s2``
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: sees the curve after each new point; True stops the trial (``run_trial``; pruning)
+    watch: Callable[[CurveReader], bool] | None = field(default=None, compare=False)
 
 
 class TrialRunner(abc.ABC):
@@ -137,6 +141,7 @@ class LiveTrials(TrialRunner):
             command=command, cwd=self.cwd, timeout_s=timeout_s, metric=self.target.metric,
             metric_regex=self.target.metric_regex, log_path=self.log_dir / f"{log_name}.log",
             pid_path=self.pid_path, drop_env=self.drop_env,
+            progress_regex=self.target.progress_regex,
         )
 
     def prepare(self) -> None:
@@ -153,7 +158,8 @@ class LiveTrials(TrialRunner):
 
     def run(self, request: TrialRequest) -> TrialResult:
         self.prepare()
-        return run_trial(self._spec(self.target.command, request.timeout_s, request.log_name))
+        return run_trial(self._spec(self.target.command, request.timeout_s, request.log_name),
+                         watch=request.watch)
 
     def kill_stale(self) -> None:
         kill_stale(self.pid_path)
@@ -191,12 +197,14 @@ class TrialJournal:
         self.trial_seconds += seconds
 
     def measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
-                log: str | None = None, **start: Any) -> TrialResult:
-        """Journal the start of trial ``key``, then have the trial runner measure it."""
+                log: str | None = None, *, watch: Callable[[CurveReader], bool] | None = None,
+                **start: Any) -> TrialResult:
+        """Journal the start of trial ``key``, then have the trial runner measure it (``watch``
+        may stop it from its curve: ``loop.pruning``)."""
         self.trace.start(key.iteration, key.kind, changes, **start, **key.fields())
         again = f"-a{key.attempt}" if key.attempt else ""
         request = TrialRequest(key, dict(changes), source, timeout,
-                               f"{key.iteration:04d}-{log or key.kind}{again}")
+                               f"{key.iteration:04d}-{log or key.kind}{again}", watch=watch)
         result = self.trials.run(request)
         self.count(1, result.wall_s)
         return result
@@ -234,8 +242,25 @@ class TrialJournal:
             data["throughput"] = rate
         if state.is_failure:
             data["log_tail"] = result.log_tail
+        data.update(curve_fields(result))
         data.update(extra)
         return self.trace.record(data)
+
+
+def curve_fields(result: TrialResult) -> dict[str, Any]:
+    """A trial's curve as its trace record holds it (nothing when it printed none): ``curve``
+    [[progress, value], ...] in ``curve_unit``, where its progress ended (``curve_end``: the whole
+    that later trials' shares are of); a pruned trial's last point is ``pruned_at``."""
+    if not result.curve:
+        return {}
+    out: dict[str, Any] = {"curve": [list(p) for p in result.curve], "curve_unit": result.curve_unit}
+    if result.curve_stride > 1:
+        out["curve_stride"] = result.curve_stride
+    if result.curve_end is not None and result.status is ExecStatus.OK:
+        out["curve_end"] = result.curve_end
+    if result.status is ExecStatus.PRUNED:
+        out["pruned_at"] = list(result.curve[-1])
+    return out
 
 
 def default_executor(ws: Workspace) -> Executor | None:

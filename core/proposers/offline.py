@@ -35,7 +35,7 @@ from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.proposers.moves import freeze as _freeze
 from arx.core.proposers.moves import norm as _norm
 from arx.core.proposers.moves import unmeasured_move, weighted_sample
-from arx.core.states import FAILED, MEASURED
+from arx.core.states import FAILED, MEASURED, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -188,6 +188,11 @@ class OptunaProposer(Proposer):
                 continue
             elif status in FAILED:
                 state, value = optuna.trial.TrialState.FAIL, None
+            elif status == TrialState.PRUNED and params:  # TPE ranks it below every complete
+                study.add_trial(optuna.trial.create_trial(  # trial, by how far it got
+                    params=params, distributions=dists, state=optuna.trial.TrialState.PRUNED,
+                    intermediate_values=_steps(rec)))
+                continue
             else:
                 continue
             study.add_trial(
@@ -279,6 +284,12 @@ def fitted(history: Sequence[Mapping[str, Any]], direction: str,
     older.sort(key=lambda mi: (mi[0] if direction == "min" else -mi[0], mi[1]))
     keep = sorted(i for _m, i in older[:keep_best])
     return [history[i] for i in keep] + list(history[cut:])
+
+
+def _steps(rec: Mapping[str, Any]) -> dict[int, float]:
+    """A pruned trial's curve as Optuna's intermediate values (a step, or milliseconds)."""
+    scale = 1 if rec.get("curve_unit") == "step" else 1000
+    return {int(round(p * scale)): float(v) for p, v in rec.get("curve") or ()}
 
 
 def _metric(rec: Mapping[str, Any]) -> float | None:

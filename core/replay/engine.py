@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from arx.core.codemods.constants import discover_constants
+from arx.core.execution.curve import CurveReader
 from arx.core.execution.executor import Executor, JobResult, TrialJob
 from arx.core.execution.trial import ExecStatus, TrialResult
 from arx.core.llm.client import ChatResult
@@ -33,7 +34,7 @@ from arx.core.replay.stops import Cutter
 
 _STATUS = {"crash": ExecStatus.CRASH, "fail": ExecStatus.FAIL, "nan": ExecStatus.NAN,
            "no_metric": ExecStatus.NO_METRIC, "timeout": ExecStatus.TIMEOUT,
-           "interrupted": ExecStatus.INTERRUPTED}
+           "interrupted": ExecStatus.INTERRUPTED, "pruned": ExecStatus.PRUNED}
 TRIM = 160
 
 
@@ -46,7 +47,10 @@ def served_result(rec: Mapping[str, Any]) -> TrialResult:
         returncode=rec.get("returncode"), wall_s=float(rec.get("wall_s") or 0.0),
         summary={k: rec[k] for k in SUMMARY_KEYS if k in rec}, log_tail=rec.get("log_tail") or "",
         reason=rec.get("reason") or "", usage=dict(rec.get("machine") or {}),
-        digest=rec.get("output_digest"), metric_text=rec.get("metric_text"))
+        digest=rec.get("output_digest"), metric_text=rec.get("metric_text"),
+        curve=tuple((float(p), float(v)) for p, v in rec.get("curve") or ()),
+        curve_unit=rec.get("curve_unit"), curve_stride=int(rec.get("curve_stride") or 1),
+        curve_end=rec.get("curve_end"))
 
 
 def trim(text: Any, at: int = 0, width: int = TRIM) -> str:
@@ -77,7 +81,10 @@ class ServedTrials(TrialRunner):
     def run(self, request: TrialRequest) -> TrialResult:
         if self.cutter is not None:
             self.cutter.trial()
-        return served_result(self.requested(request.key, request.changes, request.source))
+        rec = self.requested(request.key, request.changes, request.source)
+        if request.watch is not None:
+            rewatch(request.key, rec, request.watch)
+        return served_result(rec)
 
     def forget_unrecorded(self, trace: Trace) -> None:
         """After a stopped session: a trial served but never recorded (the session stopped
@@ -112,6 +119,31 @@ class ServedTrials(TrialRunner):
                         f"config.{name}", original=config[name], replay=norm(values.get(name))))
         self.served.add(key)
         return rec
+
+
+def rewatch(key: TrialKey, rec: Mapping[str, Any], watch: Callable[[CurveReader], bool]) -> None:
+    """Show the recorded curve to the trial's watch point by point, as the run did: a trial the
+    original pruned must be stopped at its last point and not before, any other never. A curve
+    thinned as it was read (``curve_stride``) lost points the run decided on: only its last
+    point's decision is checked then."""
+    points = [(float(p), float(v)) for p, v in rec.get("curve") or ()]
+    if not points:
+        return
+    pruned = rec.get("status") == ExecStatus.PRUNED.value
+    reader = CurveReader()
+    reader.unit = rec.get("curve_unit")
+    thinned = int(rec.get("curve_stride") or 1) > 1
+    for k, point in enumerate(points):
+        reader.points.append(point)
+        last = k == len(points) - 1
+        if thinned and not (last and pruned):
+            continue
+        if watch(reader) != (pruned and last):
+            what = "stops the trial" if not (pruned and last) else "does not stop the trial"
+            raise DivergenceFound(Divergence(
+                key.describe(), f"the runner's prune rule {what} at {reader.unit} {point[0]:g} "
+                "of the recorded curve", "status", original=rec.get("status"),
+                replay="pruned" if not (pruned and last) else "not pruned"))
 
 
 class RecordedClock(Clock):

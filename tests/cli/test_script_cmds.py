@@ -293,3 +293,17 @@ def test_table_cells_print_as_they_are():
     add_row(table, "L1 #3 keep PATTERN 'SSSL'->'[SL]', [levels] k [/]")
     Console(file=out, width=200).print(table)
     assert "L1 #3 keep PATTERN 'SSSL'->'[SL]', [levels] k [/]" in out.getvalue()
+
+
+def test_check_says_whether_the_target_prints_a_learning_curve(tmp_path, toy_repo):
+    from pathlib import Path
+
+    from support.repos import make_script_repo
+
+    curve = Path(__file__).parents[1] / "support" / "curve_train.py"
+    root = make_script_repo(tmp_path / "curve", curve)
+    out = arx("-C", str(root), "check")
+    assert out.exit_code == 0, out.output
+    assert "curve       8 point(s) by step, 12 to 96; pruning on" in out.output
+    out = arx("-C", str(toy_repo), "check")  # prints its metric once, after training
+    assert out.exit_code == 0 and "curve       none: val_bpb is printed once" in out.output

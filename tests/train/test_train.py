@@ -12,7 +12,7 @@ SUMMARY_KEYS = ["val_bpb", "training_seconds", "total_seconds", "peak_mem_mb", "
 CONSTANTS = ["DEPTH", "ASPECT_RATIO", "HEAD_DIM", "WINDOW_PATTERN", "TOTAL_BATCH_SIZE",
              "DEVICE_BATCH_SIZE", "MAX_SEQ_LEN", "EMBEDDING_LR", "UNEMBEDDING_LR", "MATRIX_LR",
              "SCALAR_LR", "WEIGHT_DECAY", "ADAM_BETAS", "WARMUP_RATIO", "WARMDOWN_RATIO",
-             "FINAL_LR_FRAC", "SEED", "TIME_BUDGET", "TRAIN_STEPS"]
+             "FINAL_LR_FRAC", "SEED", "TIME_BUDGET", "TRAIN_STEPS", "CURVE_EVALS"]
 
 
 def constant_block(source):
@@ -58,6 +58,12 @@ def test_tiny_run_prints_progress_and_a_parsable_summary(run_train, summary_of, 
     assert progress[0].startswith("step 00001") and progress[-1].startswith("step 00006")
     # steps mode: the last step runs at progress 5/6, a third of the way down the warmdown
     assert "lrm 0.33" in progress[-1]
+    # the learning curve: a cheap val_bpb after steps 1-5 (the 6th ends the run), each named
+    training = proc.stdout.split("\n---\n")[0].splitlines()
+    curve = [k for k, line in enumerate(training) if line.startswith("val_bpb: ")]
+    assert len(curve) == 5
+    assert [training[k - 1][:30] for k in curve] == [
+        f"step {s:05d} | curve eval {s}/8" for s in range(1, 6)]
 
 
 @pytest.mark.slow

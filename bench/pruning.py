@@ -1,0 +1,195 @@
+"""Pruning on the curve-printing suite: trials per hour and the best, prune on vs off, same clock.
+
+    python bench/pruning.py [--problems mlp,gpt] [--seeds 5] [--budget 600] [--no-check]
+                            [--work DIR] [--md FILE]
+
+For each problem of ``bench/suite.py`` that prints a learning curve (``mlp``: val_loss every 25
+of its 400 steps; ``gpt``: the default target in steps mode, 8 curve evaluations) a fresh
+repository is made, and for each seed r two ordinary runs of the real engine with the offline
+proposer (seed r) are given the same wall-clock budget (``--budget`` seconds, the baseline
+included): one with ``--prune off``, one with ``--prune on``. A run is stopped after the first
+trial that ends past the budget. Printed, per problem and mode: trials per hour (Level-1 trials
+finished, pruned ones included) and the delta of the best (best - baseline; lower is better),
+mean ± sample std over the seeds; then the ratio of trials per hour and the difference of the
+best in pooled stds (positive: pruning's best is worse).
+
+Check mode (on by default): every pruned trial is trained again to its end, as the file it
+would have trained, and counted as a lost keep when its metric beats the best it was compared
+with (these problems are deterministic and run without noise, so the rule is "strictly better").
+The issue's targets: trials per hour >= 1.5x, the best no worse by more than one pooled std on
+any problem, lost keeps under 5% of the pruned trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arx.core.codemods.constants import apply_changes
+from arx.core.execution.trial import TrialSpec, run_trial
+from arx.core.loop.engine import Engine
+from arx.core.loop.progress import Reporter
+from arx.core.loop.trace import Trace, TraceRecord
+from arx.core.proposers.offline import offline_proposer
+from arx.core.repo.workspace import open_run
+
+sys.path.insert(0, str(Path(__file__).parent))
+import suite  # noqa: E402  (bench/suite.py, beside this script)
+
+CURVED = ("mlp", "gpt")
+
+
+class OutOfTime(Exception):
+    """The session's wall-clock budget is spent (raised after a trial is recorded)."""
+
+
+class Deadline(Reporter):
+    def __init__(self, budget_s: float):
+        self.end = time.monotonic() + budget_s
+
+    def trial(self, progress, record) -> None:
+        if time.monotonic() >= self.end:
+            raise OutOfTime
+
+
+@dataclass
+class Session:
+    prune: str
+    seed: int
+    seconds: float
+    records: list[TraceRecord]
+    best_delta: float
+    #: pruned trials trained to the end: (metric, the best it was compared with)
+    checked: list[tuple[float | None, float]] = field(default_factory=list)
+
+    @property
+    def trials(self) -> list[TraceRecord]:
+        return [r for r in self.records if r.kind == "trial" and r.state.value != "interrupted"]
+
+    @property
+    def per_hour(self) -> float:
+        return len(self.trials) / self.seconds * 3600
+
+    @property
+    def pruned(self) -> list[TraceRecord]:
+        return [r for r in self.trials if r.state.value == "pruned"]
+
+    @property
+    def lost(self) -> int:
+        return sum(1 for m, best in self.checked if m is not None and m < best)
+
+
+def session(root: Path, problem: suite.Problem, seed: int, prune: str, budget_s: float,
+            check: bool) -> Session:
+    name = f"{problem.name}-{prune}-{seed}"
+    ws = open_run(root, {"iterations": 100_000, "seed": seed, "prune": prune, "noise": "off",
+                         "verify": 0, **problem.flags}, name=name)
+    engine = Engine(ws, offline_proposer(ws.config), Deadline(budget_s))
+    t0 = time.monotonic()
+    try:
+        engine.run()
+    except OutOfTime:
+        pass
+    seconds = time.monotonic() - t0
+    try:
+        records = Trace(ws.path / ws.trace_rel).records()
+        base = next(r.metric for r in records if r.state.value == "baseline")
+        out = Session(prune, seed, seconds, records, engine.best.metric - base)
+        if check:
+            for rec in out.pruned:
+                source = apply_changes(engine.best.source, dict(rec.get("config") or {}))
+                out.checked.append((train_to_end(ws.path, ws.config.target, source),
+                                    float(rec.get("best_before"))))
+    finally:
+        ws.close(remove_worktree=True)
+    return out
+
+
+def train_to_end(worktree: Path, target, source: str) -> float | None:
+    """The metric ``source`` gets when trained to its end, in a copy of the run's worktree."""
+    with tempfile.TemporaryDirectory(prefix="arx-prune-check-") as tmp:
+        cwd = Path(tmp) / "w"
+        shutil.copytree(worktree, cwd, ignore=shutil.ignore_patterns(".git", "runs", "runner"),
+                        symlinks=True)
+        (cwd / target.file).write_text(source)
+        result = run_trial(TrialSpec(command=target.command, cwd=cwd, timeout_s=3600,
+                                     metric=target.metric, metric_regex=target.metric_regex))
+        return result.metric
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def report(results: dict[str, dict[str, list[Session]]], budget_s: float, check: bool) -> str:
+    lines = ["| problem | prune | seeds | trials/h mean ± std | best delta mean ± std | "
+             "pruned | lost keeps (check) |", "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for name, modes in results.items():
+        for mode in ("off", "on"):
+            runs = modes[mode]
+            rate, rate_sd = stats([s.per_hour for s in runs])
+            best, best_sd = stats([s.best_delta for s in runs])
+            pruned = sum(len(s.pruned) for s in runs)
+            lost = f"{sum(s.lost for s in runs)} of {pruned}" if check and mode == "on" else "-"
+            lines.append(f"| {name} | {mode} | {len(runs)} | {rate:.0f} ± {rate_sd:.0f} | "
+                         f"{best:+.4f} ± {best_sd:.4f} | {pruned} | {lost} |")
+        off, on = modes["off"], modes["on"]
+        ratio = stats([s.per_hour for s in on])[0] / stats([s.per_hour for s in off])[0]
+        (b_on, sd_on), (b_off, sd_off) = stats([s.best_delta for s in on]), \
+            stats([s.best_delta for s in off])
+        pooled = math.sqrt((sd_on ** 2 + sd_off ** 2) / 2)
+        diff = b_on - b_off
+        score = diff / pooled if pooled else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+        pruned = sum(len(s.pruned) for s in on)
+        lost = sum(s.lost for s in on)
+        verdicts.append(
+            f"- {name}: trials per hour x{ratio:.2f} with pruning (target >= 1.5); best "
+            f"{score:+.2f} pooled std vs off (target <= +1)"
+            + (f"; lost keeps {lost}/{pruned} = {lost / pruned:.0%} (target < 5%)"
+               if check and pruned else ""))
+    return "\n".join([f"Equal wall-clock budget per session: {budget_s:.0f} s (baseline "
+                      "included).", "", *lines, "", *verdicts])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--problems", default=",".join(CURVED))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=600.0, help="seconds per session")
+    ap.add_argument("--no-check", action="store_true", help="skip training pruned trials to "
+                    "the end")
+    ap.add_argument("--work", type=Path, help="where the repositories go [a temporary dir]")
+    ap.add_argument("--md", type=Path, help="also write the table to this file")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="arx-bench-pruning-"))
+    results: dict[str, dict[str, list[Session]]] = {}
+    for name in args.problems.split(","):
+        problem = suite.PROBLEMS[name]
+        root = suite.make_repo(problem, work / name)
+        if name == "gpt":
+            os.environ.update(suite.gpt_env(root))
+        results[name] = {"off": [], "on": []}
+        for seed in range(args.seeds):
+            for mode in ("off", "on"):
+                s = session(root, problem, seed, mode, args.budget, not args.no_check)
+                results[name][mode].append(s)
+                print(f"{name} seed {seed} prune {mode}: {len(s.trials)} trials in "
+                      f"{s.seconds:.0f} s ({len(s.pruned)} pruned, lost {s.lost}), best delta "
+                      f"{s.best_delta:+.4f}", flush=True)
+    text = report(results, args.budget, not args.no_check)
+    print(text)
+    if args.md:
+        args.md.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
