@@ -316,7 +316,7 @@ def mechanism_list(ctx, run_name, as_json):
         table.add_column(col)
     for r in rows:
         add_row(table, r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
-                str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
+                str(r["cycle"] or "-"), r["verdict"], r["state"], r["reason"] or "")
     console().print(table)
 
 

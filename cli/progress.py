@@ -17,9 +17,10 @@ from rich.text import Text
 from arx.core.loop.diagnose import last_error, log_file
 from arx.core.loop.progress import Reporter, RunProgress
 from arx.core.loop.trace import TraceRecord
-from arx.core.repo.commits import describe_changes, fmt_delta, fmt_metric
+from arx.core.repo.commits import change_items, fmt_delta, fmt_metric
 from arx.core.repo.paths import branch_of
 from arx.core.states import TrialState
+from arx.core.textfit import fit, fit_items
 
 _STYLE = {
     TrialState.KEEP: "bold green", TrialState.BASELINE: "cyan", TrialState.DISCARD: "dim",
@@ -79,17 +80,19 @@ class RichReporter(Reporter):
 
     def trial(self, p: RunProgress, record: TraceRecord) -> None:
         eta = _eta(p, record)
-        change = describe_changes(record.changes, record.get("before") or {})
+        change = fit_items(change_items(record.changes, record.get("before") or {}), 60) \
+            or "(no change)"
         if record.state is TrialState.BASELINE:
             change = "baseline"
-        metric = fmt_metric(record.metric) if record.metric is not None else record.get("reason", "")
+        metric = fmt_metric(record.metric) if record.metric is not None \
+            else fit(record.get("reason") or "", 60)
         style = _STYLE.get(record.state, "red" if record.state.is_failure else "")
         eta_text = f"eta {eta:.0f}s" if eta is not None else ""
         # a Text, not markup: a state without a style, or a change or reason with brackets,
         # must print as it is (an empty style made "[]no_effect[/]", a MarkupError mid-run)
         line = Text(f"#{record.iteration:>3} ")
         line.append(f"{record.state.value:<9}", style=style or None)
-        line.append(f" {change[:60]:<60} {metric[:40]:<12} best {fmt_metric(p.best_metric)}  "
+        line.append(f" {change:<60} {metric:<12} best {fmt_metric(p.best_metric)}  "
                     f"{p.elapsed_s:.0f}s {eta_text}")
         self.console.print(line, soft_wrap=True)
         if record.state.is_failure:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arx.core.states import Level, Source, Verdict
+from arx.core.textfit import fit
 
 Message = tuple[str, str, dict[str, str]]
 
@@ -75,15 +76,15 @@ def fmt_delta(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.6f}"
 
 
-def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
+def change_items(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> list[str]:
+    """One ``name old->new`` (or ``name=new``) per changed parameter."""
     before = before or {}
-    parts = []
-    for name, value in changes.items():
-        if name in before:
-            parts.append(f"{name} {fmt_value(before[name])}->{fmt_value(value)}")
-        else:
-            parts.append(f"{name}={fmt_value(value)}")
-    return ", ".join(parts) or "(no change)"
+    return [f"{name} {fmt_value(before[name])}->{fmt_value(value)}" if name in before
+            else f"{name}={fmt_value(value)}" for name, value in changes.items()]
+
+
+def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
+    return ", ".join(change_items(changes, before)) or "(no change)"
 
 
 # ---- builders ----------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
         Trailer.STATUS: "keep", Trailer.METRIC: fmt_metric(record.metric),
         Trailer.DELTA: fmt_delta(record.get("delta")),
         Trailer.CHANGES: json.dumps(_jsonable(record.changes), sort_keys=True),
-        Trailer.HYPOTHESIS: (record.get("hypothesis") or "").replace("\n", " ")[:500],
+        Trailer.HYPOTHESIS: fit(record.get("hypothesis") or "", 500),
     }
     if record.get("margin_sd") is not None:  # runs with a measured noise only
         trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
@@ -212,7 +213,7 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
         parts.append("freeze " + ", ".join(freeze))
     if unfreeze:
         parts.append("unfreeze " + ", ".join(unfreeze))
-    parts.append("guidance " + (f"'{guidance[:60]}...'" if len(guidance) > 60 else f"'{guidance}'"))
+    parts.append(f"guidance '{fit(guidance, 60)}'")
     subject = f"L1.5 cycle {cycle}: " + ", ".join(parts)
     body = f"Guidance: {guidance}\nDecided by: {decided_by}"
     if note:
@@ -220,13 +221,13 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
     trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L15.value, Trailer.CYCLE: str(cycle),
                 Trailer.FREEZE: ",".join(freeze) or "-",
                 Trailer.UNFREEZE: ",".join(unfreeze) or "-",
-                Trailer.GUIDANCE: guidance.replace("\n", " ")[:300],
+                Trailer.GUIDANCE: fit(guidance, 300),
                 Trailer.ITERATION: str(iteration)}
     return subject, body, trailers
 
 
 def gate_trailer(ok: bool, reason: str) -> str:
-    return "pass" if ok else f"fail: {reason}"[:300]
+    return "pass" if ok else fit(f"fail: {reason}", 300)
 
 
 def mechanism_message(run: str, name: str, domain: str, description: str, patches: str,
@@ -247,20 +248,20 @@ def mechanism_message(run: str, name: str, domain: str, description: str, patche
 
 def gate_revert_message(name: str, reason: str, gate: str, details: str) -> Message:
     """The revert of a mechanism the gate refused (right after its commit)."""
-    return (f"Revert L2 mechanism {name}: gate failed ({reason})"[:200], details,
+    return (f"Revert L2 mechanism {name}: gate failed ({fit(reason, 150)})", details,
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
 
 
 def resumed_gate_revert_message(name: str, gate: str) -> Message:
     """The same revert, made on resume when arx was stopped between the commit and its revert."""
-    return (f"Revert L2 mechanism {name}: gate failed ({gate[6:]})"[:200],
+    return (f"Revert L2 mechanism {name}: gate failed ({fit(gate[6:], 150)})",
             "Reverted on resume: arx was stopped between the commit and its revert.",
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
 
 
 def runtime_revert_message(name: str, hook: str, error: str) -> Message:
     """The revert of an active mechanism whose hook failed during the run."""
-    last = error.strip().splitlines()[-1][:200] if error.strip() else hook
+    last = fit(error.strip().splitlines()[-1], 200) if error.strip() else hook
     return (f"Revert L2 mechanism {name}: {hook} failed at run time", error[-3000:],
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.GATE: f"runtime: {last}"})
@@ -272,7 +273,7 @@ def no_benefit_revert_message(name: str, iteration: int, reason: str,
     return (f"Revert L2 mechanism {name}: no measured benefit", details,
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.ITERATION: str(iteration),
-             Trailer.OUTCOME: f"{Verdict.NO_BENEFIT.value}: {reason}"[:300]})
+             Trailer.OUTCOME: fit(f"{Verdict.NO_BENEFIT.value}: {reason}", 300)})
 
 
 def kept_message(run: str, name: str, iteration: int, reason: str, details: str) -> Message:
@@ -280,7 +281,7 @@ def kept_message(run: str, name: str, iteration: int, reason: str, details: str)
     return (f"L2 mechanism {name} kept: measured benefit", details,
             {Trailer.RUN: run, Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.ITERATION: str(iteration),
-             Trailer.OUTCOME: f"{Verdict.KEPT.value}: {reason}"[:300]})
+             Trailer.OUTCOME: fit(f"{Verdict.KEPT.value}: {reason}", 300)})
 
 
 def outcome_of(commit: Commit) -> Verdict | None:
