@@ -26,7 +26,7 @@ from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import noeffect, noise, resume, verify
+from arx.core.loop import eta, noeffect, noise, resume, verify
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
@@ -72,7 +72,8 @@ class Engine:
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
                                            self.secret_env)
         self.journal = TrialJournal(self.trace, self.trials, clock or Clock(), ws.name,
-                                    self.target.seed_constant)
+                                    self.target.seed_constant,
+                                    lambda note: self.reporter.training(self.progress(), note))
         self.measurer = Measurer(self.journal, self.trials, self.trace, self.config,
                                  self.reporter.line)
         self.noise: Mapping[str, Any] | None = None
@@ -105,7 +106,9 @@ class Engine:
             best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
             elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
             trial_seconds=self.journal.trial_seconds,
-            verified=self.verified.short() if self.verified else None)
+            verified=self.verified.short() if self.verified else None,
+            eta_s=eta.seconds_left(self.records, self.config, self.noise, bool(self.verified),
+                                   self.journal))
 
     # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -169,10 +172,9 @@ class Engine:
         record = self._record(TrialKey(0, TrialKind.BASELINE), result, {}, "", config,
                               TrialState.BASELINE if result.status is ExecStatus.OK else None)
         if record.state is not TrialState.BASELINE:
-            raise RunError(
-                f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
-                hint=failure_hint(result.log_tail, self.ws.root, self.ws.path, self.ws.name),
-            )
+            raise RunError(f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
+                           hint=failure_hint(result.log_tail, self.ws.root, self.ws.path,
+                                             self.ws.name))
         if self.config.rules >= 3:  # as a resume reloads it (runs before rules 3 left it out)
             self.records.append(record)
         self.baseline_metric = record.metric

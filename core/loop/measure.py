@@ -141,7 +141,8 @@ class Measurer:
                 text = apply_changes(source, changes) if changes else source
                 write(text)
                 key = TrialKey(0, TrialKind.NOISE, s)
-                result = self.journal.measure(key, changes, text, timeout)
+                result = self.journal.measure(key, changes, text, timeout, log=f"noise-{s}",
+                                              what="baseline")
                 config = {**dict(baseline.get("config") or {}), **changes}
                 rec = self.journal.record(key, result, changes, "", config, None,
                                           best_before=None, seq=s)
@@ -183,7 +184,8 @@ class Measurer:
                 key = self.attempts_of(TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i)),
                                        [*records, *added])
                 m = self.measure(key, changes, seeded, timeout, best.metric,
-                                 log=f"confirm-{of}-s{seed}")
+                                 log=f"confirm-{of}-s{seed}",
+                                 what="candidate" if of == i else f"best (#{of})")
                 added += m.contended
                 rec = self.journal.record(m.key, m.result, changes, "", {}, None,
                                           best_before=best.metric, of=of,
