@@ -30,6 +30,7 @@ from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
+from arx.core.textfit import fit
 
 
 def _version() -> str:
@@ -248,7 +249,7 @@ def log(ctx, name, as_json, level):
     for c in commits:
         t = c.trailers
         add_row(table, c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
-                c.subject[:70], t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
+                fit(c.subject, 70), t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
     console().print(table)
 
 

@@ -2,8 +2,9 @@
 
 A value cut mid-number (``0.401->0.``) or a reason cut mid-word (``a constraint: the co``) reads
 as something it is not. Every place arx shortens what it shows asks here: reasons lose whole
-words (an ellipsis says so), lists of values lose whole items (a count says how many). A leaf:
-strings in, a string out.
+words (an ellipsis says so), lists of values lose whole items (a count says how many). What is
+stored (trailers, subjects, trace reasons) keeps the cut it always had: replay compares it with
+old branches byte for byte. A leaf: strings in, a string out.
 """
 
 from __future__ import annotations

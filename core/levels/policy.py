@@ -31,7 +31,6 @@ from typing import Any
 from arx.core.errors import ProposalError
 from arx.core.levels.worker import MechanismFault, RunnerWorker, WorkerLimits
 from arx.core.states import TrialKind
-from arx.core.textfit import fit
 
 __all__ = ["MAX_CANDIDATES", "MAX_PROMPT", "MAX_SEEDS", "NO_PROGRESS", "MechanismFault",
            "RunnerPolicy"]
@@ -278,4 +277,5 @@ class RunnerPolicy:
 
 
 def _what(value: Any) -> str:
-    return fit(repr(value), 60)
+    text = repr(value)
+    return text[:60] + ("..." if len(text) > 60 else "")

@@ -23,8 +23,6 @@ import operator
 import re
 from typing import Any
 
-from arx.core.textfit import fit
-
 #: keys that mark the object a proposer is after
 PREFERRED_KEYS = ("changes", "candidates")
 MAX_TEXT = 200_000
@@ -142,7 +140,7 @@ def _objects(block: str, errors: list[str]) -> list[tuple[dict, bool]]:
         try:
             obj = parse_object(snippet)
         except ValueError as exc:
-            errors.append(f"could not parse {fit(snippet, 60)}: {exc}")
+            errors.append(f"could not parse {_short(snippet)}: {exc}")
             failed_until = max(failed_until, end)
             continue
         if isinstance(obj, dict):
@@ -226,3 +224,8 @@ def _key(k: Any) -> Any:
     if isinstance(k, (list, dict)):
         raise TypeError(f"unhashable key {k!r}")
     return k
+
+
+def _short(s: str, n: int = 60) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 3] + "..."

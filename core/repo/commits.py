@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arx.core.states import Level, Source, Verdict
-from arx.core.textfit import fit
 
 Message = tuple[str, str, dict[str, str]]
 
@@ -122,7 +121,7 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
         Trailer.STATUS: "keep", Trailer.METRIC: fmt_metric(record.metric),
         Trailer.DELTA: fmt_delta(record.get("delta")),
         Trailer.CHANGES: json.dumps(_jsonable(record.changes), sort_keys=True),
-        Trailer.HYPOTHESIS: fit(record.get("hypothesis") or "", 500),
+        Trailer.HYPOTHESIS: (record.get("hypothesis") or "").replace("\n", " ")[:500],
     }
     if record.get("margin_sd") is not None:  # runs with a measured noise only
         trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
@@ -213,7 +212,7 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
         parts.append("freeze " + ", ".join(freeze))
     if unfreeze:
         parts.append("unfreeze " + ", ".join(unfreeze))
-    parts.append(f"guidance '{fit(guidance, 60)}'")
+    parts.append("guidance " + (f"'{guidance[:60]}...'" if len(guidance) > 60 else f"'{guidance}'"))
     subject = f"L1.5 cycle {cycle}: " + ", ".join(parts)
     body = f"Guidance: {guidance}\nDecided by: {decided_by}"
     if note:
@@ -221,13 +220,13 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
     trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L15.value, Trailer.CYCLE: str(cycle),
                 Trailer.FREEZE: ",".join(freeze) or "-",
                 Trailer.UNFREEZE: ",".join(unfreeze) or "-",
-                Trailer.GUIDANCE: fit(guidance, 300),
+                Trailer.GUIDANCE: guidance.replace("\n", " ")[:300],
                 Trailer.ITERATION: str(iteration)}
     return subject, body, trailers
 
 
 def gate_trailer(ok: bool, reason: str) -> str:
-    return "pass" if ok else fit(f"fail: {reason}", 300)
+    return "pass" if ok else f"fail: {reason}"[:300]
 
 
 def mechanism_message(run: str, name: str, domain: str, description: str, patches: str,
@@ -248,20 +247,20 @@ def mechanism_message(run: str, name: str, domain: str, description: str, patche
 
 def gate_revert_message(name: str, reason: str, gate: str, details: str) -> Message:
     """The revert of a mechanism the gate refused (right after its commit)."""
-    return (f"Revert L2 mechanism {name}: gate failed ({fit(reason, 150)})", details,
+    return (f"Revert L2 mechanism {name}: gate failed ({reason})"[:200], details,
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
 
 
 def resumed_gate_revert_message(name: str, gate: str) -> Message:
     """The same revert, made on resume when arx was stopped between the commit and its revert."""
-    return (f"Revert L2 mechanism {name}: gate failed ({fit(gate[6:], 150)})",
+    return (f"Revert L2 mechanism {name}: gate failed ({gate[6:]})"[:200],
             "Reverted on resume: arx was stopped between the commit and its revert.",
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name, Trailer.GATE: gate})
 
 
 def runtime_revert_message(name: str, hook: str, error: str) -> Message:
     """The revert of an active mechanism whose hook failed during the run."""
-    last = fit(error.strip().splitlines()[-1], 200) if error.strip() else hook
+    last = error.strip().splitlines()[-1][:200] if error.strip() else hook
     return (f"Revert L2 mechanism {name}: {hook} failed at run time", error[-3000:],
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.GATE: f"runtime: {last}"})
@@ -273,7 +272,7 @@ def no_benefit_revert_message(name: str, iteration: int, reason: str,
     return (f"Revert L2 mechanism {name}: no measured benefit", details,
             {Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.ITERATION: str(iteration),
-             Trailer.OUTCOME: fit(f"{Verdict.NO_BENEFIT.value}: {reason}", 300)})
+             Trailer.OUTCOME: f"{Verdict.NO_BENEFIT.value}: {reason}"[:300]})
 
 
 def kept_message(run: str, name: str, iteration: int, reason: str, details: str) -> Message:
@@ -281,7 +280,7 @@ def kept_message(run: str, name: str, iteration: int, reason: str, details: str)
     return (f"L2 mechanism {name} kept: measured benefit", details,
             {Trailer.RUN: run, Trailer.LEVEL: Level.L2.value, Trailer.MECHANISM: name,
              Trailer.ITERATION: str(iteration),
-             Trailer.OUTCOME: fit(f"{Verdict.KEPT.value}: {reason}", 300)})
+             Trailer.OUTCOME: f"{Verdict.KEPT.value}: {reason}"[:300]})
 
 
 def outcome_of(commit: Commit) -> Verdict | None:
