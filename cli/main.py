@@ -205,8 +205,8 @@ def status(ctx, name, as_json):
         return
     table = Table(title="arx runs")
     for col in ("run", "state", "iter", "baseline", "best", "delta (in search)",
-                "held-out delta", "noise (sd)", "keep/discard/other", "re-run", "tokens",
-                "cost $", "mechanisms"):
+                "held-out delta", "noise (sd)", "keep/discard/other", "re-run",
+                "confirm failed", "tokens", "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
         discards = r.counts.get(TrialState.DISCARD, 0) + r.counts.get(TrialState.NO_EFFECT, 0)
@@ -218,7 +218,7 @@ def status(ctx, name, as_json):
             table, r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
             "n/a" if r.delta is None else f"{r.delta:+.6f}", verified_short(r.verified), noise,
             f"{r.counts.get('keep', 0)}/{discards}/{other}", str(r.reruns),
-            str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
+            str(r.confirm_failed), str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
 
 

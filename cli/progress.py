@@ -121,6 +121,8 @@ class RichReporter(Reporter):
         line.append(f" {change:<60} {metric:<12} best {fmt_metric(p.best_metric)}  "
                     f"{p.elapsed_s:.0f}s {eta_text}")
         self.console.print(line, soft_wrap=True)
+        for failed in record.get("confirm_failed") or []:
+            self.console.print(Text(f"      {failed}", style="yellow"), soft_wrap=True)
         if record.state.is_failure:
             error = last_error(record.get("log_tail") or "")
             log = log_file(self.log_dir, record.data) if self.log_dir else None

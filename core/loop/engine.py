@@ -26,7 +26,7 @@ from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import eta, noeffect, noise, resume, verify
+from arx.core.loop import eta, measure, noeffect, noise, resume, verify
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
@@ -343,8 +343,7 @@ class Engine:
                                     else TrialState.DISCARD, result.metric,
                                     self.best.first_metric, self.config.rules, result.digest,
                                     self.best.digest)
-        extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
-            if len(metrics) > 1 else {}
+        extra = measure.compared(metrics, best_metrics, self.records, i)
         extra.update({"overruled": True} if overruled else {})
         extra.update(noise.judged(metrics, best_metrics, ctx["noise"]["sd"],
                                   self.target.direction, state))

@@ -112,8 +112,7 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
                f"{metric} {fmt_metric(before)}->{fmt_metric(record.metric)}")
     body = record.get("hypothesis") or ""
     if record.get("confirm_metrics"):
-        body += (f"\n\nConfirmed over {1 + len(record.get('confirm_metrics'))} seeds: "
-                 f"{record.get('confirm_metrics')} vs best {record.get('best_confirm_metrics')}.")
+        body += "\n\n" + confirmed_text(record)
     if recovered:
         body += "\n\n(committed on resume: arx was stopped after recording this keep)"
     trailers = {
@@ -126,6 +125,30 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
     if record.get("margin_sd") is not None:  # runs with a measured noise only
         trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
     return subject, body.strip(), trailers
+
+
+def _side(values: Any) -> str:
+    shown = [fmt_metric(v) for v in values]
+    known = [v for v in values if v is not None]
+    mean = f" (mean {fmt_metric(sum(known) / len(known))})" if len(known) > 1 else ""
+    return ", ".join(shown) + mean
+
+
+def confirmed_text(record: Any) -> str:
+    """What a confirmed decision compared: every value of each side, on which seeds, and the
+    confirmation trainings that failed. Records from before ``best_first_metric`` existed give
+    the extra values only, as they always did."""
+    extra, best_extra = record.get("confirm_metrics") or [], record.get("best_confirm_metrics") or []
+    n = 1 + len(extra)
+    if "best_first_metric" not in record.data:
+        return f"Confirmed over {n} seeds: {extra} vs best {best_extra}."
+    seeds = [record.get("seed"), *(record.get("confirm_seeds") or [])]
+    on = f" ({', '.join(str(s) for s in seeds)})" if None not in seeds and len(seeds) == n else ""
+    text = (f"Confirmed over {n} seeds{on}: candidate {_side([record.metric, *extra])} vs best "
+            f"{_side([record.get('best_first_metric'), *best_extra])}.")
+    for failed in record.get("confirm_failed") or []:
+        text += f"\nFailed: {failed}."
+    return text
 
 
 @dataclass(frozen=True)

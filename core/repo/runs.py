@@ -22,7 +22,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
-from arx.core.states import Event, RunState, TrialKind, TrialState
+from arx.core.states import FAILED, Event, RunState, TrialKind, TrialState
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class RunStatus:
     reruns: int = 0
     #: the latest held-out verification (the trace's ``verify`` event), None: not verified
     verified: Mapping[str, Any] | None = None
+    #: confirmation trainings that failed (``confirm_timeout``, ``confirm_crash``, ...)
+    confirm_failed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
@@ -103,7 +105,10 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
     base, best = reported(records, noise)
-    iterations = config.iterations if config else 0
+    # the target a resume set (`--resume --iterations 45`), else the one the run started with
+    iterations = next((int(e["iterations"]) for e in reversed(records_all)
+                       if e.get("event") == Event.RESUME and e.get("iterations")),
+                      config.iterations if config else 0)
     ended = has_ended(repo.log(branch, max_count=50))
     if is_locked(repo, name):
         state = RunState.RUNNING
@@ -126,6 +131,8 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         reruns=sum(1 for r in records if r.get("status") == TrialState.CONTENDED),
         verified=next((e for e in reversed(records_all) if e.get("event") == Event.VERIFY),
                       None),
+        confirm_failed=sum(1 for r in records if r.get("kind") == TrialKind.CONFIRM
+                           and r.get("status") in FAILED),
     )
 
 
