@@ -26,10 +26,16 @@ from arx.core.loop.space import run_space
 from arx.core.repo.commits import Trailer, verified_short
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
-from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
+from arx.core.repo.runs import (
+    history,
+    history_with_decisions,
+    run_mechanisms,
+    run_names,
+    run_status,
+)
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
-from arx.core.states import TrialState
+from arx.core.states import Event, TrialState
 from arx.core.textfit import fit
 
 
@@ -237,10 +243,11 @@ def log(ctx, name, as_json, level):
         if not names:
             raise click.ClickException("no runs yet: `arx run` starts one")
         name = max(names, key=lambda n: repo.log(f"arx/{n}", max_count=1)[0].authored_at)
-    commits = [c for c in history(repo, name)
+    commits = [c for c in history_with_decisions(repo, name)
                if level is None or c.trailers.get(Trailer.LEVEL) == level]
-    if as_json:
-        click.echo(json.dumps([{"sha": c.sha, "subject": c.subject, **c.trailers}
+    if as_json:  # a decision without a commit (a step-aside) has "sha": null and its "event"
+        click.echo(json.dumps([{"sha": c.sha or None, "subject": c.subject, **c.trailers,
+                                **({} if c.sha else {"event": Event.STEP_ASIDE.value})}
                                for c in commits], indent=2))
         return
     table = Table(title=f"arx/{name}")
@@ -248,7 +255,7 @@ def log(ctx, name, as_json, level):
         table.add_column(col)
     for c in commits:
         t = c.trailers
-        add_row(table, c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
+        add_row(table, c.sha[:8] or "(event)", t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
                 fit(c.subject, 70), t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
     console().print(table)
 

@@ -18,6 +18,7 @@ from arx.core.levels.mechanism_state import (
     mechanism_records,
     verdict_of,
 )
+from arx.core.levels.outcome import step_aside_line
 from arx.core.loop.measure import confirm_failure
 from arx.core.repo.commits import (
     describe_changes,
@@ -129,6 +130,11 @@ def run_blocks(run: RunData) -> list[Block]:
                  str(m.get("source") or "-"), m["gate"], m["result"], m["now"]] for m in mechs]))
         else:
             blocks.append(("p", "No Level 2 mechanism yet."))
+        asides = [e for e in run.events if e.get("event") == Event.STEP_ASIDE]
+        if asides:
+            blocks.append(("p", "Level 2 stepped aside (no mechanism added, no commit): "
+                                + "; ".join(f"after iteration {e.get('iteration')}: "
+                                            f"{step_aside_line(e)}" for e in asides) + "."))
     return blocks
 
 

@@ -227,8 +227,9 @@ def verify_message(run: str, metric: str, event: Mapping[str, Any]) -> Message:
 
 def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
                     unfreeze: Iterable[str], guidance: str, decided_by: str,
-                    note: str = "") -> Message:
-    """One Level 1.5 cycle."""
+                    note: str = "", evidence: Iterable[str] = ()) -> Message:
+    """One Level 1.5 cycle; ``evidence``: a line per parameter frozen or unfrozen, saying what
+    decided it (``level15.evidence_lines``)."""
     freeze, unfreeze = tuple(freeze), tuple(unfreeze)
     parts = []
     if freeze:
@@ -240,6 +241,9 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
     body = f"Guidance: {guidance}\nDecided by: {decided_by}"
     if note:
         body += f" ({note})"
+    evidence = list(evidence)
+    if evidence:
+        body += "\nEvidence:\n" + "\n".join(f"- {line}" for line in evidence)
     trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L15.value, Trailer.CYCLE: str(cycle),
                 Trailer.FREEZE: ",".join(freeze) or "-",
                 Trailer.UNFREEZE: ",".join(unfreeze) or "-",

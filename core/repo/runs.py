@@ -15,6 +15,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
+from arx.core.levels.outcome import step_aside_line
 from arx.core.loop.noise import latest_noise, reported
 from arx.core.loop.trace import TRACE_VERSION
 from arx.core.repo.commits import Trailer, has_ended
@@ -22,7 +23,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
-from arx.core.states import FAILED, Event, RunState, TrialKind, TrialState
+from arx.core.states import FAILED, Event, Level, RunState, TrialKind, TrialState
 
 
 @dataclass(frozen=True)
@@ -144,3 +145,27 @@ def run_mechanisms(repo: GitRepo, name: str) -> list[MechanismRecord]:
 def history(repo: GitRepo, name: str) -> list[CommitRecord]:
     """The run's own commits (those with its Arx-Run trailer), oldest first."""
     return [c for c in reversed(repo.log(branch_of(name))) if c.trailers.get(Trailer.RUN) == name]
+
+
+def history_with_decisions(repo: GitRepo, name: str) -> list[CommitRecord]:
+    """``history`` with the decisions that changed nothing and so made no commit (a Level-2
+    cycle that stepped aside: trace ``step_aside`` events), each as a record without a sha,
+    after the commits of the iterations before it."""
+    rows = history(repo, name)
+    for e in (e for e in trace_events(repo, name) if e.get("event") == Event.STEP_ASIDE):
+        at = int(e.get("iteration") or 0)
+        row = CommitRecord("", step_aside_line(e), "", {
+            Trailer.RUN: name, Trailer.LEVEL: Level.L2.value, Trailer.CYCLE: str(e.get("cycle")),
+            Trailer.ITERATION: str(at)})
+        k = next((k for k, c in enumerate(rows) if _after(c, at)), len(rows))
+        rows.insert(k, row)
+    return rows
+
+
+def _after(commit: CommitRecord, iteration: int) -> bool:
+    """Whether ``commit`` belongs after a decision taken before iteration ``iteration + 1``:
+    it is of a later iteration, or the end of the run."""
+    if commit.trailers.get(Trailer.LEVEL) == Level.END.value:
+        return True
+    value = commit.trailers.get(Trailer.ITERATION, "")
+    return value.isdigit() and int(value) > iteration
