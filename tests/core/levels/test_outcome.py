@@ -95,8 +95,9 @@ def test_level2_steps_aside_only_from_rules_4_and_step_aside_false_restores_the_
     """Seed 2 on the toy target gains in every 5-iteration window: from rules 4 Level 2 adds
     nothing; with ``step_aside = false``, and on a run made with rules 3 (its branch resumes
     and replays as it ran), a mechanism every cycle as in the paper."""
-    flags = {"iterations": 10, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 2}
-    assert level2_notes(open_run(toy_repo, {**flags, "iterations": 6}, name="aside")) == []
+    # 6 iterations: the first Level-2 cycle runs after iteration 5
+    flags = {"iterations": 6, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 2}
+    assert level2_notes(open_run(toy_repo, flags, name="aside")) == []
     # each step-aside is a trace event with its window, in `arx log --level 2`, and replayed
     (aside,) = [e for e in trace_events(GitRepo(toy_repo), "aside")
                 if e.get("event") == "step_aside"]
