@@ -100,7 +100,8 @@ def seconds_left(records: Sequence[Any], config: Any, noise_event: Any, verified
     trainings of one under way count down). ``journal``: the session's ``TrialJournal``: arx's
     own time is what passed since its first training that was not training."""
     measuring = config.noise == "auto" and noise_event is None
-    noise_done = sum(1 for r in records if r.kind == TrialKind.NOISE and r.metric is not None)
+    noise_done = max(sum(1 for r in records if r.kind == TrialKind.NOISE and r.metric is not None),
+                     journal.kinds[TrialKind.NOISE.value])  # (its records come at its end)
     since = time.monotonic() - journal.first_start if journal.first_start is not None else 0.0
     f = forecast(records, config, noise_left=max(EXTRA - noise_done, 0) if measuring else 0,
                  verify_left=not verified, elapsed_s=since, trials_run=journal.trials_run,
