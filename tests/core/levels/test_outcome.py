@@ -200,6 +200,13 @@ def test_the_judgements_show_in_log_mechanism_list_and_report(group_d):
     listed = json.loads(out.output)
     assert {(r["verdict"], r["state"]) for r in listed} >= {("no_benefit", "reverted"),
                                                             ("kept", "active")}
+    # the table shows each outcome's whole reason (it was cut at 60 characters, before the
+    # waste and the windows compared), wrapped by words
+    table = " ".join(invoke(root, "mechanism", "list", "--run", "d").output.split())
+    for r in listed:
+        if r["verdict"] in ("kept", "no_benefit"):
+            tail = r["reason"].split("waste/trial ")[1]  # "0.00 -> 0.00 (iterations 5-9 -> 10-14)"
+            assert all(word in table for word in tail.split())
     rows = level2_rows(load_run(GitRepo(root), "d"))
     judged = {r["verdict"]: r for r in rows if r["verdict"] in ("kept", "no_benefit")}
     assert judged["no_benefit"]["result"] == "reverted"
