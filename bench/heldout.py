@@ -31,7 +31,7 @@ from pathlib import Path
 import tomlkit
 
 from arx.core.loop import stats
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.loop.noise import latest_noise, reported
 from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.runs import trace_events

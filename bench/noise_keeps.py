@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.scaffold import init_repo

@@ -20,17 +20,25 @@ from arx.core.app.export import live_export, public_url
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
-from arx.core.loop.engine import default_executor, run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.provenance import write_provenance
 from arx.core.loop.space import run_space
+from arx.core.loop.trials import default_executor
 from arx.core.repo.commits import Trailer, verified_short
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
-from arx.core.repo.runs import history, run_mechanisms, run_names, run_status
+from arx.core.repo.runs import (
+    history,
+    history_with_decisions,
+    run_mechanisms,
+    run_names,
+    run_status,
+)
 from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
-from arx.core.states import TrialState
+from arx.core.states import Event, TrialState
+from arx.core.textfit import fit
 
 
 def _version() -> str:
@@ -220,8 +228,8 @@ def status(ctx, name, as_json):
         return
     table = Table(title="arx runs")
     for col in ("run", "state", "iter", "baseline", "best", "delta (in search)",
-                "held-out delta", "noise (sd)", "keep/discard/other", "re-run", "tokens",
-                "cost $", "mechanisms"):
+                "held-out delta", "noise (sd)", "keep/discard/other", "re-run",
+                "confirm failed", "tokens", "cost $", "mechanisms"):
         table.add_column(col)
     for r in rows:
         lost = (TrialState.DISCARD, TrialState.NO_EFFECT, TrialState.PRUNED)  # no commit
@@ -233,7 +241,7 @@ def status(ctx, name, as_json):
             table, r.name, r.state, f"{r.iterations_done}/{r.iterations}", _m(r.baseline), _m(r.best),
             "n/a" if r.delta is None else f"{r.delta:+.6f}", verified_short(r.verified), noise,
             f"{r.counts.get('keep', 0)}/{discards}/{other}", str(r.reruns),
-            str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
+            str(r.confirm_failed), str(r.tokens), f"{r.cost_usd:.4f}", ", ".join(r.mechanisms) or "-")
     console().print(table)
 
 
@@ -252,10 +260,11 @@ def log(ctx, name, as_json, level):
         if not names:
             raise click.ClickException("no runs yet: `arx run` starts one")
         name = max(names, key=lambda n: repo.log(f"arx/{n}", max_count=1)[0].authored_at)
-    commits = [c for c in history(repo, name)
+    commits = [c for c in history_with_decisions(repo, name)
                if level is None or c.trailers.get(Trailer.LEVEL) == level]
-    if as_json:
-        click.echo(json.dumps([{"sha": c.sha, "subject": c.subject, **c.trailers}
+    if as_json:  # a decision without a commit (a step-aside) has "sha": null and its "event"
+        click.echo(json.dumps([{"sha": c.sha or None, "subject": c.subject, **c.trailers,
+                                **({} if c.sha else {"event": Event.STEP_ASIDE.value})}
                                for c in commits], indent=2))
         return
     table = Table(title=f"arx/{name}")
@@ -263,8 +272,8 @@ def log(ctx, name, as_json, level):
         table.add_column(col)
     for c in commits:
         t = c.trailers
-        add_row(table, c.sha[:8], t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
-                c.subject[:70], t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
+        add_row(table, c.sha[:8] or "(event)", t.get(Trailer.LEVEL, ""), t.get(Trailer.ITERATION, ""),
+                fit(c.subject, 70), t.get(Trailer.METRIC, ""), t.get(Trailer.DELTA, ""))
     console().print(table)
 
 
@@ -332,7 +341,7 @@ def mechanism_list(ctx, run_name, as_json):
         table.add_column(col)
     for r in rows:
         add_row(table, r["run"], r["mechanism"], r["domain"] or "", r["source"] or "",
-                str(r["cycle"] or "-"), r["verdict"], r["state"], (r["reason"] or "")[:60])
+                str(r["cycle"] or "-"), r["verdict"], r["state"], r["reason"] or "")
     console().print(table)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -15,11 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from arx.core.loop.diagnose import last_error, log_file
-from arx.core.loop.progress import Reporter, RunProgress
+from arx.core.loop.progress import Reporter, RunProgress, Training
 from arx.core.loop.trace import TraceRecord
-from arx.core.repo.commits import describe_changes, fmt_delta, fmt_metric
+from arx.core.repo.commits import change_items, fmt_delta, fmt_metric
 from arx.core.repo.paths import branch_of
-from arx.core.states import TrialState
+from arx.core.states import TrialKind, TrialState
+from arx.core.textfit import fit, fit_items
 
 _STYLE = {
     TrialState.KEEP: "bold green", TrialState.BASELINE: "cyan", TrialState.DISCARD: "dim",
@@ -39,9 +41,26 @@ def add_row(table: Table, *cells: str) -> None:
     table.add_row(*(Text(str(cell)) for cell in cells))
 
 
-def _eta(p: RunProgress, record: TraceRecord) -> float | None:
-    left = max(p.iterations - record.iteration, 0)
-    return (p.elapsed_s / max(p.trials_run, 1)) * left if p.trials_run else None
+def _eta(p: RunProgress) -> str:
+    return f"eta {p.eta_s:.0f}s" if p.eta_s is not None else ""
+
+
+def training_text(t: Training) -> str:
+    """``noise 2 (baseline, seed 2)``, ``#4 confirm (candidate, seed 1)``, ``verify (best (#3),
+    seed 1001)``, with ``attempt 2`` for a contended re-run."""
+    seed = f", seed {t.seed}" if t.seed is not None else ""
+    again = f", attempt {t.attempt + 1}" if t.attempt else ""
+    where = "" if t.kind in (TrialKind.NOISE, TrialKind.VERIFY) else f"#{t.iteration} "
+    number = f" {t.seq}" if t.kind == TrialKind.NOISE else ""
+    return f"{where}{t.kind}{number} ({t.what or t.kind}{seed}{again})"
+
+
+def training_end(t: Training) -> str:
+    """What a training ended with: its metric, or its status and reason (``confirm_timeout``:
+    a confirmation the hard timeout killed, never folded silently into a discard)."""
+    if t.status == "ok" and t.metric is not None:
+        return f"{fmt_metric(t.metric)} in {t.wall_s or 0:.0f}s"
+    return f"{t.kind}_{t.status}: {fit(t.reason, 80)} after {t.wall_s or 0:.0f}s"
 
 
 def summary_rows(p: RunProgress) -> list[tuple[str, str]]:
@@ -77,21 +96,33 @@ class RichReporter(Reporter):
         # which rich would read as markup, dropping them or failing on a stray "[/]"
         self.console.print(text, markup=False)
 
+    def training(self, p: RunProgress, t: Training) -> None:
+        if t.status is None:
+            text = Text(f"      {training_text(t)} ...", style="dim")
+        else:
+            style = "dim" if t.status == "ok" else "yellow"
+            text = Text(f"      {training_text(t)}: {training_end(t)}  {p.elapsed_s:.0f}s "
+                        f"{_eta(p)}", style=style)
+        self.console.print(text, soft_wrap=True)
+
     def trial(self, p: RunProgress, record: TraceRecord) -> None:
-        eta = _eta(p, record)
-        change = describe_changes(record.changes, record.get("before") or {})
+        change = fit_items(change_items(record.changes, record.get("before") or {}), 60) \
+            or "(no change)"
         if record.state is TrialState.BASELINE:
             change = "baseline"
-        metric = fmt_metric(record.metric) if record.metric is not None else record.get("reason", "")
+        metric = fmt_metric(record.metric) if record.metric is not None \
+            else fit(record.get("reason") or "", 60)
         style = _STYLE.get(record.state, "red" if record.state.is_failure else "")
-        eta_text = f"eta {eta:.0f}s" if eta is not None else ""
+        eta_text = _eta(p)
         # a Text, not markup: a state without a style, or a change or reason with brackets,
         # must print as it is (an empty style made "[]no_effect[/]", a MarkupError mid-run)
         line = Text(f"#{record.iteration:>3} ")
         line.append(f"{record.state.value:<9}", style=style or None)
-        line.append(f" {change[:60]:<60} {metric[:40]:<12} best {fmt_metric(p.best_metric)}  "
+        line.append(f" {change:<60} {metric:<12} best {fmt_metric(p.best_metric)}  "
                     f"{p.elapsed_s:.0f}s {eta_text}")
         self.console.print(line, soft_wrap=True)
+        for failed in record.get("confirm_failed") or []:
+            self.console.print(Text(f"      {failed}", style="yellow"), soft_wrap=True)
         if record.state.is_failure:
             error = last_error(record.get("log_tail") or "")
             log = log_file(self.log_dir, record.data) if self.log_dir else None
@@ -122,6 +153,10 @@ class JsonReporter(Reporter):
 
     def line(self, text: str) -> None:
         self._emit({"event": "note", "text": text})
+
+    def training(self, p: RunProgress, t: Training) -> None:
+        self._emit({"event": "training", "phase": "start" if t.status is None else "end",
+                    **asdict(t), "eta_s": p.eta_s})
 
     def finish(self, p: RunProgress) -> None:
         self._emit({"event": "summary", **dict(summary_rows(p)),

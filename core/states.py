@@ -84,6 +84,7 @@ class Event(_Word):
     NOISE = "noise"  # the measured spread of the metric (see docs/trace.md)
     RESUME = "resume"  # the run was resumed (with what, up to which iteration)
     VERIFY = "verify"  # the held-out verification of a run's result (see docs/trace.md)
+    STEP_ASIDE = "step_aside"  # a Level-2 cycle that added nothing: the search was progressing
 
 
 class Occasion(_Word):

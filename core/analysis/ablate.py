@@ -37,7 +37,7 @@ from arx.core.analysis.summary import to_markdown as blocks_md
 from arx.core.config import load_toml, plain, resolve
 from arx.core.errors import ConfigError
 from arx.core.llm.settings import resolve_llm
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.loop.provenance import write_provenance
 from arx.core.proposers.base import Proposer
 from arx.core.proposers.offline import OptunaProposer

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from arx.core.analysis.scale import YRange, declutter, y_range
 from arx.core.analysis.summary import as_int, as_number, level2_rows, level15_rows
 from arx.core.repo.commits import fmt_metric, verified_short
 from arx.core.states import FAILED, TrialKind, TrialState, Verdict
@@ -29,8 +31,10 @@ __all__ = ["MARKER_STYLES", "OUTCOME_COLOURS", "Marker", "build_figure", "marker
            "metric_panel", "overlay", "param_panel"]
 
 OUTCOME_COLOURS = {"keep": "#2ca02c", "discard": "#9a9a9a", "failure": "#d62728",
-                   "contended": "#e377c2",
+                   "contended": "#e377c2", "outlier": "#8c564b",
                    "invalid_proposal": "#ff7f0e", "baseline": "#1f77b4"}
+#: the gid of the texts ``declutter`` keeps apart (marker labels, outliers' values)
+LABEL_GID = "arx-label"
 #: vertical-line styles of outer-loop markers, by action
 MARKER_STYLES = {
     "freeze": {"color": "#9467bd", "linestyle": "--"},
@@ -106,6 +110,10 @@ def build_figure(runs: Sequence[RunData]) -> tuple[Figure, list[Marker], dict[st
             axes[f"{run.name}:curves"] = ax_c = fig.add_subplot(grid[row])
             curve_panel(ax_c, run)
             row += 1
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()  # the layout: labels are moved apart at their final size
+    for ax in axes.values():
+        declutter([t for t in ax.texts if t.get_gid() == LABEL_GID], renderer)
     return fig, drawn, axes
 
 
@@ -164,11 +172,10 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
             colour = OUTCOME_COLOURS["failure" if mk == "X" else "invalid_proposal"]
             ax.scatter(its, [0.95] * len(its), transform=top, marker=mk, s=45, color=colour,
                        label=label, clip_on=False, zorder=4)
-    values = [m for _, m, _ in measured]
-    if values:
-        lo, hi = min(values), max(values)
-        pad = (hi - lo) * 0.05 or abs(hi) * 0.01 or 0.01
-        ax.set_ylim(lo - pad, hi + pad * 3.5)  # room for the markers along the top
+    sd = as_number((run.noise or {}).get("sd")) or 0.0
+    core = [m for _, m, s in measured if s in (TrialState.BASELINE, TrialState.KEEP)]
+    core += [y + d for y in ys for d in ((-sd, 0.0, sd) if sd else (0.0,))]
+    _y_axis(ax, top, y_range(core, [(i, m) for i, m, _ in measured]))
     drawn = markers(run)
     labelled: set[str] = set()
     for m in drawn:
@@ -177,9 +184,15 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
         ax.axvline(m.iteration + 0.5, linewidth=1.2, alpha=0.85,
                    label=None if key in labelled else key, **style)
         labelled.add(key)
-        ax.text(m.iteration + 0.6, 0.02 if m.level == "1.5" else 0.5, m.label, transform=top,
-                rotation=90, fontsize=6,
-                color=style["color"], va="bottom", clip_on=True)
+    by_iteration: dict[int, list[Marker]] = {}
+    for m in drawn:  # one label per iteration: two events there would overprint
+        by_iteration.setdefault(m.iteration, []).append(m)
+    for i, ms in by_iteration.items():
+        colours = {MARKER_STYLES[m.action]["color"] for m in ms}
+        label = ax.text(i + 0.6, 0.02, "\n".join(m.label for m in ms), transform=top,
+                        rotation=90, fontsize=6, color=colours.pop() if len(colours) == 1
+                        else "#444444", va="bottom", ha="left", clip_on=True, gid=LABEL_GID)
+        label.set_in_layout(False)
     base, best, delta = run.baseline, run.best, run.delta
     held = f"; held-out {verified_short(run.verified)}" if run.verified else ""
     ax.set_title(f"{run.name} (group {run.group}, {run.state}): {run.metric} baseline "
@@ -208,6 +221,29 @@ def metric_panel(ax: Any, run: RunData) -> list[Marker]:
         ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.tick_params(labelbottom=False)
     return drawn
+
+
+def _y_axis(ax: Any, top: Any, yr: YRange | None) -> None:
+    """Limits and scale from ``scale.y_range``; each outlier a marker on the edge it passed,
+    with its value."""
+    if yr is None:
+        return
+    if yr.scale == "symlog":
+        ax.set_yscale("symlog", linthresh=yr.linthresh)
+    elif yr.scale == "log":
+        ax.set_yscale("log")
+    ax.set_ylim(yr.low, yr.high)
+    for points, y, mk in ((yr.above, 0.82, "^"), (yr.below, 0.08, "v")):
+        if not points:
+            continue
+        ax.scatter([i for i, _ in points], [y] * len(points), transform=top, marker=mk, s=40,
+                   color=OUTCOME_COLOURS["outlier"], label="off the axis (value)",
+                   clip_on=False, zorder=4)
+        for i, v in points:
+            label = ax.text(i + 0.25, y, f"{v:.3g}", transform=top, fontsize=6, va="center",
+                            ha="left", color=OUTCOME_COLOURS["outlier"], clip_on=True,
+                            gid=LABEL_GID)
+            label.set_in_layout(False)
 
 
 def param_panel(ax: Any, run: RunData) -> None:

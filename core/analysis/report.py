@@ -147,7 +147,8 @@ def load_run(repo: GitRepo, name: str) -> RunData:
         state=status.state, iterations=status.iterations,
         records=tuple(e for e in events if e.get("event") == Event.TRIAL),
         events=tuple(e for e in events if e.get("event") in (Event.LEVEL15, Event.LEVEL2,
-                                                             Event.NOISE, Event.VERIFY)),
+                                                             Event.NOISE, Event.VERIFY,
+                                                             Event.STEP_ASIDE)),
         commits=tuple(commits), mechanisms=status.mechanisms,
     )
 

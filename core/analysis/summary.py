@@ -18,6 +18,8 @@ from arx.core.levels.mechanism_state import (
     mechanism_records,
     verdict_of,
 )
+from arx.core.levels.outcome import step_aside_line
+from arx.core.loop.measure import confirm_failure
 from arx.core.repo.commits import (
     describe_changes,
     fmt_metric,
@@ -25,7 +27,7 @@ from arx.core.repo.commits import (
     verified_short,
     verified_text,
 )
-from arx.core.states import FAILED, Event, TrialState, Verdict
+from arx.core.states import FAILED, Event, TrialKind, TrialState, Verdict
 
 if TYPE_CHECKING:  # report.py imports this module; a RunData is only ever passed in
     from arx.core.analysis.report import RunData
@@ -87,6 +89,10 @@ def run_blocks(run: RunData) -> list[Block]:
                             + (f"over {noise['n']} baseline runs ({noise['method']})"
                                if noise.get("n") else "(given)")
                             + f"; {reruns} trial(s) ran on a contended machine and ran again."))
+    failed = confirm_failures(run)
+    if failed:
+        blocks.append(("p", f"Failed confirmations ({len(failed)}), decided without their "
+                            "value: " + "; ".join(failed) + "."))
     if run.verified:
         blocks.append(("p", f"Held-out verification: {run.metric} {verified_text(run.verified)}. "
                             "The in-search delta was measured on the seeds that picked the best; "
@@ -124,6 +130,11 @@ def run_blocks(run: RunData) -> list[Block]:
                  str(m.get("source") or "-"), m["gate"], m["result"], m["now"]] for m in mechs]))
         else:
             blocks.append(("p", "No Level 2 mechanism yet."))
+        asides = [e for e in run.events if e.get("event") == Event.STEP_ASIDE]
+        if asides:
+            blocks.append(("p", "Level 2 stepped aside (no mechanism added, no commit): "
+                                + "; ".join(f"after iteration {e.get('iteration')}: "
+                                            f"{step_aside_line(e)}" for e in asides) + "."))
     return blocks
 
 
@@ -168,6 +179,17 @@ def to_html(blocks: Iterable[Block], title: str = "arx report") -> str:
 
 
 # ---- rows read from a run -----------------------------------------------------------------
+def confirm_failures(run: RunData) -> list[str]:
+    """Each confirmation training that failed (a timeout on a busy machine, a crash), as the
+    run's output said it: ``#4 confirm_timeout: candidate, seed 2 (...)``."""
+    out = []
+    for r in run.records:
+        if r.get("kind") == TrialKind.CONFIRM and r.get("status") in FAILED:
+            i = as_int(r.get("iteration"))
+            out.append(f"#{i} {confirm_failure(r, i)}")
+    return out
+
+
 def level15_rows(run: RunData) -> list[dict[str, Any]]:
     """Level 1.5 decisions, from the trace, else from ``Arx-Level: 1.5`` commits."""
     rows = [dict(e) for e in run.events if e.get("event") == Event.LEVEL15]

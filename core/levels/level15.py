@@ -235,6 +235,41 @@ def _by_evidence(records: Sequence[Mapping[str, Any]], state: SearchState,
                     guidance=_guidance(remaining, stats, ranked), source="rules", evidence=True)
 
 
+def evidence_lines(records: Sequence[Mapping[str, Any]], state: SearchState,
+                   decision: Decision, best_iteration: int, direction: str,
+                   by_evidence: bool) -> list[str]:
+    """Per parameter frozen or unfrozen by ``decision`` (taken from ``state``), what decided
+    it: its trials, keeps and effect against the largest (by evidence), its tries and keeps
+    (by counts); for a return, the best's move or the cycles it was frozen."""
+    lines = []
+    if by_evidence:
+        stats = param_stats(records, direction, since=state.released)
+        known = {n: st for n, st in stats.items() if st.effect is not None}
+        top = max(known, key=lambda n: (known[n].effect, n), default=None)
+        for name in decision.freeze:
+            st = stats.get(name, ParamStats(0, 0, None))
+            effect = "n/a" if st.effect is None else f"{st.effect:.4g}"
+            largest = f" (the largest: {known[top].effect:.4g}, {top})" if top else ""
+            lines.append(f"freeze {name}: {st.measured} measured trials since it was last "
+                         f"unfrozen, {st.kept} kept; effect {effect} < {INERT_SHARE:g} x the "
+                         f"largest effect{largest}")
+    else:
+        stats = param_stats(records, direction)
+        for name in decision.freeze:
+            st = stats.get(name, ParamStats(0, 0, None))
+            lines.append(f"freeze {name}: tried {st.tried} times, kept {st.kept}")
+    for name in decision.unfreeze:
+        info = state.frozen.get(name, {})
+        then = int(info.get("best_iteration", 0))
+        if then != best_iteration:
+            lines.append(f"unfreeze {name}: the best moved since it was frozen (iteration "
+                         f"{then} then, {best_iteration} now)")
+        else:
+            lines.append(f"unfreeze {name}: frozen since cycle {info.get('cycle', '?')}, "
+                         f"{MAX_FROZEN_CYCLES} cycles at most")
+    return lines
+
+
 def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
                  direction: str, metric: str, evidence: bool = False) -> list[dict[str, str]]:
     stats = param_stats(records, direction)

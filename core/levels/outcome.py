@@ -182,3 +182,16 @@ def calls_for_level2(records: Sequence[Mapping[str, Any]], last: int, judge_wind
     a mechanism (rules >= 4): it does when the window is ``stalled``."""
     return window([r for r in records if int(r.get("iteration", 0)) <= last],
                   max(1, last - judge_window + 1), last, direction)
+
+
+def step_aside_event(run: str, cycle: int, iteration: int, recent: Window) -> dict[str, Any]:
+    """The trace's ``step_aside`` event of a Level-2 cycle that added nothing because the
+    search was progressing: its cycle, the iteration it ran at and the window that decided."""
+    return {"run": run, "cycle": cycle, "iteration": iteration,
+            "reason": f"the search is progressing ({recent.describe()})",
+            "window": asdict(recent)}
+
+
+def step_aside_line(event: Mapping[str, Any]) -> str:
+    """How the run's output, `arx log` and the report say a step-aside."""
+    return f"L2 cycle {event.get('cycle')}: steps aside, {event.get('reason')}"

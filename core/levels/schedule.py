@@ -136,14 +136,16 @@ class OuterLoop:
     def level2(self, cycle: int, iteration: int, view: SearchView) -> bool:
         """One Level-2 cycle; returns whether the runner changed."""
         notes = self.trace.notes(Event.LEVEL2)
-        if any(n.get("cycle") == cycle for n in notes):
+        if any(n.get("cycle") == cycle for n in [*notes, *self.trace.notes(Event.STEP_ASIDE)]):
             return False  # already done before a resume
         if self.config.rules >= 4 and self.config.step_aside and self.config.judge_window > 0:
             recent = outcome.calls_for_level2(view.records, iteration, self.config.judge_window,
                                               self.config.target.direction)
             if not recent.stalled:
-                self.say(f"L2 cycle {cycle}: steps aside, the search is progressing "
-                         f"({recent.describe()})")
+                # nothing changes, so no commit: an event says why Level 2 did nothing
+                event = outcome.step_aside_event(self.ws.name, cycle, iteration, recent)
+                self.trace.note(Event.STEP_ASIDE, event)
+                self.say(outcome.step_aside_line(event))
                 return False
         tried = [n["mechanism"] for n in notes]
         use_llm = self.llm is not None and self.group.level2_uses_llm
@@ -263,6 +265,8 @@ class OuterLoop:
         else:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
                                      evidence=evidence)
+        why = level15.evidence_lines(records, self.state, decision, view.best_iteration,
+                                     self.config.target.direction, evidence)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
         self.trace.note(Event.LEVEL15, {
@@ -270,10 +274,11 @@ class OuterLoop:
             "freeze": list(decision.freeze), "unfreeze": list(decision.unfreeze),
             "frozen": sorted(self.state.frozen), "guidance": decision.guidance,
             "source": decision.source, "note": decision.note, "transcripts": transcripts,
+            "evidence": why,
         })
         subject, body, trailers = commits.level15_message(
             self.ws.name, iteration, decision.cycle, decision.freeze, decision.unfreeze,
-            decision.guidance, decision.source, decision.note)
+            decision.guidance, decision.source, decision.note, why)
         self.ws.tree.commit([STATE_PATH, *self.ws.run_files()], subject, body, trailers)
         self.say(subject)
 

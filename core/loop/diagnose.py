@@ -102,10 +102,12 @@ def metric_regex_hint(log_tail: str, metric: str) -> str | None:
 
 def log_file(log_dir: Path, record: Mapping[str, Any]) -> Path | None:
     """The log of a trial record under ``log_dir`` (``0003-trial.log``, ``0003-trial-c1.log``
-    for a parallel candidate), if it is there."""
+    for a parallel candidate, ``0000-noise-2.log``, ``0004-confirm-4-s2.log``,
+    ``0008-verify-0-3.log``), if it is there."""
     stem = f"{int(record.get('iteration', 0)):04d}-{record.get('kind', 'trial')}"
-    seq = record.get("seq") or 0
-    for name in (f"{stem}-c{seq}.log", f"{stem}.log"):
+    seq, of = record.get("seq") or 0, record.get("of")
+    for name in (f"{stem}-c{seq}.log", f"{stem}-{seq}.log", f"{stem}-{of}-s{record.get('seed')}.log",
+                 f"{stem}-{of}-{seq}.log", f"{stem}.log"):
         if (log_dir / name).is_file():
             return log_dir / name
     return None

@@ -26,7 +26,7 @@ from arx.core.levels.policy import MechanismFault, RunnerPolicy
 from arx.core.levels.schedule import OuterLoop, SearchView
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop import batch as batches
-from arx.core.loop import noeffect, noise, pruning, resume, verify
+from arx.core.loop import eta, measure, noeffect, noise, pruning, resume, verify
 from arx.core.loop.context import hook_context, runner_config
 from arx.core.loop.diagnose import failure_hint
 from arx.core.loop.measure import Measured, Measurer
@@ -40,7 +40,6 @@ from arx.core.loop.trials import (
     TrialJournal,
     TrialKey,
     TrialRunner,
-    default_executor,
 )
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.repo import commits
@@ -72,7 +71,8 @@ class Engine:
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
                                            self.secret_env)
         self.journal = TrialJournal(self.trace, self.trials, clock or Clock(), ws.name,
-                                    self.target.seed_constant)
+                                    self.target.seed_constant,
+                                    lambda note: self.reporter.training(self.progress(), note))
         self.measurer = Measurer(self.journal, self.trials, self.trace, self.config,
                                  self.reporter.line)
         self.noise: Mapping[str, Any] | None = None
@@ -105,7 +105,9 @@ class Engine:
             best_iteration=best.iteration if best else None, counts=trial_counts(self.records),
             elapsed_s=time.monotonic() - self.started, trials_run=self.journal.trials_run,
             trial_seconds=self.journal.trial_seconds,
-            verified=self.verified.short() if self.verified else None)
+            verified=self.verified.short() if self.verified else None,
+            eta_s=eta.seconds_left(self.records, self.config, self.noise, bool(self.verified),
+                                   self.journal))
 
     # ---- resume ------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -169,10 +171,9 @@ class Engine:
         record = self._record(TrialKey(0, TrialKind.BASELINE), result, {}, "", config,
                               TrialState.BASELINE if result.status is ExecStatus.OK else None)
         if record.state is not TrialState.BASELINE:
-            raise RunError(
-                f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
-                hint=failure_hint(result.log_tail, self.ws.root, self.ws.path, self.ws.name),
-            )
+            raise RunError(f"the baseline trial failed: {record.get('reason')}\n{result.log_tail}",
+                           hint=failure_hint(result.log_tail, self.ws.root, self.ws.path,
+                                             self.ws.name))
         if self.config.rules >= 3:  # as a resume reloads it (runs before rules 3 left it out)
             self.records.append(record)
         self.baseline_metric = record.metric
@@ -343,8 +344,7 @@ class Engine:
                                     else TrialState.DISCARD, result.metric,
                                     self.best.first_metric, self.config.rules, result.digest,
                                     self.best.digest)
-        extra = {"confirm_metrics": metrics[1:], "best_confirm_metrics": best_metrics[1:]} \
-            if len(metrics) > 1 else {}
+        extra = measure.compared(metrics, best_metrics, self.records, i)
         extra.update({"overruled": True} if overruled else {})
         extra.update(noise.judged(metrics, best_metrics, ctx["noise"]["sd"],
                                   self.target.direction, state))
@@ -476,25 +476,3 @@ class Engine:
         subject, body, trailers = commits.end_message(self.ws.name, self.target.metric, end)
         self.ws.tree.commit(self.ws.run_files(), subject, body, trailers, allow_empty=True)
         self.reporter.finish(self.progress())
-
-
-def run_to_end(ws: Workspace, proposer: Proposer, reporter: Reporter | None = None,
-               executor: Executor | None = None) -> Engine:
-    """Run (or resume) ``ws`` to its last iteration, then release it: the worktree is removed
-    only when the run finished, so an interrupted one resumes from where it stopped. Without an
-    ``executor``, the one the run's settings ask for (``default_executor``)."""
-    finished = False
-    try:
-        try:
-            if executor is None:
-                executor = default_executor(ws)
-            engine = Engine(ws, proposer, reporter, llm=getattr(proposer, "client", None),
-                            executor=executor)
-            engine.run()
-        finally:
-            if executor is not None:
-                executor.close()
-        finished = True
-        return engine
-    finally:
-        ws.close(remove_worktree=finished)

@@ -142,7 +142,8 @@ class Measurer:
                     else source
                 write(text)
                 key = TrialKey(0, TrialKind.NOISE, s)
-                result = self.journal.measure(key, changes, text, timeout)
+                result = self.journal.measure(key, changes, text, timeout, log=f"noise-{s}",
+                                              what="baseline")
                 config = {**dict(baseline.get("config") or {}), **changes}
                 rec = self.journal.record(key, result, changes, "", config, None,
                                           best_before=None, seq=s)
@@ -185,7 +186,8 @@ class Measurer:
                 key = self.attempts_of(TrialKey(i, TrialKind.CONFIRM, s * 2 + (of != i)),
                                        [*records, *added])
                 m = self.measure(key, changes, seeded, timeout, best.metric,
-                                 log=f"confirm-{of}-s{seed}")
+                                 log=f"confirm-{of}-s{seed}",
+                                 what="candidate" if of == i else f"best (#{of})")
                 added += m.contended
                 rec = self.journal.record(m.key, m.result, changes, "", {}, None,
                                           best_before=best.metric, of=of,
@@ -205,3 +207,37 @@ class Measurer:
             return {}
         base_seed = int(best.config.get(seed_constant, 0) or 0)
         return {base_seed + s: m for s, m in enumerate(metrics[1:], 1) if m is not None}
+
+
+def compared(metrics: Sequence[float | None], best_metrics: Sequence[float | None],
+             records: Sequence[TraceRecord], i: int) -> dict[str, Any]:
+    """What a decided trial of iteration ``i`` records of its confirmation (``records``: the
+    run's, its confirmation's included): the extra values of each side (``confirm_metrics``,
+    ``best_confirm_metrics``, as always), the best's first value (``best_first_metric``: with
+    the trial's own ``metric`` both sides are then whole), the seeds they ran on
+    (``confirm_seeds``) and each confirmation training that failed (``confirm_failed``:
+    ``confirm_timeout: candidate, seed 2 (...)``), never folded silently into the decision."""
+    if len(metrics) <= 1:
+        return {}
+    out: dict[str, Any] = {"confirm_metrics": list(metrics[1:]),
+                           "best_confirm_metrics": list(best_metrics[1:]),
+                           "best_first_metric": best_metrics[0] if best_metrics else None}
+    mine = [r for r in records if r.kind == TrialKind.CONFIRM and r.iteration == i
+            and r.state is not TrialState.CONTENDED]
+    seeds = [r.get("seed") for r in mine if r.get("of") == i and r.get("seed") is not None]
+    if seeds:
+        out["confirm_seeds"] = seeds
+    failed = [confirm_failure(r, i) for r in mine if r.state.is_failure]
+    if failed:
+        out["confirm_failed"] = failed
+    return out
+
+
+def confirm_failure(record: Mapping[str, Any], i: int) -> str:
+    """A failed confirmation training of iteration ``i`` as the run, its report and its keep
+    commit say it: ``confirm_timeout: candidate, seed 2 (timed out after 90 s)``."""
+    of = record.get("of")
+    side = "candidate" if of == i else f"best (#{of})"
+    seed = f", seed {record.get('seed')}" if record.get("seed") is not None else ""
+    reason = f" ({record.get('reason')})" if record.get("reason") else ""
+    return f"{record.get('kind')}_{record.get('status')}: {side}{seed}{reason}"

@@ -31,12 +31,31 @@ class RunProgress:
     trial_seconds: float  # of which in training
     #: the held-out delta (``verify.Verified.short``), once the run has one
     verified: str | None = None
+    #: seconds the run still needs, every training counted (``eta.forecast``); None: unknown
+    eta_s: float | None = None
 
     @property
     def delta(self) -> float | None:
         if self.best_metric is None or self.baseline_metric is None:
             return None
         return self.best_metric - self.baseline_metric
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training that is not an iteration's own trial (a noise measurement, a confirmation,
+    a held-out verification, a re-measurement), as it starts (``status`` None) and as it ends."""
+
+    iteration: int
+    kind: str  # a ``TrialKind`` value
+    seq: int
+    attempt: int
+    what: str  # which side, as a person reads it: "candidate", "best (#3)", "baseline"
+    seed: Any = None  # the seed constant's value it trains with, if it sets one
+    status: str | None = None  # ``ExecStatus`` value once it ended
+    metric: float | None = None
+    wall_s: float | None = None
+    reason: str = ""
 
 
 def trial_counts(records: Iterable[Any]) -> dict[str, int]:
@@ -54,4 +73,5 @@ class Reporter:
     def start(self, progress: RunProgress) -> None: ...
     def line(self, text: str) -> None: ...
     def trial(self, progress: RunProgress, record: object) -> None: ...
+    def training(self, progress: RunProgress, training: Training) -> None: ...
     def finish(self, progress: RunProgress) -> None: ...

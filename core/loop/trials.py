@@ -14,8 +14,9 @@ import abc
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from arx.core.execution.process import kill_stale
 from arx.core.execution.trial import ExecStatus, TrialResult, TrialSpec, run_trial
 from arx.core.execution.usage import machine_busy
 from arx.core.loop.noise import QUIET_WAIT_S, quiet_enough, throughput
+from arx.core.loop.progress import Training
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.repo.workspace import Workspace
 from arx.core.states import TrialKind, TrialState
@@ -180,33 +182,54 @@ class Clock:
 class TrialJournal:
     """The one writer of trial events: a ``start`` before a trial is measured (so a kill leaves
     it pending, to be marked interrupted on resume), a trial record after. Counts the trials
-    this process ran and their seconds."""
+    this process ran and their seconds. ``watch`` hears every training other than an
+    iteration's own trial and the baseline (those have their record's line) as it starts and
+    as it ends, so a long stretch of confirmations or verifications is never silent."""
 
     def __init__(self, trace: Trace, trials: TrialRunner, clock: Clock, run: str,
-                 seed_constant: str | None):
+                 seed_constant: str | None, watch: Callable[[Training], None] | None = None):
         self.trace = trace
         self.trials = trials
         self.clock = clock
         self.run = run
         self.seed_constant = seed_constant
+        self.watch = watch
         self.trials_run = 0
         self.trial_seconds = 0.0
+        #: when this session's first training started (``time.monotonic``), and its trainings
+        #: by kind: what the eta (``eta.seconds_left``) measures arx's own time per training by
+        self.first_start: float | None = None
+        self.kinds: Counter[str] = Counter()
 
-    def count(self, trials: int, seconds: float) -> None:
+    def count(self, trials: int, seconds: float, kind: str = TrialKind.TRIAL) -> None:
+        if self.first_start is None:
+            self.first_start = time.monotonic() - seconds
         self.trials_run += trials
         self.trial_seconds += seconds
+        self.kinds[str(kind)] += trials
 
     def measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
-                log: str | None = None, *, watch: Callable[[CurveReader], bool] | None = None,
-                **start: Any) -> TrialResult:
-        """Journal the start of trial ``key``, then have the trial runner measure it (``watch``
-        may stop it from its curve: ``loop.pruning``)."""
+                log: str | None = None, what: str = "", *,
+                watch: Callable[[CurveReader], bool] | None = None, **start: Any) -> TrialResult:
+        """Journal the start of trial ``key``, then have the trial runner measure it
+        (``what``: the side it trains, for the watcher's line; ``watch`` may stop it from its
+        curve: ``loop.pruning``)."""
         self.trace.start(key.iteration, key.kind, changes, **start, **key.fields())
         again = f"-a{key.attempt}" if key.attempt else ""
         request = TrialRequest(key, dict(changes), source, timeout,
                                f"{key.iteration:04d}-{log or key.kind}{again}", watch=watch)
+        watched = self.watch is not None and key.kind not in (TrialKind.TRIAL, TrialKind.BASELINE)
+        note = Training(key.iteration, str(key.kind), key.seq, key.attempt, what,
+                        changes.get(self.seed_constant) if self.seed_constant else None)
+        if watched:
+            self.watch(note)
+        if self.first_start is None:
+            self.first_start = time.monotonic()
         result = self.trials.run(request)
-        self.count(1, result.wall_s)
+        self.count(1, result.wall_s, key.kind)
+        if watched:
+            self.watch(replace(note, status=result.status.value, metric=result.metric,
+                               wall_s=result.wall_s, reason=result.reason))
         return result
 
     def record(self, key: TrialKey, result: TrialResult, changes: Mapping[str, Any],

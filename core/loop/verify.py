@@ -172,7 +172,6 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
                 done: Sequence[TraceRecord], iteration: int, seeds: Sequence[int | None],
                 sides: Sequence[Side], seed_constant: str | None,
                 write: Callable[[str], None], timeout: float,
-                say: Callable[[str], None],
                 first_seq: int = 1, path: str | None = None,
                 ) -> tuple[list[list[float | None]], list[TraceRecord]]:
     """Train every side on every seed, interleaved (baseline, best, baseline, ...), so a
@@ -195,11 +194,9 @@ def train_sides(measure: Callable[..., Any], record: Callable[..., TraceRecord],
                 text = apply_changes(side.source, changes, path) if changes else side.source
                 write(text)
                 what = "baseline" if side.iteration == 0 else f"best (#{side.iteration})"
-                say(f"verify: {what} on held-out "
-                    f"{f'seed {seed}' if seed is not None else f'repeat {j + 1}'} ...")
                 key = TrialKey(iteration, TrialKind.VERIFY, seq)
                 measured = measure(key, changes, text, timeout,
-                                   log=f"verify-{side.iteration}-{seq}")
+                                   log=f"verify-{side.iteration}-{seq}", what=what)
                 added += measured.contended
                 rec = record(measured.key, measured.result, changes,
                              {**dict(side.config), **changes}, of=side.iteration, seq=seq)
@@ -248,9 +245,9 @@ class Verifier:
         sides = [Side(0, self.baseline_source(), dict(base.get("config") or {})),
                  Side(best.iteration, best.source, dict(best.config))]
 
-        def measure(key, changes, source, timeout, log=None):
+        def measure(key, changes, source, timeout, log=None, what=""):
             return self.measurer.measure(self.measurer.attempts_of(key, records), changes,
-                                         source, timeout, None, log)
+                                         source, timeout, None, log, what=what)
 
         def record(key, result, changes, config, **extra):
             return self.journal.record(key, result, changes, "", config, None,
@@ -258,8 +255,7 @@ class Verifier:
 
         try:
             metrics, added = train_sides(measure, record, done, at, seeds, sides, seed_constant,
-                                         self.write, timeout, self.say, first,
-                                         self.target.file)
+                                         self.write, timeout, first, self.target.file)
         finally:
             self.write(best.source)
         every = [r.data for r in [*records, *added]]

@@ -48,8 +48,9 @@ LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidanc
 LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
                  "reverted", "commit", "revert", "hook", "transcripts", "patch", "at")
 RESUME_FIELDS = ("iteration", "iterations", "changed", "at", "interrupted", "committed", "reverted")
+STEP_ASIDE_FIELDS = ("iteration", "cycle", "reason", "window")
 _FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS,
-           Event.RESUME: RESUME_FIELDS}
+           Event.RESUME: RESUME_FIELDS, Event.STEP_ASIDE: STEP_ASIDE_FIELDS}
 #: the events a timeline holds
 EVENT_KINDS = tuple(_FIELDS)
 #: defaults the engine leaves out of a record (absent and default compare equal)
@@ -59,6 +60,7 @@ COMPARED = (
     "trace records field by field on the decision fields (trial: " + ", ".join(TRIAL_FIELDS)
     + "; level15: " + ", ".join(LEVEL15_FIELDS) + "; level2: " + ", ".join(LEVEL2_FIELDS)
     + "; resume: " + ", ".join(RESUME_FIELDS)
+    + "; step_aside: " + ", ".join(STEP_ASIDE_FIELDS)
     + ", with the reason's first line and commit hashes by position); every commit's subject, "
     "trailers (Arx-Reverts by position) and tree, all paths except runs/<name>/trace.jsonl, "
     "runs/<name>/llm-settings.json, runs/<name>/provenance.jsonl (this machine's versions) "
@@ -87,6 +89,8 @@ def event_label(e: Mapping[str, Any]) -> str:
         return f"L1.5 cycle {e.get('cycle')} (after iteration {e.get('iteration')})"
     if kind == Event.RESUME:
         return f"resume after iteration {e.get('iteration')} (to iteration {e.get('iterations')})"
+    if kind == Event.STEP_ASIDE:
+        return f"L2 cycle {e.get('cycle')}: steps aside (at iteration {e.get('iteration')})"
     if e.get("cycle") is None:
         return f"L2 by hand: mechanism {e.get('mechanism')}"
     return f"L2 cycle {e.get('cycle')}: mechanism {e.get('mechanism')}"

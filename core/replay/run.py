@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +129,7 @@ def replay(root: Path | str, branch: str, *, retrain: bool = False,
         replay_trace = parse_trace(engine.trace.path.read_bytes(), str(engine.trace.path)) \
             if engine.trace.path.exists() else []
         replay_commits = list(reversed(repo.log(f"{rec.base}..{rec_branch}")))
-        kinds = EVENT_KINDS if any(e.get("event") == Event.RESUME for e in rec.events) \
-            else tuple(k for k in EVENT_KINDS if k != Event.RESUME)  # a branch from before them
+        kinds = compared_kinds(rec.events)
         original = Side(repo, rec.commits, rec.events, rec.trace_rel, kinds)
         replayed = Side(repo, replay_commits, replay_trace, rec.trace_rel, kinds)
         divergence, checked = compare(repo, rec.name, original, replayed, rec.trace_bytes,
@@ -181,3 +180,12 @@ def _counts(rec: Recording, trials: ServedTrials, client: Any, commits: int) -> 
             "level2": kinds.count("level2"), "resumes": kinds.count("resume"),
             "commits": commits, "trials_served": len(trials.served),
             "llm_requests": len(client.served) if client is not None else 0}
+
+
+def compared_kinds(events: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The events a replay compares: a branch from before ``resume`` or ``step_aside`` events
+    existed has none, and its replay (which writes them) is not held to them. A step-aside
+    changes nothing and is a function of the trial records, which are compared either way."""
+    found = {e.get("event") for e in events}
+    return tuple(k for k in EVENT_KINDS
+                 if k not in (Event.RESUME, Event.STEP_ASIDE) or k in found)

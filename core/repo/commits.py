@@ -75,15 +75,15 @@ def fmt_delta(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.6f}"
 
 
-def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
+def change_items(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> list[str]:
+    """One ``name old->new`` (or ``name=new``) per changed parameter."""
     before = before or {}
-    parts = []
-    for name, value in changes.items():
-        if name in before:
-            parts.append(f"{name} {fmt_value(before[name])}->{fmt_value(value)}")
-        else:
-            parts.append(f"{name}={fmt_value(value)}")
-    return ", ".join(parts) or "(no change)"
+    return [f"{name} {fmt_value(before[name])}->{fmt_value(value)}" if name in before
+            else f"{name}={fmt_value(value)}" for name, value in changes.items()]
+
+
+def describe_changes(changes: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> str:
+    return ", ".join(change_items(changes, before)) or "(no change)"
 
 
 # ---- builders ----------------------------------------------------------------------------------
@@ -112,8 +112,7 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
                f"{metric} {fmt_metric(before)}->{fmt_metric(record.metric)}")
     body = record.get("hypothesis") or ""
     if record.get("confirm_metrics"):
-        body += (f"\n\nConfirmed over {1 + len(record.get('confirm_metrics'))} seeds: "
-                 f"{record.get('confirm_metrics')} vs best {record.get('best_confirm_metrics')}.")
+        body += "\n\n" + confirmed_text(record)
     if recovered:
         body += "\n\n(committed on resume: arx was stopped after recording this keep)"
     trailers = {
@@ -126,6 +125,30 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
     if record.get("margin_sd") is not None:  # runs with a measured noise only
         trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
     return subject, body.strip(), trailers
+
+
+def _side(values: Any) -> str:
+    shown = [fmt_metric(v) for v in values]
+    known = [v for v in values if v is not None]
+    mean = f" (mean {fmt_metric(sum(known) / len(known))})" if len(known) > 1 else ""
+    return ", ".join(shown) + mean
+
+
+def confirmed_text(record: Any) -> str:
+    """What a confirmed decision compared: every value of each side, on which seeds, and the
+    confirmation trainings that failed. Records from before ``best_first_metric`` existed give
+    the extra values only, as they always did."""
+    extra, best_extra = record.get("confirm_metrics") or [], record.get("best_confirm_metrics") or []
+    n = 1 + len(extra)
+    if "best_first_metric" not in record.data:
+        return f"Confirmed over {n} seeds: {extra} vs best {best_extra}."
+    seeds = [record.get("seed"), *(record.get("confirm_seeds") or [])]
+    on = f" ({', '.join(str(s) for s in seeds)})" if None not in seeds and len(seeds) == n else ""
+    text = (f"Confirmed over {n} seeds{on}: candidate {_side([record.metric, *extra])} vs best "
+            f"{_side([record.get('best_first_metric'), *best_extra])}.")
+    for failed in record.get("confirm_failed") or []:
+        text += f"\nFailed: {failed}."
+    return text
 
 
 @dataclass(frozen=True)
@@ -204,8 +227,9 @@ def verify_message(run: str, metric: str, event: Mapping[str, Any]) -> Message:
 
 def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
                     unfreeze: Iterable[str], guidance: str, decided_by: str,
-                    note: str = "") -> Message:
-    """One Level 1.5 cycle."""
+                    note: str = "", evidence: Iterable[str] = ()) -> Message:
+    """One Level 1.5 cycle; ``evidence``: a line per parameter frozen or unfrozen, saying what
+    decided it (``level15.evidence_lines``)."""
     freeze, unfreeze = tuple(freeze), tuple(unfreeze)
     parts = []
     if freeze:
@@ -217,6 +241,9 @@ def level15_message(run: str, iteration: int, cycle: int, freeze: Iterable[str],
     body = f"Guidance: {guidance}\nDecided by: {decided_by}"
     if note:
         body += f" ({note})"
+    evidence = list(evidence)
+    if evidence:
+        body += "\nEvidence:\n" + "\n".join(f"- {line}" for line in evidence)
     trailers = {Trailer.RUN: run, Trailer.LEVEL: Level.L15.value, Trailer.CYCLE: str(cycle),
                 Trailer.FREEZE: ",".join(freeze) or "-",
                 Trailer.UNFREEZE: ",".join(unfreeze) or "-",

@@ -14,6 +14,7 @@ from typing import Any
 from arx.core.config import RunConfig
 from arx.core.errors import RepoError, TraceError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
+from arx.core.levels.outcome import step_aside_line
 from arx.core.loop.noise import latest_noise, reported
 from arx.core.loop.trace import TRACE_VERSION, load_line
 from arx.core.repo.commits import Trailer, has_ended
@@ -21,7 +22,7 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
-from arx.core.states import Event, RunState, TrialKind, TrialState
+from arx.core.states import FAILED, Event, Level, RunState, TrialKind, TrialState
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class RunStatus:
     reruns: int = 0
     #: the latest held-out verification (the trace's ``verify`` event), None: not verified
     verified: Mapping[str, Any] | None = None
+    #: confirmation trainings that failed (``confirm_timeout``, ``confirm_crash``, ...)
+    confirm_failed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
@@ -102,7 +105,10 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     done = len({r["iteration"] for r in trials})  # --parallel records several per iteration
     base, best = reported(records, noise)
-    iterations = config.iterations if config else 0
+    # the target a resume set (`--resume --iterations 45`), else the one the run started with
+    iterations = next((int(e["iterations"]) for e in reversed(records_all)
+                       if e.get("event") == Event.RESUME and e.get("iterations")),
+                      config.iterations if config else 0)
     ended = has_ended(repo.log(branch, max_count=50))
     if is_locked(repo, name):
         state = RunState.RUNNING
@@ -125,6 +131,8 @@ def run_status(repo: GitRepo, name: str) -> RunStatus:
         reruns=sum(1 for r in records if r.get("status") == TrialState.CONTENDED),
         verified=next((e for e in reversed(records_all) if e.get("event") == Event.VERIFY),
                       None),
+        confirm_failed=sum(1 for r in records if r.get("kind") == TrialKind.CONFIRM
+                           and r.get("status") in FAILED),
     )
 
 
@@ -136,3 +144,27 @@ def run_mechanisms(repo: GitRepo, name: str) -> list[MechanismRecord]:
 def history(repo: GitRepo, name: str) -> list[CommitRecord]:
     """The run's own commits (those with its Arx-Run trailer), oldest first."""
     return [c for c in reversed(repo.log(branch_of(name))) if c.trailers.get(Trailer.RUN) == name]
+
+
+def history_with_decisions(repo: GitRepo, name: str) -> list[CommitRecord]:
+    """``history`` with the decisions that changed nothing and so made no commit (a Level-2
+    cycle that stepped aside: trace ``step_aside`` events), each as a record without a sha,
+    after the commits of the iterations before it."""
+    rows = history(repo, name)
+    for e in (e for e in trace_events(repo, name) if e.get("event") == Event.STEP_ASIDE):
+        at = int(e.get("iteration") or 0)
+        row = CommitRecord("", step_aside_line(e), "", {
+            Trailer.RUN: name, Trailer.LEVEL: Level.L2.value, Trailer.CYCLE: str(e.get("cycle")),
+            Trailer.ITERATION: str(at)})
+        k = next((k for k, c in enumerate(rows) if _after(c, at)), len(rows))
+        rows.insert(k, row)
+    return rows
+
+
+def _after(commit: CommitRecord, iteration: int) -> bool:
+    """Whether ``commit`` belongs after a decision taken before iteration ``iteration + 1``:
+    it is of a later iteration, or the end of the run."""
+    if commit.trailers.get(Trailer.LEVEL) == Level.END.value:
+        return True
+    value = commit.trailers.get(Trailer.ITERATION, "")
+    return value.isdigit() and int(value) > iteration

@@ -307,3 +307,23 @@ def test_check_says_whether_the_target_prints_a_learning_curve(tmp_path, toy_rep
     assert "curve       8 point(s) by step, 12 to 96; pruning on" in out.output
     out = arx("-C", str(toy_repo), "check")  # prints its metric once, after training
     assert out.exit_code == 0 and "curve       none: val_bpb is printed once" in out.output
+
+
+def test_the_progress_line_never_cuts_a_value_or_a_word(tmp_path):
+    """`params.l2_regularization 0.401->0.` and `a constraint: the co` read as something else."""
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, width=250), log_dir=tmp_path)
+    progress = RunProgress(run="r", resumed=False, iterations=5, group="A", proposer="optuna",
+                           baseline_metric=1.0, best_metric=1.0, best_iteration=0, counts={},
+                           elapsed_s=1.0, trials_run=3, trial_seconds=1.0)
+    changes = {"params.l2_regularization": 0.38125, "params.learning_rate": 0.0125,
+               "params.max_leaf_nodes": 63}
+    before = {"params.l2_regularization": 0.401, "params.learning_rate": 0.1,
+              "params.max_leaf_nodes": 31}
+    reason = "the proposal breaks a constraint: the combination not tied or emsize == nhid"
+    reporter.trial(progress, TraceRecord({"iteration": 2, "kind": "trial",
+                                          "status": "invalid_proposal", "changes": changes,
+                                          "before": before, "reason": reason}))
+    text = out.getvalue()
+    assert "params.l2_regularization 0.401->0.38125 (+2 more) " in text
+    assert "the proposal breaks a constraint: the combination not tied… best" in text

@@ -235,6 +235,7 @@ def test_the_old_group_c_run_extends_by_two_iterations(old):
     assert result.exit_code == 0, result.output
     row = status(old)["c"]
     assert (row["state"], row["iterations_done"]) == ("finished", 10)
+    assert row["iterations"] == 10  # the target the resume set, not the 8 it started with
     assert row["mechanisms"] == list(C_MECHANISMS)  # the old runner's mechanisms still load
     after = subjects(old, "c")
     assert after[:len(before)] == before  # nothing rewritten

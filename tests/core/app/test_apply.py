@@ -14,7 +14,7 @@ from arx.cli.main import cli
 from arx.core.app.apply import plan_apply
 from arx.core.codemods.constants import discover_constants
 from arx.core.errors import ConfigError, RepoError
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.repo.lock import RunLock
 from arx.core.repo.workspace import open_run

@@ -15,7 +15,7 @@ from optuna.trial import TrialState as OptunaState
 
 from arx.cli.main import cli
 from arx.core.app.export import distribution, live_export, optuna_state, public_url
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.loop.params import ParamSpec
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo

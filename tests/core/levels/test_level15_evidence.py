@@ -5,12 +5,21 @@ frozen again in that cycle. The rules by counts stay for older runs (test_level1
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import git
 
-from arx.core.levels.level15 import MAX_FROZEN_CYCLES, SearchState, from_llm, param_stats, rules
+from arx.core.levels.level15 import (
+    MAX_FROZEN_CYCLES,
+    SearchState,
+    evidence_lines,
+    from_llm,
+    param_stats,
+    rules,
+)
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import offline_proposer
+from arx.core.repo.commits import level15_message
 from arx.core.repo.workspace import open_run
 
 from support.repos import TOY, edit_toml, make_script_repo
@@ -134,3 +143,30 @@ def test_group_b_never_freezes_what_matters_nor_refreezes_what_it_unfroze(tmp_pa
         assert all(note["cycle"] - c < MAX_FROZEN_CYCLES for c in since.values())
     state = json.loads(git.Repo(root).git.show("arx/b:runner/search_state.json"))
     assert state["cycle"] == 9
+
+
+def test_each_freeze_and_unfreeze_carries_the_evidence_that_decided_it():
+    d = rules(TRACE, SearchState(), ACTIVE, best_iteration=7, direction="min", evidence=True)
+    assert evidence_lines(TRACE, SearchState(), d, 7, "min", True) == [
+        "freeze BIAS: 3 measured trials since it was last unfrozen, 0 kept; effect 0.003 < 0.1 "
+        "x the largest effect (the largest: 0.9, LR)"]
+    frozen = SearchState(cycle=1, frozen={"BIAS": {"iteration": 7, "best_iteration": 7,
+                                                   "cycle": 1},
+                                          "WD": {"iteration": 7, "best_iteration": 4,
+                                                 "cycle": 1}})
+    later = rules(TRACE, replace(frozen, cycle=1 + MAX_FROZEN_CYCLES), ACTIVE, 7, "min",
+                  evidence=True)
+    assert later.unfreeze == ("BIAS", "WD")
+    assert evidence_lines(TRACE, replace(frozen, cycle=1 + MAX_FROZEN_CYCLES), later, 7, "min",
+                          True)[-2:] == [
+        f"unfreeze BIAS: frozen since cycle 1, {MAX_FROZEN_CYCLES} cycles at most",
+        "unfreeze WD: the best moved since it was frozen (iteration 4 then, 7 now)"]
+    counts = rules(TRACE, SearchState(), ACTIVE, best_iteration=7, direction="min")
+    assert counts.freeze == ("BIAS", "LR")
+    assert evidence_lines(TRACE, SearchState(), counts, 7, "min", False) == [
+        "freeze BIAS: tried 3 times, kept 0", "freeze LR: tried 3 times, kept 0"]
+    _, body, _ = level15_message("r", 7, 1, d.freeze, d.unfreeze, d.guidance, d.source,
+                                 evidence=evidence_lines(TRACE, SearchState(), d, 7, "min", True))
+    assert body.endswith("\nEvidence:\n- freeze BIAS: 3 measured trials since it was last "
+                         "unfrozen, 0 kept; effect 0.003 < 0.1 x the largest effect (the "
+                         "largest: 0.9, LR)")

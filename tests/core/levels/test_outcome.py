@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from arx.cli.main import cli
 from arx.core.analysis.figures import markers
 from arx.core.analysis.report import load_run
-from arx.core.analysis.summary import level2_rows
+from arx.core.analysis.summary import level2_rows, run_blocks
 from arx.core.levels.mechanism_state import (
     MechanismRecord,
     events_from_commits,
@@ -23,7 +23,9 @@ from arx.core.levels.mechanism_state import (
 from arx.core.levels.outcome import calls_for_level2, due, judge, repeated, window
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import offline_proposer
+from arx.core.replay.run import compared_kinds
 from arx.core.repo.git import GitRepo
+from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 from arx.core.states import MechanismState
 
@@ -93,8 +95,29 @@ def test_level2_steps_aside_only_from_rules_4_and_step_aside_false_restores_the_
     """Seed 2 on the toy target gains in every 5-iteration window: from rules 4 Level 2 adds
     nothing; with ``step_aside = false``, and on a run made with rules 3 (its branch resumes
     and replays as it ran), a mechanism every cycle as in the paper."""
-    flags = {"iterations": 10, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 2}
+    # 6 iterations: the first Level-2 cycle runs after iteration 5
+    flags = {"iterations": 6, "group": "D", "k": 5, "m": 1, "judge_window": 5, "seed": 2}
     assert level2_notes(open_run(toy_repo, flags, name="aside")) == []
+    # each step-aside is a trace event with its window, in `arx log --level 2`, and replayed
+    (aside,) = [e for e in trace_events(GitRepo(toy_repo), "aside")
+                if e.get("event") == "step_aside"]
+    assert (aside["cycle"], aside["iteration"]) == (1, 5)
+    assert (aside["window"]["first"], aside["window"]["last"]) == (1, 5)
+    assert aside["reason"].startswith("the search is progressing (iterations 1-5: 5 trials")
+    log = json.loads(invoke(toy_repo, "log", "aside", "--level", "2", "--json").output)
+    assert log == [{"sha": None, "subject": f"L2 cycle 1: steps aside, {aside['reason']}",
+                    "Arx-Run": "aside", "Arx-Level": "2", "Arx-Cycle": "1",
+                    "Arx-Iteration": "5", "event": "step_aside"}]
+    table = invoke(toy_repo, "log", "aside").output
+    assert "(event)" in table and "steps aside" in table
+    assert table.index("L1.5 cycle 1") < table.index("steps aside")
+    blocks = run_blocks(load_run(GitRepo(toy_repo), "aside"))
+    assert any(b[0] == "p" and b[1].startswith("Level 2 stepped aside") and
+               f"after iteration 5: L2 cycle 1: steps aside, {aside['reason']}" in b[1]
+               for b in blocks)
+    replayed = json.loads(invoke(toy_repo, "replay", "arx/aside", "--json").output)
+    assert replayed["result"] == "reproduced", replayed["first_divergence"]
+    assert "step_aside" in compared_kinds(trace_events(GitRepo(toy_repo), "aside"))
     cadence = level2_notes(open_run(toy_repo, {**flags, "step_aside": False}, name="paper"))
     monkeypatch.setattr("arx.core.config.CURRENT_RULES", 3)
     ws = open_run(toy_repo, flags, name="rules3")
@@ -177,6 +200,13 @@ def test_the_judgements_show_in_log_mechanism_list_and_report(group_d):
     listed = json.loads(out.output)
     assert {(r["verdict"], r["state"]) for r in listed} >= {("no_benefit", "reverted"),
                                                             ("kept", "active")}
+    # the table shows each outcome's whole reason (it was cut at 60 characters, before the
+    # waste and the windows compared), wrapped by words
+    table = " ".join(invoke(root, "mechanism", "list", "--run", "d").output.split())
+    for r in listed:
+        if r["verdict"] in ("kept", "no_benefit"):
+            tail = r["reason"].split("waste/trial ")[1]  # "0.00 -> 0.00 (iterations 5-9 -> 10-14)"
+            assert all(word in table for word in tail.split())
     rows = level2_rows(load_run(GitRepo(root), "d"))
     judged = {r["verdict"]: r for r in rows if r["verdict"] in ("kept", "no_benefit")}
     assert judged["no_benefit"]["result"] == "reverted"

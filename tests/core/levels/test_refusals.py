@@ -14,7 +14,7 @@ import git
 
 from arx.core.levels.level2 import add_by_hand
 from arx.core.levels.mechanism import Mechanism, catalog
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.loop.space import ParameterSpace
 from arx.core.proposers.moves import movable
 from arx.core.proposers.offline import OptunaProposer

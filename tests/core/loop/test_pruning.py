@@ -17,7 +17,8 @@ import tomlkit
 
 from arx.core.config import resolve
 from arx.core.errors import ConfigError
-from arx.core.loop.engine import Engine, run_to_end
+from arx.core.loop.driver import run_to_end
+from arx.core.loop.engine import Engine
 from arx.core.loop.pruning import Pruner, curve_noise
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord

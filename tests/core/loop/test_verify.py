@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from arx.cli.main import cli
 from arx.core.loop import noise, stats, verify
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.replay.run import replay
 from arx.core.repo.git import GitRepo
@@ -228,7 +228,8 @@ def test_a_verification_killed_midway_resumes_without_training_twice_and_replays
     notes = 0
     for line in proc.stdout:
         obj = json.loads(line)
-        if obj.get("event") == "note" and obj["text"].startswith("verify: "):
+        if obj.get("event") == "training" and obj["kind"] == "verify" \
+                and obj["phase"] == "start":
             notes += 1
             if notes == 3:  # the third held-out training is starting (it sleeps 0.2 s)
                 break

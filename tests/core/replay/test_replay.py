@@ -19,7 +19,8 @@ from arx.core.codemods.constants import apply_changes
 from arx.core.errors import TraceError
 from arx.core.llm.client import ChatClient
 from arx.core.llm.settings import resolve_llm
-from arx.core.loop.engine import Engine, run_to_end
+from arx.core.loop.driver import run_to_end
+from arx.core.loop.engine import Engine
 from arx.core.proposers.llm import LLMProposer
 from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.retrain import judge

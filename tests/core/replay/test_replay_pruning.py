@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from arx.core.loop.engine import run_to_end
+from arx.core.loop.driver import run_to_end
 from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.run import replay
 from arx.core.repo.workspace import open_run
