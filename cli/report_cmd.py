@@ -8,7 +8,7 @@ import click
 
 from arx.cli.common import RUN_NAME, arx_errors, make_proposer
 from arx.core.analysis.ablate import run_ablation, split_list, to_markdown
-from arx.core.loop.engine import default_executor
+from arx.core.loop.trials import default_executor
 
 
 def _matplotlib() -> None:

@@ -37,7 +37,7 @@ import psutil
 
 from arx.core.errors import RunnerLoadError
 from arx.core.execution.env import allowed_env
-from arx.core.execution.process import kill_group, start_group
+from arx.core.execution.process import kill_group, pid_alive, start_group
 from arx.core.levels.fence import SANDBOX_MAIN, SANDBOX_TMP, Launch, bwrap_launch, find_bwrap
 from arx.core.llm.jsonextract import json_depth
 
@@ -440,16 +440,6 @@ def _unprivileged(pid: int) -> bool:
         return False
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process: alive
-        return True
-    return True
-
-
 def sweep_stale(tmp: Path) -> list[Path]:
     """Remove the native workers' directories under ``tmp`` whose arx process is gone (a killed
     arx cannot remove its own); ours only (same uid), and only by the pid in their name.
@@ -459,7 +449,7 @@ def sweep_stale(tmp: Path) -> list[Path]:
         pid = path.name[len(TMP_PREFIX):].split("-", 1)[0]
         try:
             if not pid.isdigit() or path.is_symlink() or path.stat().st_uid != os.getuid() \
-                    or _running(int(pid)):
+                    or pid_alive(int(pid)):
                 continue
         except OSError:
             continue

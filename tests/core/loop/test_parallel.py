@@ -12,7 +12,8 @@ import time
 import git
 
 from arx.core.execution.local import LocalExecutor
-from arx.core.loop.engine import Engine, default_executor
+from arx.core.loop.engine import Engine
+from arx.core.loop.trials import default_executor
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
