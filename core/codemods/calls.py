@@ -10,11 +10,14 @@ function defaults (``constants.py`` rewrites them; this module only finds them).
   ``os.makedirs(exist_ok=True)`` are code, not settings. When the same callee has literal
   keywords in two calls, each is named by its place among them in the file: ``Linear#1.bias``,
   ``Linear#2.bias``. Positional literals (``nn.LSTMCell(1, 51)``) are not settings: their
-  meaning is their position.
+  meaning is their position. Calls inside a class (a model's ``nn.Linear(dim, dim,
+  bias=False)``, an optimiser's own steps) are its internals, not the script's settings: they
+  are left out.
 - function defaults: ``main.lr`` for ``def main(lr=0.1)`` at module level when every call of
   ``main`` in the script leaves ``lr`` out (``main()`` under ``__main__``). When a call passes
   ``lr=0.2`` instead, that keyword is what takes effect: it is the setting (same name,
-  ``main.lr``) and the default is skipped, saying so.
+  ``main.lr``) and the default is skipped, saying so. A function also called from inside a
+  class (an algorithm a model or an optimiser uses) is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -47,14 +50,27 @@ LineOf = Callable[[cst.CSTNode], int]
 
 
 class _Calls(cst.CSTVisitor):
-    """Every call in the module, in source order, and every name used other than as a callee."""
+    """Every call outside class bodies, in source order, by callee name; and the names called
+    from inside a class (``in_classes``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[cst.Call] = []
         self.by_name: dict[str, list[cst.Call]] = defaultdict(list)
+        self.in_classes: set[str] = set()
+        self._classes = 0
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._classes += 1
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._classes -= 1
 
     def visit_Call(self, node: cst.Call) -> None:
+        if self._classes:
+            if isinstance(node.func, cst.Name):
+                self.in_classes.add(node.func.value)
+            return
         self.calls.append(node)
         if isinstance(node.func, cst.Name):
             self.by_name[node.func.value].append(node)
@@ -122,8 +138,12 @@ def find_defaults(module: cst.Module, counts: Mapping[str, int], line_of: LineOf
             if param.default is None:
                 continue
             name = f"{fn_name}.{param.name.value}"
-            if not calls:
+            if not calls and fn_name not in visitor.in_classes:
                 continue  # never called here: not a setting of this script
+            if fn_name in visitor.in_classes:
+                missed.append(Miss(name, param, "called from inside a class: an internal of "
+                                                "the code that class holds"))
+                continue
             if not literal_ok(param.default):
                 code = module.code_for_node(param.default)
                 missed.append(Miss(name, param, f"default is not a literal ({excerpt(code)})"))

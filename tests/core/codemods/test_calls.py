@@ -160,3 +160,16 @@ def test_a_trainer_call_s_device_length_and_checkpoint_keywords_are_locked_by_ru
         "Trainer.accumulate_grad_batches": None}
     assert lock_reason("--accel") == "device (the name says 'accel')"
     assert lock_reason("HistGradientBoostingClassifier.max_leaf_nodes") is None  # tree leaves, not machines
+
+
+def test_calls_inside_a_class_are_its_internals_not_settings():
+    source = ("import torch.nn as nn\nimport torch.optim as optim\n\n\n"
+              "def orthogonalise(g, steps=5):\n    return g\n\n\n"
+              "class Block(nn.Module):\n    def __init__(self):\n"
+              "        self.proj = nn.Linear(8, 8, bias=False)\n\n"
+              "    def step(self, g):\n        return orthogonalise(g)\n\n\n"
+              "opt = optim.AdamW([], lr=0.01, eps=1e-8)\n")
+    scan = scan_parameters(source)
+    assert [c.name for c in scan.found] == ["AdamW.lr", "AdamW.eps"]
+    (skip,) = [s for s in scan.skipped if s.name == "orthogonalise.steps"]
+    assert "called from inside a class" in skip.reason

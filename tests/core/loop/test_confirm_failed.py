@@ -5,7 +5,6 @@ report say which side, which seed and why; and a keep commit says every value it
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from click.testing import CliRunner
 from rich.console import Console
@@ -20,9 +19,9 @@ from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
+from support.proposers import TRUTH
 from support.repos import edit_toml, make_script_repo
 
-TRUTH = Path(__file__).parents[2] / "support" / "truth_train.py"
 GOOD = {"LR": 0.004, "WIDTH": 128, "DROPOUT": 0.05}  # worth 0.110, 5.5 noise sd
 
 

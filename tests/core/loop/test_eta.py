@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +15,12 @@ from arx.core.loop.driver import run_to_end
 from arx.core.loop.eta import forecast
 from arx.core.loop.progress import Reporter
 from arx.core.loop.trace import TraceRecord
-from arx.core.proposers.base import Proposal, Proposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
+from support.proposers import TRUTH, GoodThenNorm
 from support.repos import edit_toml, make_script_repo
-
-TRUTH = Path(__file__).parents[2] / "support" / "truth_train.py"
-GOOD = {"LR": 0.004, "WIDTH": 128, "DROPOUT": 0.05}  # worth 0.110, 5.5 noise sd
 
 
 def rec(kind, status, iteration=0, wall=2.0, **extra):
@@ -83,17 +79,6 @@ def test_the_verification_left_counts_down_and_none_is_left_after_it():
 SLEEP = 0.5
 
 
-class GoodThenNorm(Proposer):
-    """A known-good change at iteration 1 (it is confirmed, then kept), then NORM flips, which
-    the truth ignores but the seeded noise does not (some look good enough to confirm)."""
-
-    name = "scripted"
-
-    def propose(self, request, feedback=None):
-        if request.iteration == 1:
-            return [Proposal(changes=GOOD, hypothesis="the known optimum", source=self.name)]
-        norm = "rms" if request.best_config.get("NORM") == "layer" else "layer"
-        return [Proposal(changes={"NORM": norm}, hypothesis="no effect", source=self.name)]
 
 
 class Watch(Reporter):

@@ -19,7 +19,6 @@ from arx.core.analysis.report import write_report
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
-from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import run_status
@@ -27,23 +26,13 @@ from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
 
+from support.proposers import Scripted
 from support.repos import edit_toml, git_repo, make_script_repo
 
 NOISY = Path(__file__).parents[2] / "support" / "noisy_train.py"
 LOCKED = ["NOISE_SD", "EFFECT", "SALT", "GOOD"]
 
 
-class Scripted(Proposer):
-    """Boundary fake: the given changes, one per iteration."""
-
-    name = "scripted"
-
-    def __init__(self, script):
-        self.script = list(script)
-
-    def propose(self, request, feedback=None):
-        changes = self.script.pop(0)
-        return [Proposal(changes=changes, hypothesis=f"try {changes}", source=self.name)]
 
 
 def noisy(tmp_path, salt, locked=LOCKED):

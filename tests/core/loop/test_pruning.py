@@ -22,25 +22,17 @@ from arx.core.loop.engine import Engine
 from arx.core.loop.pruning import Pruner, curve_noise
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord
-from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
+from arx.core.proposers.base import ProposalRequest
 from arx.core.proposers.offline import OptunaProposer, _Codec, offline_proposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.workspace import open_run
 
+from support.proposers import Scripted
 from support.repos import edit_toml, make_script_repo
 
 CURVE = Path(__file__).parents[2] / "support" / "curve_train.py"
 
 
-class Scripted(Proposer):
-    name = "scripted"
-
-    def __init__(self, script):
-        self.script = list(script)
-
-    def propose(self, request, feedback=None):
-        changes = self.script.pop(0)
-        return [Proposal(changes=changes, hypothesis=f"try {changes}", source=self.name)]
 
 
 @pytest.fixture

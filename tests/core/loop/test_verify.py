@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import git
 import pytest
@@ -21,15 +20,14 @@ from click.testing import CliRunner
 from arx.cli.main import cli
 from arx.core.loop import noise, stats, verify
 from arx.core.loop.driver import run_to_end
-from arx.core.proposers.base import Proposal, Proposer
+from arx.core.proposers.base import Proposal
 from arx.core.replay.run import replay
 from arx.core.repo.git import GitRepo
 from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
+from support.proposers import GOOD, TRUTH, GoodThenNorm
 from support.repos import edit_toml, make_script_repo
-
-TRUTH = Path(__file__).parents[2] / "support" / "truth_train.py"
 
 
 def truth_module():
@@ -128,20 +126,8 @@ def test_a_held_out_delta_is_confirmed_only_beyond_two_standard_errors(direction
 
 # ---- real runs on the truth target -------------------------------------------------------------
 
-GOOD = {"LR": 0.004, "WIDTH": 128, "DROPOUT": 0.05}  # worth 0.110, 5.5 noise sd
 
 
-class GoodThenNothing(Proposer):
-    """A known-good change at iteration 1 (``GOOD``), then NORM flips (no effect on the
-    truth)."""
-
-    name = "scripted"
-
-    def propose(self, request, feedback=None):
-        if request.iteration == 1:
-            return [Proposal(changes=GOOD, hypothesis="the known optimum", source=self.name)]
-        norm = "rms" if request.best_config.get("NORM") == "layer" else "layer"
-        return [Proposal(changes={"NORM": norm}, hypothesis="no effect", source=self.name)]
 
 
 def truth_repo(path):
@@ -171,7 +157,7 @@ def test_a_run_ends_with_a_held_out_verification_on_unused_seeds(tmp_path):
     truth = truth_module()
     root = truth_repo(tmp_path / "p")
     ws = open_run(root, {"iterations": 2}, name="v")
-    engine = run_to_end(ws, GoodThenNothing())
+    engine = run_to_end(ws, GoodThenNorm())
     events = trace_events(GitRepo(root), "v")
     trials = [e for e in events if e.get("event") == "trial"]
     used = {e.get("seed") for e in trials if e["kind"] != "verify"} - {None}
@@ -206,11 +192,11 @@ def test_a_run_ends_with_a_held_out_verification_on_unused_seeds(tmp_path):
 def test_verification_off_and_nothing_kept_write_no_verification(tmp_path):
     root = truth_repo(tmp_path / "p")
     ws = open_run(root, {"iterations": 1, "verify": 0}, name="off")
-    run_to_end(ws, GoodThenNothing())
+    run_to_end(ws, GoodThenNorm())
     assert not [e for e in trace_events(GitRepo(root), "off") if e.get("event") == "verify"]
     assert "Arx-Verified" not in GitRepo(root).log("arx/off", max_count=1)[0].trailers
 
-    class Nothing(GoodThenNothing):
+    class Nothing(GoodThenNorm):
         def propose(self, request, feedback=None):
             return [Proposal(changes={"NORM": "rms"}, hypothesis="-", source=self.name)]
 
