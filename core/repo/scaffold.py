@@ -48,7 +48,7 @@ class InitResult:
     #: what init learned about an adopted script (None for the default target)
     adoption: Adoption | None = None
     #: the `arx run` to try next
-    next_command: str = "arx run --iterations 8 --budget 12 --seed 1"
+    next_command: str = "arx run --iterations 8 --budget 12 --seed 2"
     #: how the metric's direction was decided (inferred from its name, or given against it)
     direction_note: str = ""
 

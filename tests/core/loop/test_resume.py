@@ -110,8 +110,8 @@ def test_a_run_name_cannot_be_started_twice(toy_repo):
 
 
 def test_no_orphan_trial_survives_a_killed_arx(toy_repo):
-    proc = start_run(toy_repo, "--name", "orphan", "--iterations", "3", "--budget", "5")
-    kill_after(proc, 1, 0.8)  # killed while the first trial sleeps its 5 s
+    proc = start_run(toy_repo, "--name", "orphan", "--iterations", "3", "--budget", "2.5")
+    kill_after(proc, 1, 0.8)  # killed while the first trial sleeps its 2.5 s
     pid_file = toy_repo / ".arx" / "pids" / "orphan.pid"
     pgid = json.loads(pid_file.read_text())["pgid"]
     os.killpg(pgid, 0)  # the orphaned trial is still running after arx died
