@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from arx.core.codemods.configfiles import config_format
 from arx.core.codemods.constants import DEFAULT, Constant, Scan, Skipped, scan_parameters
 from arx.core.codemods.sources import imported_modules, inline_literals
 from arx.core.config import TargetConfig
@@ -111,9 +112,6 @@ def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) ->
     return out
 
 
-_CONFIG_SUFFIXES = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
-
-
 def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[str]:
     """What the script reads from the user's own repository: local modules it imports (with
     the ``--target`` that adopts one) and config files it names."""
@@ -128,11 +126,11 @@ def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[
                            f"`arx init --target {rel}` adopts")
                 break
     for text in scan.strings:
-        suffix = PurePosixPath(text).suffix.lower()
-        if suffix in _CONFIG_SUFFIXES and ((base / text).is_file() or (root / text).is_file()):
+        kind = config_format(text)
+        if kind and ((base / text).is_file() or (root / text).is_file()):
             rel = text if (root / text).is_file() else \
                 (base / text).relative_to(root).as_posix()
-            out.append(f"the {_CONFIG_SUFFIXES[suffix]} file {text}, whose settings "
+            out.append(f"the {kind.upper()} file {text}, whose settings "
                        f"`arx init --target {rel}` adopts")
     return out
 
@@ -141,7 +139,7 @@ def _unreadable(target_file: str) -> ConfigError | None:
     """A target that is neither a Python script nor a config file arx reads, refused by its
     suffix (never parsed as Python)."""
     suffix = PurePosixPath(target_file).suffix.lower()
-    if suffix == ".py" or suffix in _CONFIG_SUFFIXES:
+    if suffix == ".py" or config_format(target_file):
         return None
     return ConfigError(f"{target_file} is not a Python script nor a YAML, TOML or JSON file "
                        f"({suffix or 'no suffix'}): arx cannot read its settings",
@@ -244,8 +242,8 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
             reasons[c.name] = "not named by --only"
         elif c.name in locked:
             reasons[c.name] = "--lock"
-        elif not only and _rule(c):
-            reasons[c.name] = str(_rule(c))
+        elif not only and (rule := _rule(c)):
+            reasons[c.name] = rule
     space = ParameterSpace.from_constants(scan.found, locked=reasons)
     guarded = _guarded(scan, space)
     if guarded:
