@@ -93,18 +93,23 @@ def _number(node: cst.BaseExpression) -> bool:
     return isinstance(node, (cst.Integer, cst.Float))
 
 
+def _visited(source: str, visitor: cst.CSTVisitor) -> bool:
+    """Walk ``source`` with ``visitor`` (positions available); False when it does not parse."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return False
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return True
+
+
 def inline_literals(source: str) -> list[tuple[str, int]]:
     """Calls in ``source`` with positional numbers (``LSTMCell(1, 51)`` with its line): values
     a script writes inline that arx does not tune, as a position is their only name (named
     when init refuses a script; literal keywords are settings). Empty when the source does
     not parse."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError:
-        return []
     visitor = _Sources()
-    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
-    return visitor.inline
+    return visitor.inline if _visited(source, visitor) else []
 
 
 def config_sources(module: cst.Module) -> tuple[list[str], list[str]]:
@@ -139,10 +144,5 @@ class _Imports(cst.CSTVisitor):
 def imported_modules(source: str) -> list[tuple[str, int]]:
     """Absolute imports of ``source`` (``config``, ``cfg.optim``) with the line of the first,
     so that ``arx init`` can name the ones that are files of the user's own repository."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError:
-        return []
     visitor = _Imports()
-    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
-    return list(visitor.found.items())
+    return list(visitor.found.items()) if _visited(source, visitor) else []
