@@ -30,12 +30,12 @@ from pathlib import Path
 
 import tomlkit
 
+from arx.core.app.scaffold import init_repo
 from arx.core.loop import stats
 from arx.core.loop.driver import run_to_end
 from arx.core.loop.noise import latest_noise, reported
+from arx.core.loop.trace import trace_events
 from arx.core.proposers.offline import offline_proposer
-from arx.core.repo.runs import trace_events
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import Event, TrialKind, TrialState
 

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from arx.core.app.scaffold import init_repo
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 
 TARGET = "X = 1.0  # the metric\nY = 4  # unused\nZ = 0.5  # unused\n"

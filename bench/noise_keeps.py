@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from arx.core.app.scaffold import init_repo
 from arx.core.loop.driver import run_to_end
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialKind, TrialState
 

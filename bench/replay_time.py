@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from arx.core.app.scaffold import init_repo
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.replay.run import replay
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 
 TARGET = '''"""A toy target: the metric is an analytic function of its constants."""

@@ -33,8 +33,8 @@ from typing import Any
 
 import tomlkit
 
+from arx.core.app.scaffold import init_repo
 from arx.core.codemods.constants import discover_constants
-from arx.core.repo.scaffold import init_repo
 from arx.train import prepare as prep
 
 TARGETS = Path(__file__).with_name("targets")

@@ -17,6 +17,14 @@ from arx.cli.report_cmd import ablate, report
 from arx.cli.result_cmds import apply, export, verify
 from arx.cli.script_cmds import check, print_adoption, rm
 from arx.core.app.export import live_export, public_url
+from arx.core.app.runs import (
+    history,
+    history_with_decisions,
+    run_mechanisms,
+    run_names,
+    run_status,
+)
+from arx.core.app.scaffold import init_repo
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
@@ -28,14 +36,6 @@ from arx.core.loop.trials import default_executor
 from arx.core.repo.commits import Trailer, verified_short
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
-from arx.core.repo.runs import (
-    history,
-    history_with_decisions,
-    run_mechanisms,
-    run_names,
-    run_status,
-)
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import Event, TrialState
 from arx.core.textfit import fit

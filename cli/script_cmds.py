@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from arx.cli.common import RUN_NAME, arx_errors
+from arx.core.app.scaffold import InitResult
 from arx.core.direction import contradiction, infer
 from arx.core.loop.check import check_target
 from arx.core.loop.pruning import describe_curve
 from arx.core.repo.git import GitRepo
 from arx.core.repo.remove import remove_run
-from arx.core.repo.scaffold import InitResult
 
 #: at most this many names per line of the init report before "and N more"
 _LIST = 12

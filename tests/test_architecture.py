@@ -101,6 +101,49 @@ def test_no_import_circle_among_arx_modules():
     assert cycles(edges) == []
 
 
+#: arx's packages from the floor up: a module may import its own package and those below it,
+#: never one above. Loop and levels share a floor: the engine calls the levels every K and M
+#: iterations and the levels read the trace the loop writes (no module-level circle between
+#: them, which the test above checks). ``base`` is core's own top-level modules (config,
+#: errors, states, direction, textfit).
+FLOORS = [
+    {"base"}, {"codemods", "execution", "llm"}, {"repo"}, {"proposers"}, {"loop", "levels"},
+    {"replay"}, {"app"}, {"analysis"}, {"cli", "runner_repo", "train"},
+]
+
+
+def package(module: str) -> str:
+    parts = module.split(".")
+    if parts[1] != "core":
+        return parts[1]
+    return parts[2] if len(parts) > 2 and (ROOT / "core" / parts[2]).is_dir() else "base"
+
+
+def floor(module: str) -> int:
+    name = package(module)
+    return next(i for i, names in enumerate(FLOORS) if name in names)
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets
+                  if floor(b) > floor(a))
+
+
+def test_every_package_has_a_floor():
+    named = set().union(*FLOORS)
+    assert {package(m) for m in modules()} <= named
+
+
+def test_the_floor_check_finds_an_upward_import():
+    assert upward({"arx.core.repo.git": {"arx.core.app.runs"}}) == [
+        "arx.core.repo.git -> arx.core.app.runs"]
+    assert upward({"arx.core.app.runs": {"arx.core.repo.git", "arx.core.errors"}}) == []
+
+
+def test_no_package_imports_one_above_it():
+    assert upward(graph()) == []
+
+
 def test_arx_modules_are_imported_at_module_level_unless_a_comment_says_why():
     """A function-local import hides a dependency; the few that keep an optional, heavy package
     (ray, matplotlib) off the import path say so on the line above."""

@@ -34,18 +34,19 @@ from typing import Any
 from arx.core.analysis.ablate_figure import figure
 from arx.core.analysis.summary import delta_convention
 from arx.core.analysis.summary import to_markdown as blocks_md
+from arx.core.app.runs import run_status
 from arx.core.config import load_toml, plain, resolve
 from arx.core.errors import ConfigError
 from arx.core.llm.settings import resolve_llm
 from arx.core.loop.driver import run_to_end
 from arx.core.loop.provenance import write_provenance
+from arx.core.loop.trace import read_trace
 from arx.core.proposers.base import Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.proposers.offline import offline_proposer as run_offline_proposer
 from arx.core.proposers.random_search import RandomProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import branch_of
-from arx.core.repo.runs import read_trace, run_status
 from arx.core.repo.workspace import Workspace, check_name, open_run
 from arx.core.states import RunState, TrialKind, TrialState
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from arx.core.loop.trace import read_trace
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import read_trace
 from arx.core.states import RunState, TrialKind, TrialState
 
 if TYPE_CHECKING:  # only for annotations: ablate imports this module

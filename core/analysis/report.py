@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from arx.core.analysis.figures import Marker, build_figure
 from arx.core.analysis.summary import as_number, summary_blocks, to_html, to_markdown
+from arx.core.app.runs import run_names, run_status
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.noise import latest_noise, reported
+from arx.core.loop.trace import trace_events
 from arx.core.repo.commits import Trailer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.paths import RunFiles, branch_of
-from arx.core.repo.runs import run_names, run_status, trace_events
 from arx.core.states import Event, TrialKind, TrialState
 
 if TYPE_CHECKING:

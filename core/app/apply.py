@@ -28,12 +28,11 @@ from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, PatchError, RepoError
 from arx.core.loop import verify
-from arx.core.loop.trace import TraceRecord, best_of
+from arx.core.loop.trace import TraceRecord, best_of, trace_events
 from arx.core.repo import commits
 from arx.core.repo.git import GitRepo
 from arx.core.repo.lock import RunLock
 from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of
-from arx.core.repo.runs import trace_events
 from arx.core.states import Event, Level, TrialState
 
 __all__ = ["ApplyPlan", "apply_plan", "plan_apply"]

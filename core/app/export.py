@@ -10,7 +10,7 @@ metric, its params the tunable parameters' values as trained, its state mapped f
 status (``optuna_state``), its user attributes the iteration, status, reason, hypothesis,
 changes, the commit of a baseline or keep, and the Level-2 mechanisms active when it ran.
 
-Everything is read from the trace through the run views (``repo.runs.trace_events``), never
+Everything is read from the trace through the run views (``loop.trace.trace_events``), never
 from memory, and each arx record is written once: an Optuna trial carries the position of its
 record in the trace (``arx_record``, the trace is append-only), and ``sync`` adds only the
 positions the study lacks, so exporting twice, or a resumed ``arx run --storage``, duplicates
@@ -39,15 +39,16 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
+from arx.core.app.runs import history
 from arx.core.config import RunConfig
 from arx.core.errors import ExportError, RepoError
 from arx.core.levels.mechanism_state import active_mechanisms
 from arx.core.loop.params import ParamSpec
 from arx.core.loop.space import run_space
+from arx.core.loop.trace import trace_events
 from arx.core.repo.commits import Trailer, level_of, trailer_int
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import RunFiles, branch_of
-from arx.core.repo.runs import history, trace_events
 from arx.core.states import Event, Level, TrialKind, TrialState
 
 try:  # optuna >= 4

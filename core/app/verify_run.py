@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arx.core.app.runs import run_status
 from arx.core.errors import RunError
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
 from arx.core.loop.verify import Verified, verify_finished
 from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import run_status
 from arx.core.repo.workspace import open_run
 from arx.core.states import RunState
 

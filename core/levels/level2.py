@@ -30,11 +30,10 @@ from arx.core.levels.mechanism_state import level2_note
 from arx.core.llm.jsonextract import extract_json_object
 from arx.core.llm.settings import secret_names_in
 from arx.core.loop.resume import resume_point
-from arx.core.loop.trace import Trace
+from arx.core.loop.trace import Trace, trace_events
 from arx.core.repo import commits
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import RUNNER_PATH, SMOKE_PATH
-from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import Workspace
 from arx.core.states import Event, Source, TrialKind, TrialState, Verdict
 

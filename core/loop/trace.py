@@ -18,6 +18,8 @@ from typing import Any
 
 from arx.core.errors import TraceError
 from arx.core.llm.jsonextract import json_depth
+from arx.core.repo.git import GitRepo
+from arx.core.repo.paths import RunFiles, branch_of, worktree_path
 from arx.core.states import Event, TrialState
 
 #: the deepest nesting of lists and objects a trace line or transcript may have: a branch may
@@ -184,3 +186,30 @@ def best_of(records: Iterable[TraceRecord]) -> TraceRecord | None:
         if rec.state in (TrialState.BASELINE, TrialState.KEEP):
             best = rec
     return best
+
+
+def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Every event of a run's trace, oldest first: from the live worktree while the run is in
+    progress (lines not committed yet), else from the branch tip (or ``rev``)."""
+    rel = RunFiles(name).trace_rel
+    live = worktree_path(repo.root, name) / rel
+    text = live.read_text() if rev is None and live.exists() else repo.show(
+        rev or branch_of(name), rel)
+    out = []
+    for lineno, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = load_line(line)
+        except ValueError:
+            continue  # a torn line of a live run
+        if obj.get("v") != TRACE_VERSION:
+            raise TraceError(f"run {name}: trace line {lineno} has version {obj.get('v')!r}",
+                             hint="use the arx version that wrote this run")
+        out.append(obj)
+    return out
+
+
+def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
+    """Finished-trial records of a run, oldest first (see ``trace_events``)."""
+    return [e for e in trace_events(repo, name, rev) if e.get("event") == Event.TRIAL]

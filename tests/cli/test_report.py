@@ -14,10 +14,10 @@ from arx.core.analysis.figures import build_figure, markers
 from arx.core.analysis.report import RunData, load_run, write_report
 from arx.core.analysis.summary import level2_rows
 from arx.core.loop.engine import Engine
+from arx.core.loop.trace import read_trace
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
-from arx.core.repo.runs import read_trace
 from arx.core.repo.workspace import open_run
 
 cli.add_command(report)

@@ -9,8 +9,8 @@ import sys
 
 import git
 
+from arx.core.app.runs import run_status
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import run_status
 
 from support.llm_server import error, ok
 from support.repos import edit_toml

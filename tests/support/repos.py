@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import tomlkit
 
-from arx.core.repo.scaffold import init_repo
+from arx.core.app.scaffold import init_repo
 
 TOY = Path(__file__).with_name("toy_train.py")
 

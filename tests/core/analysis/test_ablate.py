@@ -16,15 +16,16 @@ from click.testing import CliRunner
 from arx.cli.main import cli
 from arx.cli.report_cmd import ablate
 from arx.core.analysis import ablate as ab
+from arx.core.app.runs import run_status
 from arx.core.errors import ArxError, ConfigError, LLMError
 from arx.core.loop.engine import Engine
 from arx.core.loop.params import ParamSpec
 from arx.core.loop.space import ParameterSpace
+from arx.core.loop.trace import read_trace
 from arx.core.proposers.base import ProposalRequest
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.proposers.random_search import RandomProposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import read_trace, run_status
 from arx.core.repo.workspace import open_run
 
 cli.add_command(ablate)
@@ -35,7 +36,7 @@ def invoke(*args):
 
 
 def trace_delta(repo, name):
-    """best - baseline recomputed from the branch's trace, independently of arx.core.repo.runs."""
+    """best - baseline recomputed from the branch's trace, independently of arx.core.app.runs."""
     text = git.Repo(repo.root).git.show(f"arx/{name}:runs/{name}/trace.jsonl")
     recs = [r for r in map(json.loads, text.splitlines()) if r["event"] == "trial"]
     base = next(r["metric"] for r in recs if r["status"] == "baseline")

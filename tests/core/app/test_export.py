@@ -15,11 +15,12 @@ from optuna.trial import TrialState as OptunaState
 
 from arx.cli.main import cli
 from arx.core.app.export import distribution, live_export, optuna_state, public_url
+from arx.core.app.runs import history
 from arx.core.loop.driver import run_to_end
 from arx.core.loop.params import ParamSpec
+from arx.core.loop.trace import read_trace
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import history, read_trace
 from arx.core.repo.workspace import open_run
 from arx.core.states import MEASURED
 

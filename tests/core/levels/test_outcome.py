@@ -22,10 +22,10 @@ from arx.core.levels.mechanism_state import (
 )
 from arx.core.levels.outcome import calls_for_level2, due, judge, repeated, window
 from arx.core.loop.engine import Engine
+from arx.core.loop.trace import trace_events
 from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.run import compared_kinds
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 from arx.core.states import MechanismState
 

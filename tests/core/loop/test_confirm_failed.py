@@ -14,9 +14,9 @@ from arx.cli.progress import RichReporter
 from arx.core.analysis.report import load_run
 from arx.core.analysis.summary import run_blocks
 from arx.core.loop.driver import run_to_end
+from arx.core.loop.trace import trace_events
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
 from support.proposers import TRUTH

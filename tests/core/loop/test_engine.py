@@ -12,12 +12,12 @@ import subprocess
 import git
 import pytest
 
+from arx.core.app.runs import run_status
 from arx.core.codemods.constants import discover_constants
 from arx.core.loop.engine import Engine, RunError
 from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import run_status
 from arx.core.repo.workspace import open_run
 
 from support.repos import edit_toml

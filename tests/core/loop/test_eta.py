@@ -14,9 +14,8 @@ from arx.core.loop.diagnose import log_file
 from arx.core.loop.driver import run_to_end
 from arx.core.loop.eta import forecast
 from arx.core.loop.progress import Reporter
-from arx.core.loop.trace import TraceRecord
+from arx.core.loop.trace import TraceRecord, trace_events
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
 from support.proposers import TRUTH, GoodThenNorm

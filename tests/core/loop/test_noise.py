@@ -16,13 +16,13 @@ import git
 import pytest
 
 from arx.core.analysis.report import write_report
+from arx.core.app.runs import run_status
+from arx.core.app.scaffold import init_repo
 from arx.core.errors import ConfigError
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import run_status
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
 

@@ -16,9 +16,9 @@ import time
 import git
 import pytest
 
+from arx.core.app.runs import run_status
 from arx.core.codemods.constants import discover_constants
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import run_status
 
 ARX = [sys.executable, "-m", "arx.cli.main"]
 

@@ -9,9 +9,9 @@ import pytest
 
 from arx.core.errors import ArxError
 from arx.core.loop.engine import Engine
+from arx.core.loop.trace import read_trace, trace_events
 from arx.core.proposers.offline import OptunaProposer, offline_proposer
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import read_trace, trace_events
 from arx.core.repo.workspace import open_run
 
 T = 12

@@ -11,6 +11,7 @@ from pathlib import Path
 import git
 import pytest
 
+from arx.core.app.scaffold import init_repo
 from arx.core.codemods.constants import discover_constants
 from arx.core.config import RunConfig, TargetConfig
 from arx.core.errors import ConfigError, ProposalError, RunError
@@ -20,7 +21,6 @@ from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.space import ParameterSpace, run_space
 from arx.core.proposers.base import ProposalRequest
 from arx.core.proposers.offline import OptunaProposer, offline_proposer
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
 

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from arx.cli.main import cli
 from arx.core.loop import noise, stats, verify
 from arx.core.loop.driver import run_to_end
+from arx.core.loop.trace import trace_events
 from arx.core.proposers.base import Proposal
 from arx.core.replay.run import replay
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import trace_events
 from arx.core.repo.workspace import open_run
 
 from support.proposers import GOOD, TRUTH, GoodThenNorm

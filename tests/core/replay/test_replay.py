@@ -15,6 +15,7 @@ import sys
 import git
 import pytest
 
+from arx.core.app.scaffold import init_repo
 from arx.core.codemods.constants import apply_changes
 from arx.core.errors import TraceError
 from arx.core.llm.client import ChatClient
@@ -26,7 +27,6 @@ from arx.core.proposers.offline import offline_proposer
 from arx.core.replay.retrain import judge
 from arx.core.replay.run import ReplayError, replay
 from arx.core.repo.git import GitRepo
-from arx.core.repo.scaffold import init_repo
 from arx.core.repo.workspace import open_run
 
 from support.llm_server import LLMServer

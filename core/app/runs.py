@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from arx.core.config import RunConfig
-from arx.core.errors import RepoError, TraceError
+from arx.core.errors import RepoError
 from arx.core.levels.mechanism_state import MechanismRecord, mechanism_records
 from arx.core.levels.outcome import step_aside_line
 from arx.core.loop.noise import latest_noise, reported
-from arx.core.loop.trace import TRACE_VERSION, load_line
+from arx.core.loop.trace import trace_events
 from arx.core.repo.commits import Trailer, has_ended
 from arx.core.repo.git import GitRepo
 from arx.core.repo.gittext import CommitRecord
 from arx.core.repo.lock import RunLock
-from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of, worktree_path
+from arx.core.repo.paths import BRANCH_PREFIX, RunFiles, branch_of
 from arx.core.states import FAILED, Event, Level, RunState, TrialKind, TrialState
 
 
@@ -56,33 +56,6 @@ class RunStatus:
 
 def run_names(repo: GitRepo) -> list[str]:
     return sorted(b[len(BRANCH_PREFIX):] for b in repo.branches(BRANCH_PREFIX + "*"))
-
-
-def trace_events(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
-    """Every event of a run's trace, oldest first: from the live worktree while the run is in
-    progress (lines not committed yet), else from the branch tip (or ``rev``)."""
-    rel = RunFiles(name).trace_rel
-    live = worktree_path(repo.root, name) / rel
-    text = live.read_text() if rev is None and live.exists() else repo.show(
-        rev or branch_of(name), rel)
-    out = []
-    for lineno, line in enumerate((text or "").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = load_line(line)
-        except ValueError:
-            continue  # a torn line of a live run
-        if obj.get("v") != TRACE_VERSION:
-            raise TraceError(f"run {name}: trace line {lineno} has version {obj.get('v')!r}",
-                             hint="use the arx version that wrote this run")
-        out.append(obj)
-    return out
-
-
-def read_trace(repo: GitRepo, name: str, rev: str | None = None) -> list[dict[str, Any]]:
-    """Finished-trial records of a run, oldest first (see ``trace_events``)."""
-    return [e for e in trace_events(repo, name, rev) if e.get("event") == Event.TRIAL]
 
 
 def is_locked(repo: GitRepo, name: str) -> bool:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import tomlkit
 
+from arx.core.app.adopt import Adoption, adopt
 from arx.core.codemods.constants import discover_constants
 from arx.core.config import CONFIG_FILE, TargetConfig, load_toml, plain
 from arx.core.direction import contradiction, infer
 from arx.core.errors import ConfigError, RepoError
 from arx.core.loop.space import ParameterSpace
 from arx.core.replay.workflow import REPLAY_WORKFLOW_PATH, replay_workflow_text
-from arx.core.repo.adopt import Adoption, adopt
 from arx.core.repo.commits import init_message
 from arx.core.repo.git import GitRepo
 from arx.core.repo.paths import LOCAL_DIR, RUNNER_PATH
