@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from arx.core.errors import LLMError
 from arx.core.llm.settings import DUMMY_KEY, LLMSettings, api_key, public_url
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("arx.llm")
 
@@ -79,7 +80,7 @@ class ChatClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secret = key
-        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key,
+        self._client = _sdk().OpenAI(base_url=settings.base_url, api_key=key,
                                      timeout=settings.timeout_s, max_retries=0)
         self._model = settings.model
         self.json_supported: bool | None = None  # None: not known yet
@@ -155,6 +156,7 @@ class ChatClient:
     # -- the retry loop ------------------------------------------------------------------
 
     def _send(self, call: _Call, want_json: bool) -> tuple[str, Any, float]:
+        openai = _sdk()
         s = self.settings
         failures, last, probing = 0, "no attempt", False
         while True:
@@ -228,6 +230,7 @@ class ChatClient:
         return ceiling * (0.5 + 0.5 * self._rng.random())  # "equal jitter"
 
     def _discover_model(self) -> str:
+        openai = _sdk()
         try:
             models = [m.id for m in self._client.models.list()]
         except openai.OpenAIError as exc:
@@ -302,6 +305,14 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _sdk() -> Any:
+    """The ``openai`` package, imported on first use: it takes about half a second to import,
+    which every ``arx`` command would pay, while only a run that talks to an LLM needs it."""
+    # imported here, not at the top: see the docstring
+    import openai
+    return openai
 
 
 def _message(exc: openai.APIStatusError) -> str:
