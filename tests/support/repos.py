@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import git
@@ -12,6 +15,11 @@ import tomlkit
 from arx.core.app.scaffold import init_repo
 
 TOY = Path(__file__).with_name("toy_train.py")
+
+#: toy checkouts already adopted in this test process, by their arguments: a test gets a copy
+#: (git's own files are plain files with relative paths), not a second `arx init` (0.25 s each,
+#: paid by some 200 tests)
+_ADOPTED: dict[str, Path] = {}
 
 
 def git_repo(path: Path) -> git.Repo:
@@ -34,7 +42,20 @@ def make_toy_repo(path: Path, params: dict | None = None, target: dict | None = 
     Its runs do not measure noise nor verify their result on held-out seeds unless ``run`` says
     so (``{"noise": "auto", "verify": 3}``): the toy's seeds barely move its metric, and these
     tests count trials exactly. The noise measurement and the verification have their own tests,
-    on targets made of noise (tests/core/loop/test_noise.py, test_verify.py)."""
+    on targets made of noise (tests/core/loop/test_noise.py, test_verify.py).
+
+    The first call with given arguments adopts for real; later ones copy that checkout."""
+    key = json.dumps([params, target, run], sort_keys=True, default=str)
+    if key not in _ADOPTED:
+        store = Path(tempfile.mkdtemp(prefix="arx-toy-"))
+        atexit.register(shutil.rmtree, store, True)
+        _ADOPTED[key] = _adopt_toy(store / "project", params, target, run)
+    shutil.copytree(_ADOPTED[key], path, symlinks=True)
+    return path
+
+
+def _adopt_toy(path: Path, params: dict | None, target: dict | None,
+               run: dict | None) -> Path:
     repo = git_repo(path)
     shutil.copy(TOY, path / "train.py")
     (path / "README.md").write_text("a user's project\n")
