@@ -239,8 +239,9 @@ class Model:
         first = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"),
                      "")
         m = re.search(r"Mechanisms already tried on this run: (.*)\.", first)
-        tried = [] if not m or m.group(1) == "none" else [t.strip() for t in
-                                                         m.group(1).split(",")]
+        # once each: today's prompt names a judged mechanism once per event (pass, no_benefit)
+        tried = [] if not m or m.group(1) == "none" else list(dict.fromkeys(
+            t.strip() for t in m.group(1).split(",")))
         mech = regime_mechanisms.mechanism(tried)
         if "gate refused" in text or ROUNDS[3].upper() in text:
             return json.dumps(mech)

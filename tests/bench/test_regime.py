@@ -110,11 +110,12 @@ def test_a_short_group_c_run_installs_the_tabu_through_the_gate(toy_repo):
 
 
 def test_the_second_generate_answer_passes_the_real_gate_beside_the_first(tmp_path):
-    """The focus, written after the tabu: patched onto a runner holding it, the gate passes."""
+    """The focus, written after the tabu (named twice: its pass and its judgement): patched onto
+    a runner holding the tabu, the gate passes."""
     model, tried = regime_llm.Model(), ["TriedValuesTabu"]
     messages = [{"role": "system", "content": LEVEL2_SYSTEM},
                 {"role": "user", "content": "Mechanisms already tried on this run: "
-                                            "TriedValuesTabu.\n\nEXPLORE: ..."},
+                                            "TriedValuesTabu, TriedValuesTabu.\n\nEXPLORE: ..."},
                 {"role": "user", "content": "GENERATE the code.\n" + GENERATE_FORMAT}]
     focus = Mechanism.from_json(json.loads(model.answer(messages, 1)))
     tabu = Mechanism.from_json(regime_mechanisms.mechanism([]))
