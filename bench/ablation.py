@@ -185,7 +185,8 @@ def main_regime(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-regime-"))
     model = regime.model_from(args)
     t0 = time.monotonic()
-    cells = regime.run_all(problems, args.seeds, args.iterations, model, work, args.jobs)
+    cells = regime.run_all(problems, args.seeds, args.iterations, model, work, args.jobs,
+                           args.port)
     total = time.monotonic() - t0
     labels = {"A": "A (Level 1)", "B": "B (Level 1 + 1.5)", "C": "C (Level 1 + 1.5 + 2, LLM)"}
     results: dict[str, list[Row]] = {}

@@ -93,15 +93,18 @@ def facts(repo: GitRepo, run: str, seed: int, delta: float | None) -> RunFacts:
 
 
 def run_cell(problem_name: str, group: str, seeds: int, iterations: int, model: regime_llm.Model,
-             work: Path) -> Cell:
-    """One job: ``seeds`` runs of ``group`` on a fresh repository of the problem."""
+             work: Path, port: int = 0) -> Cell:
+    """One job: ``seeds`` runs of ``group`` on a fresh repository of the problem (or, when it
+    exists, on the one a previous bench left: finished runs are skipped, others resumed)."""
     problem = suite.PROBLEMS[problem_name]
-    root = suite.make_repo(problem, work / f"{problem.name}-{group}")
+    root = work / f"{problem.name}-{group}"
+    if not root.exists():
+        suite.make_repo(problem, root)
     if not model.prefer:
         model = regime_llm.Model(**{**model.__dict__,
                                     "prefer": PREFERENCES.get(problem.script, ())})
     t0 = time.monotonic()
-    with regime_llm.Endpoint(model) as endpoint:
+    with regime_llm.Endpoint(model, port) as endpoint:
         result = None
         for seed in range(1, seeds + 1):  # finished repeats are skipped: one new seed a call
             result = run_ablation(
@@ -120,17 +123,20 @@ def run_cell(problem_name: str, group: str, seeds: int, iterations: int, model: 
 
 
 def run_all(problems: Sequence[str], seeds: int, iterations: int, model: regime_llm.Model,
-            work: Path, jobs: int = 1) -> list[Cell]:
-    """Every (problem, group) cell, ``jobs`` at a time in their own processes."""
-    todo = [(p, g) for p in problems for g in GROUPS]
+            work: Path, jobs: int = 1, port: int = 0) -> list[Cell]:
+    """Every (problem, group) cell, ``jobs`` at a time in their own processes; with ``port``,
+    cell i's endpoint listens on ``port + i`` (the same URL on a rerun: resumable)."""
+    todo = [(p, g, port + i if port else 0)
+            for i, (p, g) in enumerate((p, g) for p in problems for g in GROUPS)]
     for p in problems:
         if p not in suite.PROBLEMS:
             raise SystemExit(f"--problems: unknown problem {p!r} (bench/suite.py has "
                              f"{', '.join(suite.PROBLEMS)})")
     if jobs <= 1:
-        return [run_cell(p, g, seeds, iterations, model, work) for p, g in todo]
+        return [run_cell(p, g, seeds, iterations, model, work, n) for p, g, n in todo]
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_cell, p, g, seeds, iterations, model, work) for p, g in todo]
+        futures = [pool.submit(run_cell, p, g, seeds, iterations, model, work, n)
+                   for p, g, n in todo]
         return [f.result() for f in futures]
 
 
@@ -201,5 +207,8 @@ def add_arguments(ap: Any) -> None:
     ap.add_argument("--prefer", default="",
                     help="(--regime) the preference list, e.g. 'SCALE-,OPTIMIZER>' "
                          "(default: per target script, PREFERENCES)")
+    ap.add_argument("--port", type=int, default=0,
+                    help="(--regime) first port of the endpoints (cell i: port + i); give it "
+                         "again with the same --work to resume an interrupted bench")
     ap.add_argument("--jobs", type=int, default=1,
                     help="(--regime) (problem, group) cells run at once, one process each")

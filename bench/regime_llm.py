@@ -269,12 +269,14 @@ class Model:
 class Endpoint:
     """The model behind a real local OpenAI-compatible HTTP server; ``base_url(seed)``."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, port: int = 0):
+        """``port`` 0: any free one. A fixed port lets a later bench resume these runs: their
+        stored ``--llm`` is this URL."""
         self.model = model
         self.calls = 0
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"endpoint": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
