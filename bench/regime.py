@@ -57,6 +57,9 @@ class RunFacts:
     repeats: int
     mechanisms: tuple[tuple[str, str], ...]
     stepped_aside: int
+    #: each judged mechanism: (name, whether its window had fewer repeats per trial than the
+    #: window it was compared with, whether it was kept)
+    judged: tuple[tuple[str, bool, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,30 @@ def fate(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def judged(events: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool, bool]]:
+    """(name, cut repeats, kept) of each outcome-gate judgement whose event holds both windows
+    (``before``/``after`` with ``repeats`` and ``trials``)."""
+    out = []
+    for e in events:
+        if e.get("event") != Event.LEVEL2 or e.get("verdict") not in (
+                Verdict.KEPT.value, Verdict.NO_BENEFIT.value):
+            continue
+        b, a = e.get("before"), e.get("after")
+        if not (isinstance(b, Mapping) and isinstance(a, Mapping) and b.get("trials")
+                and a.get("trials")):
+            continue
+        cut = a["repeats"] / a["trials"] < b["repeats"] / b["trials"]
+        out.append((str(e.get("mechanism")), cut, e.get("verdict") == Verdict.KEPT.value))
+    return out
+
+
 def facts(repo: GitRepo, run: str, seed: int, delta: float | None) -> RunFacts:
     events = trace_events(repo, run)
     records = [e for e in events if e.get("event") == Event.TRIAL]
     trials = [r for r in records if r.get("kind") == "trial"]
     return RunFacts(seed, delta, len(trials), len(repeated(records)), tuple(fate(events)),
-                    sum(1 for e in events if e.get("event") == Event.STEP_ASIDE))
+                    sum(1 for e in events if e.get("event") == Event.STEP_ASIDE),
+                    tuple(judged(events)))
 
 
 def run_cell(problem_name: str, group: str, seeds: int, iterations: int, model: regime_llm.Model,
@@ -182,6 +203,13 @@ def summary(cells: Sequence[Cell]) -> str:
                 fates[word] = fates.get(word, 0) + 1
     if fates:
         out.append("- mechanisms: " + ", ".join(f"{k} {v}" for k, v in sorted(fates.items())))
+    cuts = [j for c in cells for r in c.runs for j in r.judged]
+    if cuts:
+        cut = [j for j in cuts if j[1]]
+        out.append(f"- judged mechanisms whose window had fewer repeats per trial than the one "
+                   f"it was compared with: {len(cut)} of {len(cuts)}, kept {sum(j[2] for j in cut)} "
+                   f"of them; the others kept {sum(j[2] for j in cuts if not j[1])} of "
+                   f"{len(cuts) - len(cut)}")
     return "\n".join(out)
 
 

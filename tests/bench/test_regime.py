@@ -124,3 +124,16 @@ def test_the_second_generate_answer_passes_the_real_gate_beside_the_first(tmp_pa
                                          tabu.patches), focus.patches)
     result = run_gate(runner, tmp_path, mechanism=focus.name)
     assert result.ok, result.describe()
+
+
+def test_each_mechanisms_fate_and_whether_it_cut_repeats_come_from_its_events():
+    window = {"first": 1, "last": 10, "trials": 10, "gain": 0.0}
+    events = [
+        {"event": "level2", "mechanism": "T", "verdict": "pass"},
+        {"event": "level2", "mechanism": "F", "verdict": "pass"},
+        {"event": "trial", "iteration": 11},
+        {"event": "level2", "mechanism": "T", "verdict": "no_benefit", "reason": "no gain",
+         "before": {**window, "repeats": 5}, "after": {**window, "repeats": 2}},
+    ]
+    assert regime.fate(events) == [("T", "reverted: no gain"), ("F", "not judged")]
+    assert regime.judged(events) == [("T", True, False)]
