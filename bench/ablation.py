@@ -136,7 +136,8 @@ def verdicts(results: dict[str, list[Row]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--problems", default=",".join(suite.DEFAULT))
+    ap.add_argument("--problems", default=None,
+                    help="default: the suite's list (with --regime: bbob-f8,bbob-f15,bbob-f21)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--rows", default="A,B,D,random")
@@ -152,7 +153,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-ablation-"))
     results: dict[str, list[Row]] = {}
     t0 = time.monotonic()
-    for name in args.problems.split(","):
+    for name in (args.problems or ",".join(suite.DEFAULT)).split(","):
         problem = suite.PROBLEMS[name]
         root = suite.make_repo(problem, work / name)
         if name == "gpt":
@@ -180,8 +181,7 @@ def main() -> None:
 def main_regime(args: argparse.Namespace) -> None:
     """``--regime``: groups A, B, C against the simulated LLM, the same table plus repeats and
     mechanisms per run."""
-    problems = (args.problems if args.problems != ",".join(suite.DEFAULT)
-                else ",".join(regime.DEFAULT_PROBLEMS)).split(",")
+    problems = (args.problems or ",".join(regime.DEFAULT_PROBLEMS)).split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-regime-"))
     model = regime.model_from(args)
     t0 = time.monotonic()
