@@ -33,6 +33,7 @@ from arx.core.analysis.ablate import run_ablation
 from arx.core.proposers.offline import offline_proposer
 
 sys.path.insert(0, str(Path(__file__).parent))
+import regime  # noqa: E402  (bench/regime.py, beside this script)
 import suite  # noqa: E402  (bench/suite.py, beside this script)
 
 #: row key -> (label, groups, baselines) for run_ablation
@@ -135,20 +136,24 @@ def verdicts(results: dict[str, list[Row]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--problems", default=",".join(suite.DEFAULT))
+    ap.add_argument("--problems", default=None,
+                    help="default: the suite's list (with --regime: bbob-f8,bbob-f15,bbob-f21)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--rows", default="A,B,D,random")
     ap.add_argument("--work", type=Path, default=None, help="keep the repositories here")
     ap.add_argument("--md", type=Path, default=None, help="also write the table here")
+    regime.add_arguments(ap)
     args = ap.parse_args()
+    if args.regime:
+        return main_regime(args)
     keys = [k for k in args.rows.split(",") if k]
     if "A" not in keys:
         keys.insert(0, "A")
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-ablation-"))
     results: dict[str, list[Row]] = {}
     t0 = time.monotonic()
-    for name in args.problems.split(","):
+    for name in (args.problems or ",".join(suite.DEFAULT)).split(","):
         problem = suite.PROBLEMS[name]
         root = suite.make_repo(problem, work / name)
         if name == "gpt":
@@ -165,6 +170,37 @@ def main() -> None:
         f"{args.seeds} seeds x {args.iterations} iterations per row, offline; "
         f"{total:.0f} s in all (`{command.strip()}`).", "",
         table(results), "", verdicts(results), "",
+        "Problems: " + "; ".join(f"{n}: {suite.PROBLEMS[n].about}" for n in results) + ".",
+    ])
+    print(text)
+    if args.md:
+        args.md.write_text(text + "\n")
+    print(f"repositories: {work}", file=sys.stderr)
+
+
+def main_regime(args: argparse.Namespace) -> None:
+    """``--regime``: groups A, B, C against the simulated LLM, the same table plus repeats and
+    mechanisms per run."""
+    problems = (args.problems or ",".join(regime.DEFAULT_PROBLEMS)).split(",")
+    work = args.work or Path(tempfile.mkdtemp(prefix="arx-regime-"))
+    model = regime.model_from(args)
+    t0 = time.monotonic()
+    cells = regime.run_all(problems, args.seeds, args.iterations, model, work, args.jobs,
+                           args.port)
+    total = time.monotonic() - t0
+    labels = {"A": "A (Level 1)", "B": "B (Level 1 + 1.5)", "C": "C (Level 1 + 1.5 + 2, LLM)"}
+    results: dict[str, list[Row]] = {}
+    for cell in cells:
+        deltas = {r.seed: r.delta for r in cell.runs if r.delta is not None}
+        results.setdefault(cell.problem, []).append(
+            Row(cell.group, labels[cell.group], deltas, cell.seconds))
+    command = "python bench/ablation.py " + " ".join(sys.argv[1:])
+    text = "\n".join([
+        f"SIMULATED LLM (bench/regime_llm.py): guidance {args.guidance}, mechanism lines "
+        f"{args.mechanism_lines}, second choice {args.second_choice}, memory {args.memory}. "
+        f"{args.seeds} seeds x {args.iterations} iterations per row; {total:.0f} s in all with "
+        f"--jobs {args.jobs} (`{command.strip()}`).", "",
+        table(results), "", regime.summary(cells), "", regime.runs_table(cells), "",
         "Problems: " + "; ".join(f"{n}: {suite.PROBLEMS[n].about}" for n in results) + ".",
     ])
     print(text)
