@@ -27,8 +27,8 @@ from typing import Any
 from arx.cli.common import make_proposer
 from arx.core.analysis.ablate import run_ablation
 from arx.core.levels.outcome import repeated
+from arx.core.loop.trace import trace_events
 from arx.core.repo.git import GitRepo
-from arx.core.repo.runs import trace_events
 from arx.core.states import Event, Verdict
 
 sys.path.insert(0, str(Path(__file__).parent))
