@@ -139,6 +139,9 @@ def test_init_run_keep_and_replay(tmp_path, style):
     verified = g.git.show("arx/t", "-s", "--format=%(trailers:key=Arx-Verified,valueonly)")
     assert head.trailers_dict["Arx-Verified"] == [verified.strip()]  # the run's own verdict
     assert "loss: held-out delta" in head.message
+    for path in JOINED.get(style, []):  # applied: the joined file moved on since the base
+        out = arx(root, "apply", "t")
+        assert out.exit_code != 0 and f"{path} changed since run t started" in out.output
 
 
 def test_included_data_reaches_parallel_slots_and_check(tmp_path):
