@@ -25,6 +25,7 @@ from arx.core.app.runs import (
     run_status,
 )
 from arx.core.app.scaffold import init_repo
+from arx.core.codemods.bundle import TargetFiles
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
@@ -194,7 +195,8 @@ def _drop_unstarted(ws, resume) -> None:
 
 def _tunable(ws):
     """The run's tunable parameters (for the command-line warnings)."""
-    return run_space(ws.path, (ws.path / ws.config.target.file).read_text(), ws.config).tunable()
+    source = TargetFiles(ws.path, ws.config.target.paths()).read()
+    return run_space(ws.path, source, ws.config).tunable()
 
 
 def _command_line(ctx: click.Context) -> list[str]:

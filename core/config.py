@@ -54,9 +54,18 @@ class TargetConfig:
     #: paths of the checkout git does not track (data, tokenizers) that every trial sees: the
     #: untracked files under them are linked into the run's worktree and each parallel slot
     include: tuple[str, ...] = ()
+    #: repo-relative files besides ``file`` whose settings the run tunes (a config module the
+    #: script imports, a YAML/TOML/JSON file it reads); their settings are named
+    #: ``PATH:NAME`` (``codemods.bundle``). Empty: the target is ``file`` alone.
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", tuple(self.include or ()))
+        object.__setattr__(self, "files", tuple(self.files or ()))
+
+    def paths(self) -> tuple[str, ...]:
+        """Every file a run may edit: the script first, then ``files``."""
+        return (self.file, *self.files)
 
     def managed_constants(self) -> tuple[str, ...]:
         names = (self.budget_constant, self.steps_constant, self.seed_constant)
@@ -249,6 +258,18 @@ def target_config(doc: Mapping[str, Any]) -> TargetConfig:
         raise ConfigError("[target] include in arx.toml must be an array of paths",
                           hint='e.g. include = ["data/"]')
     table["include"] = tuple(include)
+    files = table.get("files", ())
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, (list, tuple)) or not all(
+            isinstance(p, str) and p and not p.startswith("/") and ".." not in p.split("/")
+            for p in files):
+        raise ConfigError("[target] files in arx.toml must be an array of repo-relative paths",
+                          hint='e.g. files = ["config.py", "conf/config.yaml"]')
+    if table.get("file", "train.py") in files or len(set(files)) != len(files):
+        raise ConfigError("[target] files in arx.toml names a file twice (or the target's own "
+                          "file)", hint="list each file once, besides [target] file")
+    table["files"] = tuple(files)
     target = TargetConfig(**table)
     if target.direction not in ("min", "max"):
         raise ConfigError(

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from arx.core.app.localfiles import local_files
+from arx.core.codemods import bundle
 from arx.core.codemods.configfiles import config_format
 from arx.core.codemods.constants import DEFAULT, Constant, Scan, Skipped, scan_parameters
 from arx.core.codemods.sources import imported_modules, inline_literals
 from arx.core.config import TargetConfig
-from arx.core.errors import ConfigError, close_hint
+from arx.core.errors import ConfigError, PatchError, close_hint
 from arx.core.loop.lockrules import lock_reason, name_words, training_length_words
 from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.space import ParameterSpace
@@ -205,6 +207,40 @@ def _guarded(scan: Scan, space: ParameterSpace) -> dict[str, str]:
     return out
 
 
+def _join_local_files(root: Path, repo: GitRepo | None, script: str, source: str,
+                      scan: Scan) -> tuple[dict[str, str], list[str], set[str]]:
+    """The local files whose settings join the target (``localfiles.py``): path -> text, what
+    init says about each (which file, how found, which settings; or why not), and where the
+    joined config files are read ("at line 12": no longer a source that overrides arx)."""
+    if config_format(script) is not None:
+        return {}, [], set()
+    joined: dict[str, str] = {}
+    notes: list[str] = []
+    read_at: set[str] = set()
+    for f in local_files(root, repo, script, source, has_own=bool(scan.found)):
+        text = (root / f.path).read_text()
+        try:
+            names = [c.name for c in scan_parameters(text, f.path).found]
+        except PatchError as exc:
+            notes.append(f"{f.path} ({f.found}) was not adopted: {exc.message}")
+            continue
+        if not names:
+            continue
+        if not f.tracked:
+            notes.append(f"{f.path} ({f.found}) holds settings but git does not track it, so "
+                         f"no trial would see a change to it: commit it and run `arx init "
+                         f"--force` again to tune them")
+            continue
+        joined[f.path] = text
+        if not f.module:
+            read_at.add(f.found.replace("read ", ""))
+        shown = ", ".join(bundle.qualified(f.path, n) for n in names[:8])
+        more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+        notes.append(f"settings of {f.path} ({f.found}) join the target ([target] files): "
+                     f"{shown}{more}")
+    return joined, notes, read_at
+
+
 def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *,
           locked: Sequence[str] = (), only: Sequence[str] = (),
           include: Sequence[str] | None = None) -> Adoption:
@@ -214,9 +250,14 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
     if refusal is not None:
         raise refusal
     scan = scan_parameters(source, target.file)
+    joined, joined_notes, read_at = _join_local_files(root, repo, target.file, source, scan)
+    if joined:
+        texts = {target.file: source, **joined}
+        scan = scan_parameters(bundle.pack(texts), target.file)
+        target = replace(target, files=tuple(joined))
     if not scan.found:
-        raise _nothing_to_tune(target.file, scan, source, _local_files(root, target.file, scan,
-                                                                       source))
+        raise _nothing_to_tune(target.file, scan, source, [
+            *joined_notes, *_local_files(root, target.file, scan, source)])
     names = [c.name for c in scan.found]
     why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):
@@ -254,7 +295,8 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
     warnings = command_overrides(target.command, target.file,
                                  [s.name for s in space.tunable()], root)
     notes = [f"the script also reads settings from {s}: values set there override arx's"
-             for s in scan.sources]
+             for s in scan.sources if not any(s.endswith(f" {at}") for at in read_at)]
+    notes[:0] = joined_notes
     if target.include:
         notes.insert(0, f"linked into every trial (git does not track it): "
                         f"{', '.join(target.include)} ([target] include)")

@@ -4,8 +4,8 @@ A run branch holds more than the result: the step count arx wrote into the targe
 and its Level-2 mechanisms, the trace and transcripts. ``git merge arx/NAME`` brings all of it.
 ``plan_apply`` takes only the tuned values: the settings whose value in the run's best
 configuration differs from its baseline, minus the constants arx manages (budget, steps, seed),
-and rewrites them in the target file of the user's checkout with the same structured edit a
-trial got (``codemods.constants.apply_changes``), then checks that exactly those values changed.
+and rewrites them in the target's files of the user's checkout (the script and ``[target]
+files``, each by its own surface) with the same structured edit a trial got (``codemods.constants.apply_changes``), then checks that exactly those values changed.
 ``apply_plan`` makes it one commit on the current branch, whose message names the run, its
 branch, every change and the held-out verified delta.
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods import bundle
+from arx.core.codemods.bundle import TargetFiles
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
 from arx.core.errors import ConfigError, PatchError, RepoError
@@ -54,11 +56,25 @@ class ApplyPlan:
     branch: str
     #: what the result is worth: the held-out verification's line, or that it has none
     outcome: str
+    #: every file of the target, the script first (``[target] files``); the texts above are
+    #: then bundles of them (``codemods.bundle``)
+    paths: tuple[str, ...] = ()
+
+    def texts(self, which: str) -> dict[str, str]:
+        """path -> text of each file of the target, ``before`` or ``after``."""
+        text = self.before_text if which == "before" else self.after_text
+        return bundle.unpack(text) if bundle.is_bundle(text) else {self.target_file: text}
+
+    def changed_paths(self) -> list[str]:
+        """The files the tuned values change (the ones the commit touches)."""
+        before, after = self.texts("before"), self.texts("after")
+        return [p for p in after if before.get(p) != after[p]]
 
     def diff(self) -> str:
-        return "".join(difflib.unified_diff(
-            self.before_text.splitlines(keepends=True), self.after_text.splitlines(keepends=True),
-            f"a/{self.target_file}", f"b/{self.target_file}"))
+        before, after = self.texts("before"), self.texts("after")
+        return "".join("".join(difflib.unified_diff(
+            before[p].splitlines(keepends=True), after[p].splitlines(keepends=True),
+            f"a/{p}", f"b/{p}")) for p in self.changed_paths())
 
 
 def _run_facts(repo: GitRepo, name: str) -> tuple[RunConfig, list[dict], str]:
@@ -116,19 +132,23 @@ def plan_apply(root: Path | str, name: str) -> ApplyPlan:
         raise ConfigError(f"run {name} kept no change: there is nothing to apply",
                           hint=f"`arx log {name}` shows what it tried")
     file = config.target.file
-    started = repo.show(base, file)
-    current = (repo.root / file).read_text() if (repo.root / file).is_file() else None
-    if current is None or started is None:
-        raise RepoError(f"{file} is not in {'this checkout' if current is None else 'the base'}",
-                        hint=f"run {name} tuned {file}; apply it where that file is")
-    if current != started:
-        values = ", ".join(f"{n} {commits.fmt_value(a)}->{commits.fmt_value(b)}"
-                           for n, (a, b) in changes.items())
-        raise RepoError(
-            f"{file} changed since run {name} started from {base[:12]}: its values were tuned "
-            f"for that version of the script ({values})",
-            hint=f"see the difference with `git diff {base[:12]} -- {file}`; set the values by "
-                 "hand if they still apply, or start a new run from here")
+    paths = config.target.paths()
+    for path in paths:
+        started = repo.show(base, path)
+        current = (repo.root / path).read_text() if (repo.root / path).is_file() else None
+        if current is None or started is None:
+            raise RepoError(f"{path} is not in "
+                            f"{'this checkout' if current is None else 'the base'}",
+                            hint=f"run {name} tuned {path}; apply it where that file is")
+        if current != started:
+            values = ", ".join(f"{n} {commits.fmt_value(a)}->{commits.fmt_value(b)}"
+                               for n, (a, b) in changes.items())
+            raise RepoError(
+                f"{path} changed since run {name} started from {base[:12]}: its values were "
+                f"tuned for that version of the script ({values})",
+                hint=f"see the difference with `git diff {base[:12]} -- {path}`; set the values "
+                     "by hand if they still apply, or start a new run from here")
+    current = TargetFiles(repo.root, paths).read()
     try:
         after = apply_changes(current, {n: v for n, (_, v) in changes.items()}, file)
     except PatchError as exc:
@@ -137,7 +157,7 @@ def plan_apply(root: Path | str, name: str) -> ApplyPlan:
     _check_only_tuned(current, after, changes, file)
     subject, body, trailers, outcome = _message(name, config, changes, events)
     return ApplyPlan(name, file, current, after, changes, subject, body, trailers, branch,
-                     outcome)
+                     outcome, paths)
 
 
 def _check_only_tuned(before: str, after: str, changes: Mapping[str, tuple[Any, Any]],
@@ -158,12 +178,14 @@ def _message(name: str, config: RunConfig, changes: Mapping[str, tuple[Any, Any]
     shown = ", ".join(f"{n} {commits.fmt_value(a)}->{commits.fmt_value(b)}"
                       for n, (a, b) in changes.items())
     subject = f"arx apply {name}: {shown}"
+    paths = config.target.paths()
+    where = ", ".join(dict.fromkeys(bundle.file_of(n, paths)[0] for n in changes))
     if len(subject) > 100:
-        subject = f"arx apply {name}: {len(changes)} tuned values of {config.target.file}"
+        subject = f"arx apply {name}: {len(changes)} tuned values of {where}"
     held = verify.latest(events)
     best = best_of([TraceRecord(e) for e in events if e.get("event") == Event.TRIAL])
     lines = [f"The best configuration of arx run {name} (branch {branch_of(name)}, iteration "
-             f"{best.iteration if best else '?'}), applied to {config.target.file}:", ""]
+             f"{best.iteration if best else '?'}), applied to {where}:", ""]
     lines += [f"- {n}: {commits.fmt_value(a)} -> {commits.fmt_value(b)}"
               for n, (a, b) in changes.items()]
     metric = config.target.metric
@@ -182,14 +204,15 @@ def _message(name: str, config: RunConfig, changes: Mapping[str, tuple[Any, Any]
 
 
 def apply_plan(root: Path | str, plan: ApplyPlan) -> str:
-    """Write the plan's file and commit it alone on the current branch; returns the sha."""
+    """Write the plan's files and commit the ones it changes alone on the current branch;
+    returns the sha."""
     repo = GitRepo(root)
-    path = repo.root / plan.target_file
-    if path.read_text() != plan.before_text or repo.current_branch() != plan.branch:
-        raise RepoError(f"{plan.target_file} or the branch changed while arx apply ran",
+    files = TargetFiles(repo.root, plan.paths or (plan.target_file,))
+    if files.read() != plan.before_text or repo.current_branch() != plan.branch:
+        raise RepoError(f"{', '.join(files.paths)} or the branch changed while arx apply ran",
                         hint="run `arx apply` again")
-    path.write_text(plan.after_text)
-    sha = repo.commit([plan.target_file], plan.subject, plan.body, dict(plan.trailers))
+    files.write(plan.after_text)
+    sha = repo.commit(plan.changed_paths(), plan.subject, plan.body, dict(plan.trailers))
     if sha is None:  # pragma: no cover - plan_apply refuses a plan that changes nothing
         raise RepoError("nothing was committed", hint="the file already holds these values")
     return sha

@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from arx.core.app.runs import history
+from arx.core.codemods.bundle import TargetFiles, read_files
 from arx.core.config import RunConfig
 from arx.core.errors import ExportError, RepoError
 from arx.core.levels.mechanism_state import active_mechanisms
@@ -278,7 +279,7 @@ def export_run(root: Path | str, name: str, url: str) -> ExportResult:
 def branch_space(repo: GitRepo, branch: str, config: RunConfig) -> tuple[ParamSpec, ...]:
     """The tunable parameters of a run, from arx.toml and the target on its branch."""
     toml = repo.show(branch, "arx.toml") or ""
-    source = repo.show(branch, config.target.file) or ""
+    source = read_files(lambda p: repo.show(branch, p), config.target.paths()) or ""
     with tempfile.TemporaryDirectory(prefix="arx-export-") as tmp:  # run_space reads a tree
         (Path(tmp) / "arx.toml").write_text(toml)
         return run_space(Path(tmp), source, config).tunable()
@@ -321,7 +322,7 @@ class ExportingReporter:
 def live_export(ws: Any, url: str, inner: Any) -> ExportingReporter:
     """The reporter of ``arx run --storage URL`` for workspace ``ws`` (checked before the run
     starts: a storage that cannot be opened, or holds another run, stops it first)."""
-    source = (ws.path / ws.config.target.file).read_text()
+    source = TargetFiles(ws.path, ws.config.target.paths()).read()
     specs = run_space(ws.path, source, ws.config).tunable()
     writer = writer_for(ws.repo, ws.name, url, specs, ws.config)
     return ExportingReporter(inner, writer, ws.repo, ws.name)

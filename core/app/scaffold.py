@@ -68,6 +68,7 @@ def _target_table(target: TargetConfig) -> tomlkit.items.Table:
         ("direction", target.direction),
         ("metric_regex", target.metric_regex),
         ("include", list(target.include) or None),
+        ("files", list(target.files) or None),
         ("budget_constant", target.budget_constant),
         ("steps_constant", target.steps_constant),
         ("seed_constant", target.seed_constant),
@@ -214,6 +215,10 @@ def init_repo(
         adoption = adopt(root, repo, target_source, target, locked=locked, only=only,
                          include=include)
         target, constants, space = adoption.target, adoption.constants, adoption.space
+        dirty = repo.dirty_paths(list(target.files)) if repo is not None and target.files else []
+        if dirty:
+            raise RepoError(f"uncommitted changes in file(s) whose settings arx init adopts: "
+                            f"{', '.join(dirty)}", hint="commit or stash them first")
     else:
         constants, space = _discover(target_source, target, locked, curated)
     files[CONFIG_FILE] = tomlkit.dumps(build_toml(target, space))

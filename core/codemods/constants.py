@@ -5,7 +5,8 @@ a top-level ``NAME = literal`` bound exactly once in module scope (``NAME``), an
 ``default=`` or switch (``--lr``), a field of a config class (``Args.lr``), an entry of a
 module-level dict (``params.lr``) (``surfaces.py`` finds these three), a literal keyword of a
 call (``LBFGS.lr``) or the default of a function the script calls (``main.lr``) (``calls.py``).
-A target whose suffix says YAML, TOML or JSON goes to ``configfiles.py``. ``discover_constants``
+A target whose suffix says YAML, TOML or JSON goes to ``configfiles.py``; a target of several
+files (``[target] files``) is a bundle (``bundle.py``), scanned and patched file by file. ``discover_constants``
 finds them all, ``scan_parameters`` also says what was skipped and why and where else the script reads its
 settings from; ``apply_changes`` rewrites values and nothing else, each name matched exactly
 once, and reads the result back to check that every value round-trips.
@@ -16,12 +17,13 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from arx.core.codemods import bundle
 from arx.core.codemods.calls import CALL, DEFAULT, find_call_keywords, find_defaults
 from arx.core.codemods.common import (
     ModuleBindings,
@@ -196,6 +198,8 @@ def scan_parameters(source: str, path: str | None = None) -> Scan:
     ``discover_constants``), what was skipped and why, and where else it reads settings from.
     ``path``: the target's file, whose suffix says when it is a config file
     (``configfiles.py``). Raises ``PatchError`` on a syntax error."""
+    if bundle.is_bundle(source):
+        return _scan_bundle(source)
     fmt = config_format(path)
     if fmt is not None:
         return scan_config(source, fmt)
@@ -222,9 +226,43 @@ def discover_constants(source: str, path: str | None = None) -> list[Constant]:
     any value another line may override. ``path``: as for ``scan_parameters``. Raises
     ``PatchError`` on a syntax error.
     """
+    if bundle.is_bundle(source):
+        files = bundle.unpack(source)
+        script, *others = files
+        return [*discover_constants(files[script], script),
+                *(replace(c, name=bundle.qualified(p, c.name))
+                  for p in others for c in discover_constants(files[p], p))]
     if config_format(path) is not None:
         return list(scan_parameters(source, path).found)
     return [c for c, _ in _parsed(source)[1].entries]
+
+
+def _scan_bundle(source: str) -> Scan:
+    """A target of several files (``bundle.py``): the script's scan, with the settings and
+    skipped values of each other file, scanned by its own surface, named by its path."""
+    files = bundle.unpack(source)
+    script, *others = files
+    scan = scan_parameters(files[script], script)
+    found, skipped = list(scan.found), list(scan.skipped)
+    for path in others:
+        try:
+            more = scan_parameters(files[path], path)
+        except PatchError as exc:
+            raise PatchError(f"{path}: {exc.message}", hint=exc.hint) from None
+        found += [replace(c, name=bundle.qualified(path, c.name)) for c in more.found]
+        skipped += [replace(s, name=bundle.qualified(path, s.name)) for s in more.skipped]
+    return replace(scan, found=tuple(found), skipped=tuple(skipped))
+
+
+def _apply_bundle(source: str, changes: Mapping[str, object]) -> str:
+    """Each file of a bundle patched by its own surface with the changes named for it."""
+    files = bundle.unpack(source)
+    for path, inner in bundle.split_changes(changes, list(files)).items():
+        try:
+            files[path] = apply_changes(files[path], inner, path)
+        except PatchError as exc:
+            raise PatchError(f"{path}: {exc.message}", hint=exc.hint) from None
+    return bundle.pack(files)
 
 
 @functools.lru_cache(maxsize=8)
@@ -265,6 +303,8 @@ def apply_changes(source: str, changes: Mapping[str, object], path: str | None =
     """
     if not changes:
         return source
+    if bundle.is_bundle(source):
+        return _apply_bundle(source, changes)
     fmt = config_format(path)
     if fmt is not None:
         return apply_config(source, changes, fmt)

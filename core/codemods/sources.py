@@ -13,7 +13,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from arx.core.codemods.common import dotted, excerpt
 
-__all__ = ["config_sources", "imported_modules", "inline_literals"]
+__all__ = ["config_sources", "imported_modules", "inline_literals", "loaded_files"]
 
 #: dotted call (or its last part after a module alias) -> what it means
 _CALLS = {
@@ -146,3 +146,75 @@ def imported_modules(source: str) -> list[tuple[str, int]]:
     so that ``arx init`` can name the ones that are files of the user's own repository."""
     visitor = _Imports()
     return list(visitor.found.items()) if _visited(source, visitor) else []
+
+
+#: calls that read a config file, by their dotted name's last two parts
+_LOADERS = {"yaml.safe_load", "yaml.load", "yaml.full_load", "json.load", "json.loads",
+            "tomllib.load", "tomllib.loads", "tomli.load", "toml.load", "OmegaConf.load"}
+
+
+class _Loads(cst.CSTVisitor):
+    """Loader calls whose file is a literal path: ``yaml.safe_load(open("c.yaml"))``,
+    ``tomllib.load(open(PATH, "rb"))`` with a module-level ``PATH = "c.toml"``,
+    ``with open("c.json") as f: json.load(f)``, ``OmegaConf.load("c.yaml")``,
+    ``json.loads(Path("c.json").read_text())``."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, constants: dict[str, str]) -> None:
+        super().__init__()
+        self.constants = constants
+        #: names bound by ``with open(LITERAL) as NAME``
+        self.handles: dict[str, str] = {}
+        self.found: dict[str, int] = {}
+
+    def _path(self, node: cst.BaseExpression) -> str | None:
+        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+            value = node.evaluated_value
+            return value if isinstance(value, str) else None
+        if isinstance(node, cst.Name):
+            return self.constants.get(node.value) or self.handles.get(node.value)
+        if isinstance(node, cst.Call) and node.args:
+            name = dotted(node.func).rsplit(".", 1)[-1]
+            if name in ("open", "Path") and not node.args[0].keyword:
+                return self._path(node.args[0].value)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
+                and node.func.attr.value in ("read", "read_text", "read_bytes", "open"):
+            inner = node.func.value
+            return self._path(inner) if isinstance(inner, cst.Call) else None
+        return None
+
+    def visit_With(self, node: cst.With) -> None:
+        for item in node.items:
+            if item.asname is not None and isinstance(item.asname.name, cst.Name):
+                path = self._path(item.item)
+                if path:
+                    self.handles[item.asname.name.value] = path
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = ".".join(dotted(node.func).split(".")[-2:])
+        if name in _LOADERS and node.args and node.args[0].keyword is None:
+            path = self._path(node.args[0].value)
+            if path and path not in self.found:
+                self.found[path] = self.get_metadata(PositionProvider, node).start.line
+
+
+def loaded_files(source: str) -> list[tuple[str, int]]:
+    """The config files ``source`` reads through a loader call with a literal path (see
+    ``_Loads``), each with the line of its first load; empty when the source does not parse."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return []
+    constants = {}
+    for line in module.body:
+        if isinstance(line, cst.SimpleStatementLine):
+            for stmt in line.body:
+                if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1 \
+                        and isinstance(stmt.targets[0].target, cst.Name) \
+                        and isinstance(stmt.value, cst.SimpleString) \
+                        and isinstance(stmt.value.evaluated_value, str):
+                    constants[stmt.targets[0].target.value] = stmt.value.evaluated_value
+    visitor = _Loads(constants)
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return list(visitor.found.items())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods import bundle
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import TargetConfig
 from arx.core.errors import PatchError, ProposalError
@@ -78,11 +79,17 @@ def jobs(iteration: int, batch: Sequence[Candidate], files: Mapping[str, str],
     """The executor jobs of one batch: every file of the worktree, the candidate's target, and
     links to the checkout's included untracked paths (``[target] include``)."""
     return [TrialJob(key=TrialKey(iteration, TrialKind.TRIAL, k).job_label(),
-                     files={**files, target.file: cand.source}, command=target.command,
+                     files={**files, **_target_files(target, cand.source)},
+                     command=target.command,
                      timeout_s=timeout_s, metric=target.metric, metric_regex=target.metric_regex,
                      drop_env=tuple(drop_env), setup=target.setup, links=links,
                      progress_regex=target.progress_regex)
             for k, cand in enumerate(batch)]
+
+
+def _target_files(target: TargetConfig, source: str) -> dict[str, str]:
+    """path -> text of a candidate's target (one file, or each file of a bundle)."""
+    return bundle.unpack(source) if bundle.is_bundle(source) else {target.file: source}
 
 
 def run_jobs(executor: Executor, jobs: Sequence[TrialJob], batch: Sequence[Candidate],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods.bundle import TargetFiles
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import CONFIG_FILE, RunConfig, load_toml, resolve
 from arx.core.errors import RepoError, RunError
@@ -79,7 +80,7 @@ def check_target(root: Path, flags: Mapping[str, Any],
     doc = load_toml(root)
     config = resolve(CHECK_KEY, doc, flags, os.environ if env is None else env)
     warnings = [f"{p} has uncommitted changes: the check, like a run, uses the committed one"
-                for p in repo.dirty_paths([CONFIG_FILE, config.target.file])]
+                for p in repo.dirty_paths([CONFIG_FILE, *config.target.paths()])]
     local = LocalPaths(root, CHECK_KEY)
     path = check_worktree_path(root)
     with RunLock(root, CHECK_KEY):
@@ -94,12 +95,12 @@ def check_target(root: Path, flags: Mapping[str, Any],
 def _check(repo: GitRepo, tree: GitRepo, config: RunConfig, local: LocalPaths,
            warnings: list[str]) -> CheckResult:
     included = link_included(repo, tree.root, config.target.include)
-    target_path = tree.root / config.target.file
-    source = target_path.read_text()
+    files = TargetFiles(tree.root, config.target.paths())
+    source = files.read()
     space = run_space(tree.root, source, config)  # arx.toml's [params] must read, too
     managed = config.managed_values()
     source = apply_changes(source, managed, config.target.file)
-    target_path.write_text(source)
+    files.write(source)
     warnings += command_overrides(config.target.command, config.target.file,
                                   [s.name for s in space.tunable()], tree.root)
     trials = LiveTrials(tree.root, config.target, local.log_dir, local.pid_path,

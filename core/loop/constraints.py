@@ -6,7 +6,7 @@ the tree over a whitelist (numbers, strings, names, arithmetic, comparisons, ``a
 ``not``, tuples, and ``abs``/``min``/``max``/``round``/``int``/``float``/``len``); nothing is ever
 passed to ``eval``. A name is a parameter's name, or for names that are not Python identifiers
 (``--n-head``) the argparse destination (``n_head``), or the last part of a dotted name when it
-is unique (``n_head`` for ``config.n_head``).
+is unique (``n_head`` for ``config.n_head``, ``config.py:n_head``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _resolve(ref: str, names: Collection[str]) -> str | None:
     dests = [n for n in names if n.startswith("-") and n.lstrip("-").replace("-", "_") == ref]
     if len(dests) == 1:
         return dests[0]
-    tails = [n for n in names if n.rsplit(".", 1)[-1].lstrip("-").replace("-", "_") == ref]
+    tails = [n for n in names  # config.py:LR and conf/c.yaml:optim.lr: after the file's colon
+             if n.rpartition(":")[2].rsplit(".", 1)[-1].lstrip("-").replace("-", "_") == ref]
     return tails[0] if len(tails) == 1 else None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arx.core.codemods.bundle import readable
 from arx.core.config import RunConfig
 from arx.core.levels.level15 import SearchState
 from arx.core.loop import noise
@@ -39,7 +40,7 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
     target = config.target
     return {
         "iteration": iteration, "iterations": config.iterations, "run": run,
-        "target_file": target.file, "target_source": best.source if best else "",
+        "target_file": target.file, "target_source": readable(best.source) if best else "",
         "metric": target.metric, "direction": target.direction,
         "baseline_metric": baseline_metric, "best_metric": best.metric if best else None,
         "best_iteration": best.iteration if best else None,

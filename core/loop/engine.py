@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from arx.core.codemods.bundle import TargetFiles, split_changes
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.errors import LLMError, PatchError, ProposalError, RunError
 from arx.core.execution.executor import Executor
@@ -64,8 +65,9 @@ class Engine:
         self.proposer = proposer
         self.reporter = reporter or Reporter()
         self.trace = trace or Trace(ws.path / ws.trace_rel)
-        self.target_path = ws.path / self.target.file
-        self.space = run_space(ws.path, self.target_path.read_text(), self.config)
+        #: the script and the files its settings live in, read and written as one source
+        self.files = TargetFiles(ws.path, self.target.paths())
+        self.space = run_space(ws.path, self.files.read(), self.config)
         #: withheld from every trial and gate (with the provider keys): where [llm] reads its key
         self.secret_env = secret_names_in(ws.path)
         self.trials = trials or LiveTrials(ws.path, self.target, ws.log_dir, ws.pid_path,
@@ -116,14 +118,14 @@ class Engine:
         if self.executor is not None:
             self.executor.kill_stale()
         self.search, self.records, self._retry = resume.recover(
-            self.trace, self.ws, self.target.file, self.outer.recover,
+            self.trace, self.ws, self.target.paths(), self.outer.recover,
             lambda rec: self._commit_keep(rec, recovered=True))
 
     def rebuild_state(self) -> None:
         """The noise, the best and the baseline's metric, from the records."""
         self.noise = noise.latest_noise(self.trace.notes(Event.NOISE))
         self.best, self.baseline_metric = resume.rebuild_best(
-            self.records, self.target_path.read_text(), self.noise)
+            self.records, self.files.read(), self.noise)
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -162,8 +164,8 @@ class Engine:
     def _baseline(self) -> None:
         self.trials.prepare()
         managed = self.config.managed_values()
-        source = apply_changes(self.target_path.read_text(), managed, self.target.file)
-        self.target_path.write_text(source)
+        source = apply_changes(self.files.read(), managed, self.target.file)
+        self.files.write(source)
         config = {c.name: c.value for c in discover_constants(source, self.target.file)
                   if c.name in self.space.specs}
         result = self.journal.measure(TrialKey(0, TrialKind.BASELINE), {}, source,
@@ -179,7 +181,7 @@ class Engine:
         self.baseline_metric = record.metric
         self.best = Best(0, record.metric, config, source, digest=record.get("output_digest"))
         self._baseline_wall = result.wall_s
-        paths = [self.target.file, self.ws.config_rel, *self.ws.run_files()]
+        paths = [*self.target.paths(), self.ws.config_rel, *self.ws.run_files()]
         self.ws.tree.commit(paths, *commits.baseline_message(self.ws.name, self.target.metric,
                                                              record, managed))
         self.reporter.trial(self.progress(), record)
@@ -188,7 +190,7 @@ class Engine:
         """Know the metric's spread before deciding anything (``--noise``), and what the
         baseline got of the machine (to tell a contended trial)."""
         noise_event, added = self.measurer.ensure_noise(
-            self.noise, self.best.source, self.target.seed_constant, self.target_path.write_text,
+            self.noise, self.best.source, self.target.seed_constant, self.files.write,
             self._timeout())
         if added or noise_event is not self.noise:
             self.records.extend(added)
@@ -313,7 +315,7 @@ class Engine:
                 "reason": refusals[-1]["message"] if refusals else "no proposal",
             })
             return self._observe(ctx, record)
-        self.target_path.write_text(source)
+        self.files.write(source)
         m = self._measure(TrialKey(i, TrialKind.TRIAL), changes, source,
                           hypothesis=proposal.hypothesis, watch=pruning.watch_for(
                               self.config, self.runner, ctx, self.records, self.best.iteration))
@@ -356,12 +358,12 @@ class Engine:
                               **base, **extra)
         self._measured.pop(i, None)
         if record.state is TrialState.KEEP:
-            self.target_path.write_text(source)  # (a batch trained elsewhere)
+            self.files.write(source)  # (a batch trained elsewhere)
             self._commit_keep(record)
             self.best = resume.kept(i, record, config, source, reference, self.measurer.extra_seeds(
                 self.best, self.target.seed_constant, metrics))
         else:
-            self.target_path.write_text(self.best.source)
+            self.files.write(self.best.source)
         self._observe(ctx, record)
         if record.state is TrialState.NO_EFFECT:
             noeffect.check_streak(self.trace, self.config, self.space.names(), self.ws.path,
@@ -397,7 +399,7 @@ class Engine:
                 batch=len(batch), interval=intervals[k], **common, **note))
         if winner is None:
             self._measured.pop(i, None)
-            self.target_path.write_text(self.best.source)
+            self.files.write(self.best.source)
         else:  # from here on a mechanism fault re-decides the winner only
             cand = batch[winner]
             win_base = {**base, "hypothesis": cand.hypothesis, "seq": winner,
@@ -429,13 +431,13 @@ class Engine:
         """Re-run the candidate with n more seeds, and the best with the same seeds once."""
         cand, best, records, self.best = self.measurer.confirm(
             i, source, first, n, self.best, self.target.seed_constant, self.records,
-            self.target_path.write_text, self._timeout())
+            self.files.write, self._timeout())
         self.records.extend(records)
         return cand, best
 
     def _rebaseline(self, i: int) -> None:
         """Time mode: re-measure the best so drift in machine speed is seen, not mistaken."""
-        self.target_path.write_text(self.best.source)
+        self.files.write(self.best.source)
         added, self.best = self.measurer.rebaseline(i, self.best, self.records, self._timeout())
         self.records.extend(added)
 
@@ -444,6 +446,9 @@ class Engine:
                 hypothesis: str, config: Mapping[str, Any], state: TrialState | None,
                 **extra: Any) -> TraceRecord:
         extra.setdefault("best_before", self.best.metric if self.best else None)
+        if self.target.files and changes:  # a target of several files: where each change is
+            touched = split_changes(changes, self.target.paths())
+            extra.setdefault("files", [p for p in self.target.paths() if p in touched])
         return self.journal.record(key, result, changes, hypothesis, config, state, **extra)
 
     def _timeout(self) -> float:
@@ -453,13 +458,14 @@ class Engine:
     def _commit_keep(self, record: TraceRecord, recovered: bool = False) -> None:
         subject, body, trailers = commits.keep_message(
             self.ws.name, self.target.metric, record, recovered=recovered)
-        self.ws.tree.commit([self.target.file, *self.ws.run_files()], subject, body, trailers)
+        self.ws.tree.commit([*self.target.paths(), *self.ws.run_files()], subject, body,
+                           trailers)
 
     def verify(self, k: int, at: Mapping[str, Any] | None = None) -> verify.Verified | None:
         """The held-out verification of the best (``verify.Verifier``); None: nothing kept.
         ``at``: where the run stood before an `arx verify` (then one of its own, on demand)."""
         verifier = verify.Verifier(self.journal, self.measurer, self.trace, self.ws.tree,
-                                   self.target, self.reporter.line, self.target_path.write_text)
+                                   self.target, self.reporter.line, self.files.write)
         result, added = verifier.verify(self.best, self.records, self.noise,
                                         self.config.iterations, k, self._timeout(), at)
         self.records.extend(added)

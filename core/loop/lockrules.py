@@ -44,7 +44,7 @@ _LENGTH_QUALIFIERS = frozenset({"max", "total", "train", "training", "num", "n",
 def name_words(name: str) -> list[str]:
     """The words of a parameter's last name part, lowercased: ``--evalInterval`` ->
     ``['eval', 'interval']``; pairs such as ``init_from`` and ``random_state`` are kept too."""
-    last = name.rsplit(".", 1)[-1].lstrip("-")
+    last = name.rpartition(":")[2].rsplit(".", 1)[-1].lstrip("-")  # config.py:LR -> LR
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", last)
     words = [w.lower() for w in re.split(r"[_\-\s]+", spaced) if w]
     return words + [f"{a}_{b}" for a, b in zip(words, words[1:])]

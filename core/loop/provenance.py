@@ -92,8 +92,8 @@ def machine() -> dict[str, Any]:
 
 def collect(ws: Workspace, occasion: Occasion, argv: Sequence[str]) -> dict[str, Any]:
     """One provenance line for ``ws`` as it starts or resumes now."""
-    target = ws.path / ws.config.target.file
-    source = target.read_text(errors="replace") if target.exists() else ""
+    source = "".join((ws.path / p).read_text(errors="replace")
+                     for p in ws.config.target.paths() if (ws.path / p).exists())
     fingerprints = [e.get("data_fingerprint") for e in Trace(ws.path / ws.trace_rel).events()
                     if e.get("event") == Event.TRIAL and e.get("data_fingerprint")]
     return {"event": occasion.value, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

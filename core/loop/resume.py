@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from arx.core.codemods.bundle import TargetFiles
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import RunConfig
 from arx.core.loop.trace import Trace, TraceRecord, best_of
@@ -64,7 +65,7 @@ def improves(metric: float | None, best: float | None, direction: str) -> bool:
     return metric < best if direction == "min" else metric > best
 
 
-def recover(trace: Trace, ws: Workspace, target_file: str,
+def recover(trace: Trace, ws: Workspace, target_file: str | Sequence[str],
             outer_recover: Callable[[], Any], commit_keep: Callable[[TraceRecord], None],
             ) -> tuple[Any, list[TraceRecord], dict[int, list[Mapping[str, Any]]]]:
     """Put a killed run's worktree and trace back in order: the target restored to the branch,
@@ -77,11 +78,12 @@ def recover(trace: Trace, ws: Workspace, target_file: str,
     committed = commits.last_committed_iteration(ws.tree.log("HEAD", max_count=200))
     pending_keep = [r for r in trace.records()
                     if r.state is TrialState.KEEP and r.iteration > committed]
-    ws.tree.restore([target_file])
+    paths = (target_file,) if isinstance(target_file, str) else tuple(target_file)
+    ws.tree.restore(paths)
     search = outer_recover()
-    target = ws.path / target_file
+    target = TargetFiles(ws.path, paths)
     for rec in pending_keep:  # killed between the trace line and its commit
-        target.write_text(apply_changes(target.read_text(), rec.changes, target_file))
+        target.write(apply_changes(target.read(), rec.changes, paths[0]))
         commit_keep(rec)
     pending = mark_interrupted(trace, ws.name)
     trace.note(Event.RESUME, resume_event(ws, trace, point, pending_keep))

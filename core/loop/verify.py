@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from arx.core.codemods.bundle import read_files
 from arx.core.codemods.constants import apply_changes
 from arx.core.config import TargetConfig
 from arx.core.errors import RunError
@@ -274,7 +275,8 @@ class Verifier:
         run = self.journal.run
         for c in self.tree.log("HEAD", max_count=100_000):
             if c.trailers.get(commits.Trailer.RUN) == run and commits.level_of(c) is Level.BASELINE:
-                text = self.tree.show(c.sha, self.target.file)
+                text = read_files(lambda p, sha=c.sha: self.tree.show(sha, p),
+                                  self.target.paths())
                 if text is not None:
                     return text
         raise RunError(f"run {run}: no baseline commit on its branch",

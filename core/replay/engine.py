@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods.bundle import read_files
 from arx.core.codemods.constants import discover_constants
 from arx.core.execution.curve import CurveReader
 from arx.core.execution.executor import Executor, JobResult, TrialJob
@@ -161,9 +162,11 @@ class ReplayExecutor(Executor):
     """Serves the recorded results of the candidates of a ``--parallel`` iteration. What each
     candidate changes is read from its ``start`` event in the replay's trace."""
 
-    def __init__(self, slots: int, target_file: str, trials: ServedTrials, trace: Trace):
+    def __init__(self, slots: int, target_file: str | Sequence[str], trials: ServedTrials,
+                 trace: Trace):
         self.slots = slots
-        self.target_file = target_file
+        #: the target's files, the script first (``[target] files``)
+        self.paths = (target_file,) if isinstance(target_file, str) else tuple(target_file)
         self.trials = trials
         self.trace = trace
 
@@ -175,7 +178,7 @@ class ReplayExecutor(Executor):
         out = []
         for job in jobs:
             key = TrialKey.from_job_label(job.key)
-            source = job.files.get(self.target_file, "")
+            source = read_files(job.files.get, self.paths) or ""
             rec = self.trials.requested(key, starts.get(key, {}), source)
             started, finished, worker = (list(rec.get("interval") or []) + [0.0, 0.0, "replay"])[:3]
             out.append(JobResult(job.key, served_result(rec), started, finished, worker))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods.bundle import TargetFiles
 from arx.core.codemods.constants import apply_changes, discover_constants
 from arx.core.config import RunConfig
 from arx.core.execution.trial import TrialSpec, run_trial
@@ -163,8 +164,9 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
     todo.sort(key=lambda r: r.get("status") != TrialState.BASELINE)  # the baseline first (the data check)
     base_wall = next((r.get("wall_s") for r in records if r.get("status") == TrialState.BASELINE), None)
     timeout = config.trial_timeout(base_wall)
-    path = Path(worktree) / target.file
-    before = path.read_bytes() if path.exists() else None
+    files = TargetFiles(Path(worktree), target.paths())
+    before = {p: (Path(worktree) / p).read_bytes() for p in target.paths()
+              if (Path(worktree) / p).exists()}
     secret_env = secret_names_in(Path(worktree))
 
     def spec(command: str, timeout_s: float, log: str) -> TrialSpec:
@@ -181,7 +183,7 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
                                   f"({result.reason}):\n{result.log_tail}",
                                   hint="fix what it needs (data, network), then replay again")
         for n, rec in enumerate(todo):
-            path.write_text(_source(baseline_source, _config_of(rec, records), target.file))
+            files.write(_source(baseline_source, _config_of(rec, records), target.file))
             label = f"{int(rec['iteration']):04d}-{rec.get('kind', 'trial')}-{rec.get('seq', 0)}"
             result = run_trial(spec(target.command, timeout, f"retrain-{label}"))
             _check_fingerprint(rec, result.summary)
@@ -192,8 +194,8 @@ def retrain(recording: Recording, worktree: Path, config: RunConfig, baseline_so
                 f"{_fmt(row.recorded)} retrained {_fmt(row.retrained)}"
                 + (f" ({row.note})" if row.note else ""))
     finally:
-        if before is not None:
-            path.write_bytes(before)
+        for rel, data in before.items():
+            (Path(worktree) / rel).write_bytes(data)
     report.seconds = time.monotonic() - started
     return report
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arx.core.codemods.bundle import read_files
 from arx.core.errors import RepoError
 from arx.core.replay.acts import plan
 from arx.core.replay.compare import COMPARED, EVENT_KINDS, Side, compare
@@ -140,7 +141,9 @@ def replay(root: Path | str, branch: str, *, retrain: bool = False,
                                     "the original made this LLM request; the replay did not")
         retrained = None
         if retrain:
-            baseline_source = (repo.blob(rec.baseline, rec.config.target.file) or b"").decode()
+            baseline_source = read_files(
+                lambda p: (repo.blob(rec.baseline, p) or b"").decode(),
+                rec.config.target.paths()) or ""
             retrained = retrain_trials(
                 rec, tree.root, rec.config, baseline_source, only_kept=only_kept,
                 tolerance=tolerance, log_dir=engine.ws.log_dir, pid_path=engine.ws.pid_path,

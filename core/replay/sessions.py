@@ -107,7 +107,7 @@ def replay_acts(repo: ReplayGit, root: Path, branch: str, rec: Recording, acts: 
                 continue
             trace = Trace(root / rec.trace_rel, guard=cutter.line)
             trials.forget_unrecorded(trace)
-            executor = ReplayExecutor(config.parallel, config.target.file, trials, trace) \
+            executor = ReplayExecutor(config.parallel, config.target.paths(), trials, trace) \
                 if config.parallel > 1 else None
             engine = Engine(ws, proposer, llm=client, executor=executor, trials=trials,
                             clock=RecordedClock(rec), trace=trace)

@@ -47,6 +47,9 @@ class Trailer:
     #: on the user's branch: the run whose tuned values `arx apply` committed (no Arx-Run:
     #: the commit is the user's, never reverted by arx)
     APPLIED = "Arx-Applied"
+    #: on a keep of a target of several files (``[target] files``): the files it changes,
+    #: comma-separated (a setting ``config.py:LR`` lives in config.py)
+    FILES = "Arx-Files"
 
 
 class Commit(Protocol):
@@ -124,6 +127,8 @@ def keep_message(run: str, metric: str, record: Any, recovered: bool = False) ->
     }
     if record.get("margin_sd") is not None:  # runs with a measured noise only
         trailers[Trailer.MARGIN] = f"{record.get('margin_sd'):.2f}"
+    if record.get("files"):  # a target of several files only
+        trailers[Trailer.FILES] = ", ".join(record.get("files"))
     return subject, body.strip(), trailers
 
 

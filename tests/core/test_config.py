@@ -74,3 +74,15 @@ def test_step_aside_reads_words_as_booleans_and_a_stored_config_without_it_reads
     stored = json.loads(resolve("r", DOC, {}, {}).to_json())
     stored.pop("step_aside")
     assert RunConfig.from_json(json.dumps(stored)).step_aside is True  # used from rules 4 only
+
+
+def test_target_files_default_empty_and_are_checked():
+    assert resolve("r", {}, {}, env={}).target.files == ()
+    doc = {"target": {"file": "train.py", "files": ["config.py", "conf/c.yaml"]}}
+    config = resolve("r", doc, {}, env={})
+    assert config.target.paths() == ("train.py", "config.py", "conf/c.yaml")
+    assert RunConfig.from_json(config.to_json()).target.files == ("config.py", "conf/c.yaml")
+    for files, message in ((["../x.py"], "repo-relative"), ([1], "repo-relative"),
+                           (["train.py"], "twice"), (["a.py", "a.py"], "twice")):
+        with pytest.raises(ConfigError, match=message):
+            resolve("r", {"target": {"files": files}}, {}, env={})

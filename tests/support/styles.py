@@ -1,6 +1,7 @@
 """Small training scripts in the styles users bring (argparse, dataclass, dict literal,
 ``dict(...)``, mixed, data git does not track, call keywords, store_true switches, function
-defaults, a local config module or a YAML/TOML/JSON config file as the target). Each "trains"
+defaults, a local config module imported by train.py, a YAML file train.py reads, or a
+TOML/JSON config file as the target). Each "trains"
 in milliseconds: its metric is a formula of its defaults, the defaults are far from the
 optimum, so a short offline run finds a change that wins. ``EXPECTED`` says what ``arx init``
 should make tunable and lock."""
@@ -340,8 +341,10 @@ print(f"loss: {loss:.6f}")
                                                imports="import json", mode="", load="json.load"),
              "config.json": JSON_CONFIG},
 }
-TARGETS = {"yaml": "conf/config.yaml", "toml": "config.toml", "json": "config.json",
-           "module": "config.py"}
+#: the styles adopted as ``--target train.py`` whose settings live in other files: init
+#: finds the file (an imported module, a loader call's path) and adds it to [target] files
+JOINED = {"yaml": ["conf/config.yaml"], "module": ["config.py"]}
+TARGETS = {"toml": "config.toml", "json": "config.json"}
 
 STYLES = {"argparse": ARGPARSE, "dataclass": DATACLASS, "dict": DICT, "dict_call": DICT_CALL,
           "mixed": MIXED, "data": DATA, "lbfgs": LBFGS, "estimator": ESTIMATOR,
@@ -372,9 +375,11 @@ EXPECTED = {
     "word_lm": ({"--emsize", "--nlayers", "--lr", "--dropout", "--tied"},
                 {"--epochs", "--seed", "--accel", "--log-interval", "--nhead"}),
     "main_defaults": ({"main.lr", "main.max_depth", "main.l2"}, {"main.seed"}),
-    "yaml": ({"optim.lr", "optim.weight_decay", "model.depth"},
-             {"trainer.max_epochs", "trainer.accelerator", "trainer.log_every_n_steps", "seed"}),
+    "yaml": ({"conf/config.yaml:optim.lr", "conf/config.yaml:optim.weight_decay",
+              "conf/config.yaml:model.depth"},
+             {"conf/config.yaml:trainer.max_epochs", "conf/config.yaml:trainer.accelerator",
+              "conf/config.yaml:trainer.log_every_n_steps", "conf/config.yaml:seed"}),
     "toml": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed"}),
     "json": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed", "model.verbose"}),
-    "module": ({"LR", "DEPTH"}, {"SEED"}),
+    "module": ({"config.py:LR", "config.py:DEPTH"}, {"config.py:SEED"}),
 }

@@ -15,10 +15,15 @@ import time
 
 import git
 import pytest
+from click.testing import CliRunner
 
+from arx.cli.main import cli
 from arx.core.app.runs import run_status
 from arx.core.codemods.constants import discover_constants
 from arx.core.repo.git import GitRepo
+
+from support.repos import git_repo
+from support.styles import FILES
 
 ARX = [sys.executable, "-m", "arx.cli.main"]
 
@@ -151,3 +156,41 @@ def test_a_killed_parallel_batch_resumes_with_the_same_candidates(toy_repo):
         rerun = [f["changes"] for f in finished if f["iteration"] == r["iteration"]]
         assert r["changes"] in rerun
     assert run_status(GitRepo(toy_repo), "pb").state == "finished"
+
+
+def test_a_killed_run_of_several_files_resumes_commits_each_and_replays(tmp_path):
+    """train.py + config.py (``[target] files``): a SIGKILL mid-run, a resume, then every
+    keep's config.py holds its config and the branch replays."""
+    root = tmp_path / "p"
+    repo = git_repo(root)
+    for path, text in FILES["module"].items():
+        (root / path).write_text(text)
+    repo.git.add(A=True)
+    repo.index.commit("mine")
+    init = CliRunner().invoke(cli, ["-C", str(root), "init", str(root), "--target", "train.py",
+                                    "--command", f"{sys.executable} train.py", "--metric",
+                                    "loss"])
+    assert init.exit_code == 0, init.output
+    proc = start_run(root, "--iterations", "4", "--name", "m", "--verify", "0", "--noise", "off")
+    kill_after(proc, 2, 0.05)
+    done = subprocess.run([*ARX, "-C", str(root), "run", "--resume", "m", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    recs = records(root, "m")
+    finished = [r for r in recs if r["kind"] == "trial" and r["status"] != "interrupted"]
+    assert sorted(r["iteration"] for r in finished) == list(range(1, 5))
+    g = git.Repo(root)
+    keeps = [c for c in g.iter_commits("arx/m") if c.trailers_dict.get("Arx-Status") == ["keep"]]
+    assert len(keeps) == len([r for r in finished if r["status"] == "keep"])
+    for commit in keeps:
+        assert commit.trailers_dict["Arx-Files"] == ["config.py"]
+        assert {p for p in commit.stats.files if not p.startswith("runs/")} == {"config.py"}
+        rec = next(r for r in finished if r["iteration"] == int(
+            commit.trailers_dict["Arx-Iteration"][0]))
+        values = {c.name: c.value for c in discover_constants(
+            commit.tree["config.py"].data_stream.read().decode(), "config.py")}
+        assert {f"config.py:{k}": v for k, v in values.items()} == rec["config"]
+        assert rec["files"] == ["config.py"]
+    assert not g.is_dirty(untracked_files=True)
+    replay = CliRunner().invoke(cli, ["-C", str(root), "replay", "arx/m"])
+    assert replay.exit_code == 0 and "REPRODUCED" in replay.output, replay.output

@@ -118,6 +118,13 @@ def test_constraints_are_parsed_safely_and_refuse_proposals():
     assert "constraints" in str(space.to_toml())
 
 
+def test_constraints_name_settings_of_other_files_by_their_last_part():
+    names = ["config.py:n_embd", "conf/c.yaml:model.n_head", "LR"]
+    (c,) = parse_constraints(["n_embd % n_head == 0"], names)
+    assert c.refs == {"n_embd": "config.py:n_embd", "n_head": "conf/c.yaml:model.n_head"}
+    assert not c.holds({"config.py:n_embd": 64, "conf/c.yaml:model.n_head": 3})
+
+
 def test_a_constrained_run_never_trains_a_configuration_that_breaks_it(tmp_path):
     root = adopted(tmp_path / "c", DICT_CALL)
     edit_toml(root, params={}, locked=["config.learning_rate", "config.n_layer", "config.dropout",
