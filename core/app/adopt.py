@@ -114,9 +114,11 @@ def propose_include(repo: GitRepo | None, root: Path, strings: Sequence[str]) ->
     return out
 
 
-def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[str]:
+def _local_files(root: Path, target_file: str, scan: Scan, source: str,
+                 noted: Sequence[str] = ()) -> list[str]:
     """What the script reads from the user's own repository: local modules it imports (with
-    the ``--target`` that adopts one) and config files it names."""
+    the ``--target`` that adopts one, or that it holds nothing to tune) and config files it
+    names; files in ``noted`` were already explained (untracked, unreadable)."""
     base = (root / target_file).parent
     out = []
     for name, line in imported_modules(source):
@@ -124,8 +126,16 @@ def _local_files(root: Path, target_file: str, scan: Scan, source: str) -> list[
                      base / name.replace(".", "/") / "__init__.py"):
             if cand.is_file():
                 rel = cand.relative_to(root).as_posix()
+                if rel in noted:
+                    break  # init already said why it did not join
+                try:
+                    tunable = bool(scan_parameters(cand.read_text(), rel).found)
+                except PatchError:
+                    tunable = False
                 out.append(f"the local module {name} (line {line}), whose settings "
-                           f"`arx init --target {rel}` adopts")
+                           f"`arx init --target {rel}` adopts" if tunable else
+                           f"the local module {name} (line {line}), {rel}, which holds no "
+                           f"setting arx can tune either")
                 break
     for text in scan.strings:
         kind = config_format(text)
@@ -208,21 +218,24 @@ def _guarded(scan: Scan, space: ParameterSpace) -> dict[str, str]:
 
 
 def _join_local_files(root: Path, repo: GitRepo | None, script: str, source: str,
-                      scan: Scan) -> tuple[dict[str, str], list[str], set[str]]:
+                      scan: Scan) -> tuple[dict[str, str], list[str], set[str], set[str]]:
     """The local files whose settings join the target (``localfiles.py``): path -> text, what
-    init says about each (which file, how found, which settings; or why not), and where the
-    joined config files are read ("at line 12": no longer a source that overrides arx)."""
+    init says about each (which file, how found, which settings; or why not), where the
+    joined config files are read ("at line 12": no longer a source that overrides arx), and
+    the files a note explains."""
     if config_format(script) is not None:
-        return {}, [], set()
+        return {}, [], set(), set()
     joined: dict[str, str] = {}
     notes: list[str] = []
     read_at: set[str] = set()
+    explained: set[str] = set()
     for f in local_files(root, repo, script, source, has_own=bool(scan.found)):
         text = (root / f.path).read_text()
         try:
             names = [c.name for c in scan_parameters(text, f.path).found]
         except PatchError as exc:
             notes.append(f"{f.path} ({f.found}) was not adopted: {exc.message}")
+            explained.add(f.path)
             continue
         if not names:
             continue
@@ -230,6 +243,7 @@ def _join_local_files(root: Path, repo: GitRepo | None, script: str, source: str
             notes.append(f"{f.path} ({f.found}) holds settings but git does not track it, so "
                          f"no trial would see a change to it: commit it and run `arx init "
                          f"--force` again to tune them")
+            explained.add(f.path)
             continue
         joined[f.path] = text
         if not f.module:
@@ -238,7 +252,7 @@ def _join_local_files(root: Path, repo: GitRepo | None, script: str, source: str
         more = f" and {len(names) - 8} more" if len(names) > 8 else ""
         notes.append(f"settings of {f.path} ({f.found}) join the target ([target] files): "
                      f"{shown}{more}")
-    return joined, notes, read_at
+    return joined, notes, read_at, explained
 
 
 def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *,
@@ -250,14 +264,15 @@ def adopt(root: Path, repo: GitRepo | None, source: str, target: TargetConfig, *
     if refusal is not None:
         raise refusal
     scan = scan_parameters(source, target.file)
-    joined, joined_notes, read_at = _join_local_files(root, repo, target.file, source, scan)
+    joined, joined_notes, read_at, explained = _join_local_files(root, repo, target.file,
+                                                                 source, scan)
     if joined:
         texts = {target.file: source, **joined}
         scan = scan_parameters(bundle.pack(texts), target.file)
         target = replace(target, files=tuple(joined))
     if not scan.found:
         raise _nothing_to_tune(target.file, scan, source, [
-            *joined_notes, *_local_files(root, target.file, scan, source)])
+            *joined_notes, *_local_files(root, target.file, scan, source, explained)])
     names = [c.name for c in scan.found]
     why = {s.name: f" ({s.name}, line {s.line}: {s.reason})" for s in scan.skipped}
     for flag, given in (("--lock", locked), ("--only", only)):

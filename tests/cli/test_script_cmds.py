@@ -144,24 +144,33 @@ def test_a_script_with_nothing_tunable_is_refused_naming_what_it_saw(tmp_path):
     assert not (root / "arx.toml").exists()
 
 
-def test_a_refusal_names_the_local_module_and_config_file_with_the_command_adopting_each(
+def test_a_refusal_says_why_each_local_file_did_not_join_and_the_command_adopting_one(
         tmp_path):
-    script = ("import yaml\nimport config\nwith open('conf/config.yaml') as f:\n"
-              "    cfg = yaml.safe_load(f)\nprint('loss:', config.LR * cfg['lr'])\n")
+    """Local files with settings join the target (test_localfiles.py); a refusal is left for
+    files that could not: a module with nothing to tune, an untracked one (explained once),
+    a config file whose path the script only computes at run time."""
+    script = ("import os\nimport yaml\nimport config\nimport settings\n"
+              "cfg = yaml.safe_load(open(os.environ.get('CFG', 'conf/config.yaml')))\n"
+              "print('loss:', config.LR * settings.WD * cfg['lr'])\n")
     root = script_repo(tmp_path, script)
-    (root / "config.py").write_text("LR = 0.1\n")
+    (root / "config.py").write_text("import os\nLR = float(os.environ.get('LR', '0.1'))\n")
     (root / "conf").mkdir()
     (root / "conf" / "config.yaml").write_text("lr: 0.1  # the optimizer's\n")
     (root / "conf" / "config.ini").write_text("[optim]\nlr = 0.1\n")
     g = git.Repo(root)
     g.git.add(A=True)
     g.index.commit("config")
+    (root / "settings.py").write_text("WD = 0.01\n")  # never committed
     out = init(root)
     assert out.exit_code != 0 and "Traceback" not in out.output
-    assert ("the local module config (line 2), whose settings `arx init --target config.py` "
-            "adopts") in out.output
+    text = " ".join(out.output.split())
+    assert ("the local module config (line 3), config.py, which holds no setting arx can tune "
+            "either") in text
+    assert "settings.py (imported as settings at line 4) holds settings but git does not track it" \
+        in text
+    assert text.count("settings.py") == 1, text
     assert ("the YAML file conf/config.yaml, whose settings `arx init --target "
-            "conf/config.yaml` adopts") in out.output
+            "conf/config.yaml` adopts") in text
 
     def init_target(path):
         return arx("init", str(root), "--target", path, "--command",
@@ -172,12 +181,9 @@ def test_a_refusal_names_the_local_module_and_config_file_with_the_command_adopt
     assert "conf/config.ini is not a Python script nor a YAML, TOML or JSON file (.ini)" \
         in out.output
     assert "parse" not in out.output  # never read as Python
-    for path, name in (("config.py", "LR"), ("conf/config.yaml", "lr")):
-        out = init_target(path)  # the commands the refusal named adopt each file
-        assert out.exit_code == 0, out.output
-        assert f"tunable (1):\n  {name} " in out.output
-        g.git.reset("--hard", "HEAD~1")
-        g.git.clean("-fdq")
+    out = init_target("conf/config.yaml")  # the command the refusal named adopts the file
+    assert out.exit_code == 0, out.output
+    assert "tunable (1):\n  lr " in out.output
 
 
 def test_check_proposes_a_metric_regex_from_the_line_it_saw(tmp_path):
