@@ -143,6 +143,21 @@ def test_prune_reads_on_or_off_from_flags_and_toml_and_refuses_the_rest():
         resolve("r", doc, {"prune": "maybe"}, {})
 
 
+def test_batched_trials_are_not_pruned_by_default_and_prune_on_is_refused_with_them():
+    """--parallel trains candidates as a batch through an executor, with no watch on a curve:
+    pruning's default is off there, and asking for it says what to change."""
+    doc = tomlkit.parse('[target]\nfile = "train.py"\n')
+    assert resolve("r", doc, {"parallel": 2}, {}).prune == "off"
+    assert resolve("r", doc, {"executor": "ray"}, {}).prune == "off"
+    assert resolve("r", doc, {"parallel": 2, "prune": "off"}, {}).prune == "off"
+    with pytest.raises(ConfigError, match=r"--prune on \(from flag\) cannot stop trials") as err:
+        resolve("r", doc, {"parallel": 2, "prune": "on"}, {})
+    assert "--parallel 1" in err.value.hint
+    toml = tomlkit.parse('[target]\nfile = "train.py"\n[run]\nprune = "on"\nparallel = 3\n')
+    with pytest.raises(ConfigError, match="--parallel 3"):
+        resolve("r", toml, {}, {})
+
+
 def test_a_kill_during_a_trial_that_is_pruned_resumes(tmp_path):
     """Real arx processes: SIGKILL while a trial that will be pruned trains, then resume."""
     root = make_script_repo(tmp_path / "k", CURVE, replace={"EVAL_SLEEP = 0.02": "EVAL_SLEEP = 0.1"},
