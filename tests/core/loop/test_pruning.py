@@ -77,6 +77,18 @@ def test_a_trial_behind_the_best_curve_is_pruned_and_never_committed(curve_repo)
     assert engine.best.iteration in (0, 2)  # a pruned trial never becomes the best
 
 
+def test_in_time_mode_a_trial_behind_the_best_curve_is_pruned_before_its_budget(curve_repo):
+    """--budget: the target trains for TIME_BUDGET seconds, and a trial that trails the best's
+    curve is stopped well before its budget is spent."""
+    engine, events = run(curve_repo, [{"LR": 0.03}, {"DEPTH": 4}], name="t", budget=0.5)
+    base = next(e for e in events if e.get("status") == "baseline")
+    assert base["curve_unit"] == "step" and len(base["curve"]) >= 8
+    first, second = trials(events)
+    assert first["status"] == "pruned" and second["status"] == "pruned"
+    assert len(first["curve"]) < len(base["curve"]) / 2 and first["wall_s"] < base["wall_s"]
+    assert engine.best.iteration == 0
+
+
 def test_prune_off_trains_every_trial_to_the_end(curve_repo):
     _, events = run(curve_repo, [{"LR": 0.03}], name="off", prune="off")
     (first,) = trials(events)
