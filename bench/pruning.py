@@ -1,17 +1,20 @@
 """Pruning on the curve-printing suite: trials per hour and the best, prune on vs off, same clock.
 
-    python bench/pruning.py [--problems mlp,gpt] [--seeds 5] [--budget 600] [--no-check]
-                            [--work DIR] [--md FILE]
+    python bench/pruning.py [--problems mlp,gpt] [--seeds 5] [--budget 600] [--noise off|auto]
+                            [--no-check] [--work DIR] [--md FILE]
 
 For each problem of ``bench/suite.py`` that prints a learning curve (``mlp``: val_loss every 25
-of its 400 steps; ``gpt``: the default target in steps mode, 8 curve evaluations) a fresh
+of its 400 steps; ``gpt``: the default target, 8 curve evaluations), both in steps mode, a fresh
 repository is made, and for each seed r two ordinary runs of the real engine with the offline
 proposer (seed r) are given the same wall-clock budget (``--budget`` seconds, the baseline
 included): one with ``--prune off``, one with ``--prune on``. A run is stopped after the first
 trial that ends past the budget. Printed, per problem and mode: trials per hour (Level-1 trials
 finished, pruned ones included) and the delta of the best (best - baseline; lower is better),
 mean ± sample std over the seeds; then the ratio of trials per hour and the difference of the
-best in pooled stds (positive: pruning's best is worse).
+best in pooled stds (positive: pruning's best is worse). Each session's line says where its
+seconds went (baseline and noise trainings, confirmations, pruned trials, trials trained to the
+end, and the rest: arx's own work). The two modes of a seed run one after the other, so a busy
+machine weighs on both alike; the load average is printed with the table.
 
 Check mode (on by default): every pruned trial is trained again to its end, as the file it
 would have trained, and counted as a lost keep when its metric beats the best it was compared
@@ -84,6 +87,21 @@ class Session:
     @property
     def pruned(self) -> list[TraceRecord]:
         return [r for r in self.trials if r.state.value == "pruned"]
+
+    def spent(self) -> dict[str, float]:
+        """Where the session's seconds went: the trainings' own seconds (``wall_s``) by what they
+        were, and the rest (process starts are in the trainings; the rest is arx's own work)."""
+        out = {"baseline+noise": 0.0, "confirm": 0.0, "pruned": 0.0, "full": 0.0}
+        for r in self.records:
+            wall = float(r.get("wall_s") or 0.0)
+            if r.kind in ("baseline", "noise"):
+                out["baseline+noise"] += wall
+            elif r.kind == "confirm":
+                out["confirm"] += wall
+            elif r.kind == "trial":
+                out["pruned" if r.state.value == "pruned" else "full"] += wall
+        out["arx"] = self.seconds - sum(out.values())
+        return out
 
     @property
     def lost(self) -> int:
@@ -169,6 +187,8 @@ def main() -> None:
     ap.add_argument("--problems", default=",".join(CURVED))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per session")
+    ap.add_argument("--noise", default="off", help="the runs' --noise: off (the margin is the "
+                    "rule's relative one) or auto (the curve's noise is measured and used) [off]")
     ap.add_argument("--no-check", action="store_true", help="skip training pruned trials to "
                     "the end")
     ap.add_argument("--work", type=Path, help="where the repositories go [a temporary dir]")
@@ -176,6 +196,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-bench-pruning-"))
     results: dict[str, dict[str, list[Session]]] = {}
+    loads: list[float] = []
     for name in args.problems.split(","):
         problem = suite.PROBLEMS[name]
         root = suite.make_repo(problem, work / name)
@@ -184,12 +205,18 @@ def main() -> None:
         results[name] = {"off": [], "on": []}
         for seed in range(args.seeds):
             for mode in ("off", "on"):
-                s = session(root, problem, seed, mode, args.budget, not args.no_check)
+                s = session(root, problem, seed, mode, args.budget, not args.no_check,
+                            args.noise)
+                loads.append(os.getloadavg()[0])
                 results[name][mode].append(s)
+                spent = ", ".join(f"{k} {v:.0f}" for k, v in s.spent().items())
                 print(f"{name} seed {seed} prune {mode}: {len(s.trials)} trials in "
                       f"{s.seconds:.0f} s ({len(s.pruned)} pruned, lost {s.lost}), best delta "
-                      f"{s.best_delta:+.4f}", flush=True)
-    text = report(results, args.budget, not args.no_check)
+                      f"{s.best_delta:+.4f}; seconds: {spent}", flush=True)
+    text = report(results, args.budget, not args.no_check) + (
+        f"\n\n--noise {args.noise}; load average (1 min) after each session: min "
+        f"{min(loads):.1f}, mean {statistics.fmean(loads):.1f}, max {max(loads):.1f} on "
+        f"{os.cpu_count()} cores")
     print(text)
     if args.md:
         args.md.write_text(text + "\n")
