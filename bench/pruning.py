@@ -18,7 +18,8 @@ machine weighs on both alike; the load average is printed with the table.
 
 Check mode (on by default): every pruned trial is trained again to its end, as the file it
 would have trained, and counted as a lost keep when its metric beats the best it was compared
-with (these problems are deterministic and run without noise, so the rule is "strictly better").
+with: "strictly better", the rule without noise (these problems are deterministic); with
+``--noise auto`` a keep needs more than that, so the count is then an upper bound.
 The issue's targets: trials per hour >= 1.5x, the best no worse by more than one pooled std on
 any problem, lost keeps under 5% of the pruned trials.
 """

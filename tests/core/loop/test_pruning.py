@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 import git
@@ -31,6 +32,7 @@ from support.proposers import Scripted
 from support.repos import edit_toml, make_script_repo
 
 CURVE = Path(__file__).parents[2] / "support" / "curve_train.py"
+TEMPLATE = files("arx.runner_repo").joinpath("runner.py").read_text(encoding="utf-8")
 
 
 
@@ -107,6 +109,31 @@ def test_the_curve_noise_is_the_spread_of_the_noise_trainings_curves():
     var_10, var_20 = 0.02, 0.125  # (2.0, 2.2) and (1.0, 1.5), ddof 1
     assert curve_noise(records, "step") == pytest.approx(((var_10 + var_20) / 2) ** 0.5)
     assert curve_noise(records, "s") is None and curve_noise(records[:1], "step") is None
+
+
+@pytest.mark.parametrize("direction", ["min", "max"])
+def test_the_template_rule_waits_while_the_best_still_had_more_to_gain(direction):
+    """The runner template's ``prune``: behind by more than 2% of the best's value plus what the
+    best still gained from that share to its end, at 2 points in a row past 10% of the budget;
+    with a measured curve noise, 2 of its sds instead of the 2%."""
+    namespace: dict = {}
+    exec(compile(TEMPLATE, "runner.py", "exec"), namespace)
+    runner = namespace["Runner"]({"direction": direction})
+    sign = 1.0 if direction == "min" else -1.0
+
+    def prune(curve, sd=None):
+        best = [[0.1, 2.0], [0.5, 1.2], [1.0, 1.0]]
+        return runner.prune({}, {"curve": [[x, sign * v] for x, v in curve], "sd": sd,
+                                 "unit": "step", "best": [[x, sign * v] for x, v in best]})
+
+    # early, 0.5 behind while the best still gained 0.8 and 0.6 from there: wait
+    assert not prune([[0.1, 2.5], [0.2, 2.3]])
+    # later, 0.5 and 0.44 behind, the best gained only 0.2 and 0.16 more (+ 2%): stop
+    assert prune([[0.1, 2.5], [0.5, 1.7], [0.6, 1.6]])
+    assert not prune([[0.05, 2.5], [0.6, 1.6]])  # one point past 10% only: not 2 in a row
+    assert not prune([[0.5, 1.7], [0.6, 1.3]])  # the last point is close enough (0.14 behind)
+    assert not prune([[0.5, 1.7], [0.6, 1.6]], sd=0.3)  # 2 sds of noise (0.6) + 0.2: within
+    assert not prune([[0.5, 1.7], [1.1, 1.6]])  # past the best's curve: nothing to compare
 
 
 def test_the_watch_asks_at_most_once_per_percent_of_the_budget():
