@@ -22,11 +22,18 @@ with: "strictly better", the rule without noise (these problems are deterministi
 ``--noise auto`` a keep needs more than that, so the count is then an upper bound.
 The issue's targets: trials per hour >= 1.5x, the best no worse by more than one pooled std on
 any problem, lost keeps under 5% of the pruned trials.
+
+Counterfactual (always): the runner template's ``prune`` is asked, as a run's watch asks it, at
+every point of the trials the prune-off sessions trained to the end: how many it would have
+stopped, how many of those beat the best they were compared with, and the share of their
+training seconds it would have saved. It costs nothing and does not depend on what the proposer
+did with the pruned trials, so it is how a rule is compared with another on the same curves.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import math
 import os
 import shutil
@@ -41,6 +48,7 @@ from arx.core.codemods.constants import apply_changes
 from arx.core.execution.trial import TrialSpec, run_trial
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
+from arx.core.loop.pruning import Pruner, curve_noise
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.workspace import open_run
@@ -148,6 +156,45 @@ def train_to_end(worktree: Path, target, source: str) -> float | None:
         return result.metric
 
 
+class _Curve:
+    """What a watch reads of a running trial's curve (``CurveReader``'s unit and points)."""
+
+    def __init__(self, unit: str):
+        self.unit, self.points = unit, []
+
+
+def counterfactual(sessions: list[Session]) -> tuple[int, int, int, float]:
+    """The runner template's ``prune`` asked, as a run's watch asks it, at every point of the
+    trials the prune-off sessions trained to the end: (trials, would be pruned, of those the
+    ones that beat the best they were compared with, share of their training seconds saved)."""
+    namespace: dict = {}
+    exec(importlib.resources.files("arx.runner_repo").joinpath("runner.py").read_text(), namespace)
+    judge = namespace["Runner"]({"direction": "min"})
+    n = pruned = lost = 0
+    spent = saved = 0.0
+    for s in sessions:
+        best = None
+        for rec in s.records:
+            curve, unit = rec.get("curve"), rec.get("curve_unit")
+            if rec.kind == "trial" and rec.metric is not None and curve and best is not None \
+                    and best.get("curve_unit") == unit:
+                total = float(best.get("curve_end") or best.get("curve")[-1][0])
+                watch = Pruner(judge, {}, best.get("curve"), unit, total,
+                               curve_noise(s.records, unit))
+                reading, n, wall = _Curve(unit), n + 1, float(rec.get("wall_s") or 0.0)
+                spent += wall
+                for point in curve:
+                    reading.points.append(tuple(point))
+                    if watch(reading):
+                        pruned += 1
+                        lost += rec.metric < float(rec.get("best_before"))
+                        saved += wall * (1 - point[0] / curve[-1][0])
+                        break
+            if rec.state.is_best and rec.get("curve"):
+                best = rec
+    return n, pruned, lost, saved / spent if spent else 0.0
+
+
 def stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -174,6 +221,11 @@ def report(results: dict[str, dict[str, list[Session]]], budget_s: float, check:
         score = diff / pooled if pooled else (0.0 if diff == 0 else math.copysign(math.inf, diff))
         pruned = sum(len(s.pruned) for s in on)
         lost = sum(s.lost for s in on)
+        n, would, lost_cf, saved = counterfactual(off)
+        verdicts.append(
+            f"- {name}: the rule on the prune-off runs' {n} full curves: {would} would be "
+            f"pruned, {lost_cf} of them beat the best; {saved:.0%} of their training seconds "
+            "saved")
         verdicts.append(
             f"- {name}: trials per hour x{ratio:.2f} with pruning (target >= 1.5); best "
             f"{score:+.2f} pooled std vs off (target <= +1)"
