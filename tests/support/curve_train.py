@@ -4,7 +4,7 @@ Its curve is ``loss() * (1 + 1 / (1 + step))``: a worse configuration is worse a
 the same share, so pruning can tell it early. Each evaluation waits ``EVAL_SLEEP`` seconds (the
 "training" between two evaluations), so a pruned trial is measurably shorter than a full one.
 With ``TRAIN_STEPS = 0`` (time mode, ``--budget``) it evaluates every ``EVAL_SLEEP`` seconds until
-``TIME_BUDGET`` seconds have passed, ``TRAIN_STEPS // EVALS`` steps at a time (the default 12).
+``TIME_BUDGET`` seconds have passed, ``100 // EVALS`` steps at a time.
 """
 
 import math
