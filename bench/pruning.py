@@ -1,28 +1,39 @@
 """Pruning on the curve-printing suite: trials per hour and the best, prune on vs off, same clock.
 
-    python bench/pruning.py [--problems mlp,gpt] [--seeds 5] [--budget 600] [--no-check]
-                            [--work DIR] [--md FILE]
+    python bench/pruning.py [--problems mlp,gpt] [--seeds 5] [--budget 600] [--noise off|auto]
+                            [--no-check] [--work DIR] [--md FILE]
 
 For each problem of ``bench/suite.py`` that prints a learning curve (``mlp``: val_loss every 25
-of its 400 steps; ``gpt``: the default target in steps mode, 8 curve evaluations) a fresh
+of its 400 steps; ``gpt``: the default target, 8 curve evaluations), both in steps mode, a fresh
 repository is made, and for each seed r two ordinary runs of the real engine with the offline
 proposer (seed r) are given the same wall-clock budget (``--budget`` seconds, the baseline
 included): one with ``--prune off``, one with ``--prune on``. A run is stopped after the first
 trial that ends past the budget. Printed, per problem and mode: trials per hour (Level-1 trials
 finished, pruned ones included) and the delta of the best (best - baseline; lower is better),
 mean ± sample std over the seeds; then the ratio of trials per hour and the difference of the
-best in pooled stds (positive: pruning's best is worse).
+best in pooled stds (positive: pruning's best is worse). Each session's line says where its
+seconds went (baseline and noise trainings, confirmations, pruned trials, trials trained to the
+end, and the rest: arx's own work). The two modes of a seed run one after the other, so a busy
+machine weighs on both alike; the load average is printed with the table.
 
 Check mode (on by default): every pruned trial is trained again to its end, as the file it
 would have trained, and counted as a lost keep when its metric beats the best it was compared
-with (these problems are deterministic and run without noise, so the rule is "strictly better").
+with: "strictly better", the rule without noise (these problems are deterministic); with
+``--noise auto`` a keep needs more than that, so the count is then an upper bound.
 The issue's targets: trials per hour >= 1.5x, the best no worse by more than one pooled std on
 any problem, lost keeps under 5% of the pruned trials.
+
+Counterfactual (always): the runner template's ``prune`` is asked, as a run's watch asks it, at
+every point of the trials the prune-off sessions trained to the end: how many it would have
+stopped, how many of those beat the best they were compared with, and the share of their
+training seconds it would have saved. It costs nothing and does not depend on what the proposer
+did with the pruned trials, so it is how a rule is compared with another on the same curves.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import math
 import os
 import shutil
@@ -37,6 +48,7 @@ from arx.core.codemods.constants import apply_changes
 from arx.core.execution.trial import TrialSpec, run_trial
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
+from arx.core.loop.pruning import Pruner, curve_noise
 from arx.core.loop.trace import Trace, TraceRecord
 from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.workspace import open_run
@@ -45,6 +57,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import suite  # noqa: E402  (bench/suite.py, beside this script)
 
 CURVED = ("mlp", "gpt")
+#: steps mode for every problem (a fixed step count: the metric does not depend on the machine's
+#: speed, so no trial is judged contended and run again on a busy machine)
+STEPS = {"mlp": 400}
 
 
 class OutOfTime(Exception):
@@ -82,16 +97,32 @@ class Session:
     def pruned(self) -> list[TraceRecord]:
         return [r for r in self.trials if r.state.value == "pruned"]
 
+    def spent(self) -> dict[str, float]:
+        """Where the session's seconds went: the trainings' own seconds (``wall_s``) by what they
+        were, and the rest (process starts are in the trainings; the rest is arx's own work)."""
+        out = {"baseline+noise": 0.0, "confirm": 0.0, "pruned": 0.0, "full": 0.0}
+        for r in self.records:
+            wall = float(r.get("wall_s") or 0.0)
+            if r.kind in ("baseline", "noise"):
+                out["baseline+noise"] += wall
+            elif r.kind == "confirm":
+                out["confirm"] += wall
+            elif r.kind == "trial":
+                out["pruned" if r.state.value == "pruned" else "full"] += wall
+        out["arx"] = self.seconds - sum(out.values())
+        return out
+
     @property
     def lost(self) -> int:
         return sum(1 for m, best in self.checked if m is not None and m < best)
 
 
 def session(root: Path, problem: suite.Problem, seed: int, prune: str, budget_s: float,
-            check: bool) -> Session:
+            check: bool, noise: str = "off") -> Session:
     name = f"{problem.name}-{prune}-{seed}"
-    ws = open_run(root, {"iterations": 100_000, "seed": seed, "prune": prune, "noise": "off",
-                         "verify": 0, **problem.flags}, name=name)
+    steps = {"steps": STEPS[problem.name]} if problem.name in STEPS else {}
+    ws = open_run(root, {"iterations": 100_000, "seed": seed, "prune": prune, "noise": noise,
+                         "verify": 0, **problem.flags, **steps}, name=name)
     engine = Engine(ws, offline_proposer(ws.config), Deadline(budget_s))
     t0 = time.monotonic()
     try:
@@ -125,6 +156,45 @@ def train_to_end(worktree: Path, target, source: str) -> float | None:
         return result.metric
 
 
+class _Curve:
+    """What a watch reads of a running trial's curve (``CurveReader``'s unit and points)."""
+
+    def __init__(self, unit: str):
+        self.unit, self.points = unit, []
+
+
+def counterfactual(sessions: list[Session]) -> tuple[int, int, int, float]:
+    """The runner template's ``prune`` asked, as a run's watch asks it, at every point of the
+    trials the prune-off sessions trained to the end: (trials, would be pruned, of those the
+    ones that beat the best they were compared with, share of their training seconds saved)."""
+    namespace: dict = {}
+    exec(importlib.resources.files("arx.runner_repo").joinpath("runner.py").read_text(), namespace)
+    judge = namespace["Runner"]({"direction": "min"})
+    n = pruned = lost = 0
+    spent = saved = 0.0
+    for s in sessions:
+        best = None
+        for rec in s.records:
+            curve, unit = rec.get("curve"), rec.get("curve_unit")
+            if rec.kind == "trial" and rec.metric is not None and curve and best is not None \
+                    and best.get("curve_unit") == unit:
+                total = float(best.get("curve_end") or best.get("curve")[-1][0])
+                watch = Pruner(judge, {}, best.get("curve"), unit, total,
+                               curve_noise(s.records, unit))
+                reading, n, wall = _Curve(unit), n + 1, float(rec.get("wall_s") or 0.0)
+                spent += wall
+                for point in curve:
+                    reading.points.append(tuple(point))
+                    if watch(reading):
+                        pruned += 1
+                        lost += rec.metric < float(rec.get("best_before"))
+                        saved += wall * (1 - point[0] / curve[-1][0])
+                        break
+            if rec.state.is_best and rec.get("curve"):
+                best = rec
+    return n, pruned, lost, saved / spent if spent else 0.0
+
+
 def stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -151,6 +221,11 @@ def report(results: dict[str, dict[str, list[Session]]], budget_s: float, check:
         score = diff / pooled if pooled else (0.0 if diff == 0 else math.copysign(math.inf, diff))
         pruned = sum(len(s.pruned) for s in on)
         lost = sum(s.lost for s in on)
+        n, would, lost_cf, saved = counterfactual(off)
+        verdicts.append(
+            f"- {name}: the rule on the prune-off runs' {n} full curves: {would} would be "
+            f"pruned, {lost_cf} of them beat the best; {saved:.0%} of their training seconds "
+            "saved")
         verdicts.append(
             f"- {name}: trials per hour x{ratio:.2f} with pruning (target >= 1.5); best "
             f"{score:+.2f} pooled std vs off (target <= +1)"
@@ -165,6 +240,8 @@ def main() -> None:
     ap.add_argument("--problems", default=",".join(CURVED))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per session")
+    ap.add_argument("--noise", default="off", help="the runs' --noise: off (the margin is the "
+                    "rule's relative one) or auto (the curve's noise is measured and used) [off]")
     ap.add_argument("--no-check", action="store_true", help="skip training pruned trials to "
                     "the end")
     ap.add_argument("--work", type=Path, help="where the repositories go [a temporary dir]")
@@ -172,6 +249,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-bench-pruning-"))
     results: dict[str, dict[str, list[Session]]] = {}
+    loads: list[float] = []
     for name in args.problems.split(","):
         problem = suite.PROBLEMS[name]
         root = suite.make_repo(problem, work / name)
@@ -180,12 +258,18 @@ def main() -> None:
         results[name] = {"off": [], "on": []}
         for seed in range(args.seeds):
             for mode in ("off", "on"):
-                s = session(root, problem, seed, mode, args.budget, not args.no_check)
+                s = session(root, problem, seed, mode, args.budget, not args.no_check,
+                            args.noise)
+                loads.append(os.getloadavg()[0])
                 results[name][mode].append(s)
+                spent = ", ".join(f"{k} {v:.0f}" for k, v in s.spent().items())
                 print(f"{name} seed {seed} prune {mode}: {len(s.trials)} trials in "
                       f"{s.seconds:.0f} s ({len(s.pruned)} pruned, lost {s.lost}), best delta "
-                      f"{s.best_delta:+.4f}", flush=True)
-    text = report(results, args.budget, not args.no_check)
+                      f"{s.best_delta:+.4f}; seconds: {spent}", flush=True)
+    text = report(results, args.budget, not args.no_check) + (
+        f"\n\n--noise {args.noise}; load average (1 min) after each session: min "
+        f"{min(loads):.1f}, mean {statistics.fmean(loads):.1f}, max {max(loads):.1f} on "
+        f"{os.cpu_count()} cores")
     print(text)
     if args.md:
         args.md.write_text(text + "\n")

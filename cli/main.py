@@ -133,7 +133,8 @@ def init(directory, target_file, command, metric, metric_regex, direction, setup
               "on again when the run ends (no decision used them); 0 turns it off [3].")
 @click.option("--prune", type=click.Choice(["on", "off"]), help="Stop a trial early when its "
               "learning curve trails the best's by more than the curve's noise (the runner's "
-              "prune rule; needs a target that prints its metric as it trains) [on].")
+              "prune rule; needs a target that prints its metric as it trains) [on; off, and on "
+              "refused, with --parallel > 1 or --executor ray].")
 @click.option("--parallel", type=int, help="Candidates trained at once per iteration; the best "
               "that beats the current best is kept [1].")
 @click.option("--executor", type=click.Choice(["local", "ray"]),

@@ -120,6 +120,7 @@ class RunConfig:
     verify: int = 0
     #: "on": a trial whose learning curve trails the best's is stopped early, as the runner's
     #: ``prune`` decides (``loop.pruning``); "off". Runs stored before this setting read "off".
+    #: Its default is "off" where trials train as batches (``batched``: no curve is watched).
     prune: str = "off"
     #: where each value came from: "flag", "env", "arx.toml" or "default"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -344,10 +345,18 @@ def resolve(
                 value, origin = default, "default"
             values[key] = _coerce(key, kind, value, origin)
             sources[key] = origin.split(" ")[0] if origin.startswith("[") else origin
+    if sources["prune"] == "default" and batched(values["parallel"], values["executor"]):
+        values["prune"] = "off"  # batches train through an executor, with no watch on the curve
     config = RunConfig(name=name, target=target_config(doc), sources=sources,
                        rules=CURRENT_RULES, **values)
     check(config)
     return config
+
+
+def batched(parallel: int, executor: str) -> bool:
+    """Whether trials train as batches through an executor (``--parallel`` > 1 or ``ray``), where
+    no learning curve is watched: pruning is off by default there, and ``--prune on`` refused."""
+    return parallel > 1 or executor != "local"
 
 
 def check(config: RunConfig) -> None:
@@ -392,6 +401,12 @@ def check(config: RunConfig) -> None:
     if config.prune not in ("on", "off"):
         raise ConfigError(f"--prune must be on or off, not {config.prune!r}",
                           hint="--prune off trains every trial to the end")
+    if config.prune == "on" and batched(config.parallel, config.executor):
+        raise ConfigError(
+            f"--prune on (from {config.sources.get('prune', 'a setting')}) cannot stop trials "
+            f"that train as a batch through an executor (--parallel {config.parallel}, "
+            f"--executor {config.executor}): they always train to the end",
+            hint="use --prune off, or --parallel 1 --executor local to prune")
     if config.verify < 0:
         raise ConfigError("--verify must be >= 0", hint="0 turns the held-out verification off")
     if config.noise not in ("off", "auto") and not (config.noise_sd() or 0) > 0:
