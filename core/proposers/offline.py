@@ -19,6 +19,10 @@ focus. And its cost stays flat with the run's length: TPE is fitted on a bounded
 history (the last ``WINDOW`` trials and the ``KEEP_BEST`` best before them, a function of the
 history alone, so resume and replay still ask the same questions), and each draw samples only
 the parameters it changes.
+
+With ``explore_share`` (rules >= 7) Level 1.5's guidance reaches it: in that share of its
+proposals (seeded like the rest) it draws the parameters it changes from the ones Level 1.5
+found under-explored (``request.explore``), unless a mechanism asked for a focus.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ WINDOW = 64
 KEEP_BEST = 8
 #: (fresh) TPE draws over the focused parameters before the move is widened
 FRESH_ATTEMPTS = 8
+#: (rules >= 7) the share of proposals that move one of Level 1.5's under-explored parameters
+EXPLORE_SHARE = 0.5
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -138,12 +144,15 @@ class OptunaProposer(Proposer):
     name = "optuna"
 
     def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2,
-                 crash_aware: bool = False, fresh: bool = False):
+                 crash_aware: bool = False, fresh: bool = False, explore_share: float = 0.0):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
         self.max_params = max_params
         self.crash_aware = crash_aware
         self.fresh = fresh
+        #: (rules >= 7) the share of proposals that move a parameter Level 1.5 found
+        #: under-explored (``request.explore``), when no mechanism asks for a focus
+        self.explore_share = explore_share
 
     def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
         space = request.space
@@ -204,6 +213,8 @@ class OptunaProposer(Proposer):
         names = sorted(codecs)
         if request.focus:  # the runner's mechanisms asked for these dimensions
             names = [n for n in names if n in request.focus] or names
+        elif self.explore_share and request.explore and rng.random() < self.explore_share:
+            names = [n for n in names if n in request.explore] or names  # Level 1.5's guidance
         best = dict(request.best_config)
         if self.fresh:
             return self._fresh(request, codecs, names, study, rng, tried, counts)
@@ -267,10 +278,12 @@ class OptunaProposer(Proposer):
 
 def offline_proposer(config: Any) -> OptunaProposer:
     """The offline proposer a run (a ``RunConfig``) gets: crash-aware from rules 2 on, fresh
-    (no repeats, a bounded fit) from rules 3 on, so runs made before keep proposing, on resume
-    and in replay, exactly what they proposed."""
+    (no repeats, a bounded fit) from rules 3 on, pointed at Level 1.5's under-explored
+    parameters from rules 7 on, so runs made before keep proposing, on resume and in replay,
+    exactly what they proposed."""
     return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2,
-                          fresh=config.rules >= 3)
+                          fresh=config.rules >= 3,
+                          explore_share=EXPLORE_SHARE if config.rules >= 7 else 0.0)
 
 
 def fitted(history: Sequence[Mapping[str, Any]], direction: str,
