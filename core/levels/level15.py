@@ -262,20 +262,19 @@ MAX_EXPLORE = 3
 def under_explored(records: Sequence[Mapping[str, Any]], remaining: Sequence[str],
                    direction: str, k: int) -> tuple[str, ...]:
     """(Rules >= 7) the few parameters, of ``remaining``, that the evidence says are
-    under-explored, at most ``MAX_EXPLORE``: those measured fewer than ``k`` times (too few
-    trials to say whether they matter, the bar a freeze needs), least measured first; when
-    every one has ``k``, those whose effect is at least the median effect but that were measured
-    fewer times than the median (they matter and were tried less). Often none: a parameter
-    tried as often as the others is not named, so the guidance no longer lists every one."""
+    under-explored, at most ``MAX_EXPLORE``: of those with a measured effect, the ones whose
+    effect is at least the median effect but that were measured fewer times than the median
+    (they matter as much as the others and were tried less), least measured first. Nothing is
+    named before ``k`` parameters have an effect (too little evidence), and often nothing
+    after: a parameter tried as often as the others is not named, so the guidance no longer
+    lists every one. (A parameter never measured is not named: the proposer already favours
+    the least tried.)"""
     stats = param_stats(records, direction)
-    measured = {n: stats[n].measured if n in stats else 0 for n in remaining}
-    thin = sorted((n for n in remaining if measured[n] < k), key=lambda n: (measured[n], n))
-    if thin:
-        return tuple(thin[:MAX_EXPLORE])
     effects = {n: stats[n].effect for n in remaining
                if n in stats and stats[n].effect is not None}
-    if len(effects) < 2:
+    if len(effects) < max(k, 2):
         return ()
+    measured = {n: stats[n].measured for n in effects}
     mid_effect = statistics.median(effects.values())
     mid_count = statistics.median(measured.values())
     under = [n for n in effects if effects[n] >= mid_effect and measured[n] < mid_count]
