@@ -135,8 +135,8 @@ class RunConfig:
     #: waste like an emptied candidate list: 3 such iterations in a row are a fault that
     #: reverts the mechanism (``levels/policy.py``).
     #: 7: offline, Level 1.5 names only the parameters the evidence says are under-explored
-    #: (``level15.under_explored``), and the offline proposer changes them twice as likely as
-    #: before when no mechanism asks for a focus (``proposers/offline.py``).
+    #: (``level15.under_explored``), and when no TPE draw of the offline proposer is new, its
+    #: smallest unmeasured move tries those first (``proposers/offline.py``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

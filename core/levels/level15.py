@@ -24,7 +24,8 @@ they ran):
 
 From rules 7 (``explore=True``) the offline guidance names only the few parameters the evidence
 says are under-explored (``under_explored``), and the decision carries them (``explore``) for the
-offline proposer, which moves them in a share of its proposals (``proposers/offline.py``).
+offline proposer, which moves them first when its model has nothing new to propose
+(``proposers/offline.py``).
 
 The state lives in ``runner/search_state.json`` on the branch, so each cycle is a commit and a
 resumed or replayed run starts from exactly the state it had.
@@ -262,23 +263,22 @@ MAX_EXPLORE = 3
 def under_explored(records: Sequence[Mapping[str, Any]], remaining: Sequence[str],
                    direction: str, k: int) -> tuple[str, ...]:
     """(Rules >= 7) the few parameters, of ``remaining``, that the evidence says are
-    under-explored, at most ``MAX_EXPLORE``: of those with a measured effect, the ones whose
-    effect is at least the median effect but that were measured fewer times than the median
-    (they matter as much as the others and were tried less), least measured first. Nothing is
-    named before ``k`` parameters have an effect (too little evidence), and often nothing
-    after: a parameter tried as often as the others is not named, so the guidance no longer
-    lists every one. (A parameter never measured is not named: the proposer already favours
-    the least tried.)"""
+    under-explored, at most ``MAX_EXPLORE``: those whose changes were kept for a real gain
+    (``negligible_keeps`` says which gains are not) but that were measured fewer times than
+    the median parameter, least measured first. A large effect alone does not name a
+    parameter: the effect is ``|metric - best|``, and a sensitive one whose moves all lose has
+    the largest. Nothing is named before ``k`` parameters were measured, and often nothing
+    after, so the guidance no longer lists every parameter."""
     stats = param_stats(records, direction)
-    effects = {n: stats[n].effect for n in remaining
-               if n in stats and stats[n].effect is not None}
-    if len(effects) < max(k, 2):
+    known = {n: stats[n] for n in remaining
+             if n in stats and stats[n].measured and stats[n].effect is not None}
+    if len(known) < max(k, 2):
         return ()
-    measured = {n: stats[n].measured for n in effects}
-    mid_effect = statistics.median(effects.values())
-    mid_count = statistics.median(measured.values())
-    under = [n for n in effects if effects[n] >= mid_effect and measured[n] < mid_count]
-    return tuple(sorted(under, key=lambda n: (measured[n], -effects[n], n))[:MAX_EXPLORE])
+    scale = max(st.effect for st in known.values())
+    mid_count = statistics.median(st.measured for st in known.values())
+    under = [n for n, st in known.items() if st.kept and st.measured < mid_count
+             and not negligible_keeps(st, scale, direction)]
+    return tuple(sorted(under, key=lambda n: (known[n].measured, n))[:MAX_EXPLORE])
 
 
 def with_explore(decision: Decision, records: Sequence[Mapping[str, Any]], state: SearchState,

@@ -20,9 +20,11 @@ history (the last ``WINDOW`` trials and the ``KEEP_BEST`` best before them, a fu
 history alone, so resume and replay still ask the same questions), and each draw samples only
 the parameters it changes.
 
-With ``explore_weight`` (rules >= 7) Level 1.5's guidance reaches it: a parameter Level 1.5
-found under-explored (``request.explore``) is that many times likelier to be the one it changes,
-unless a mechanism asked for a focus.
+With ``explore_first`` (rules >= 7) Level 1.5's guidance reaches it where the search is stuck:
+when every TPE draw landed on a measured configuration, the smallest unmeasured move is looked
+for among the parameters Level 1.5 found under-explored (``request.explore``) first, then as
+before, unless a mechanism asked for a focus. (Steering ordinary draws toward them was measured
+worse on bbob-f8: docs/levels.md.)
 """
 
 from __future__ import annotations
@@ -49,8 +51,6 @@ WINDOW = 64
 KEEP_BEST = 8
 #: (fresh) TPE draws over the focused parameters before the move is widened
 FRESH_ATTEMPTS = 8
-#: (rules >= 7) how much likelier one of Level 1.5's under-explored parameters is to be changed
-EXPLORE_WEIGHT = 2.0
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -144,15 +144,16 @@ class OptunaProposer(Proposer):
     name = "optuna"
 
     def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2,
-                 crash_aware: bool = False, fresh: bool = False, explore_weight: float = 1.0):
+                 crash_aware: bool = False, fresh: bool = False, explore_first: bool = False):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
         self.max_params = max_params
         self.crash_aware = crash_aware
         self.fresh = fresh
-        #: (rules >= 7) how much likelier a parameter Level 1.5 found under-explored
-        #: (``request.explore``) is to be the one changed, when no mechanism asks for a focus
-        self.explore_weight = explore_weight
+        #: (rules >= 7) when the TPE draws only land on measured configurations, the smallest
+        #: unmeasured move tries Level 1.5's under-explored parameters (``request.explore``)
+        #: first, when no mechanism asks for a focus
+        self.explore_first = explore_first
 
     def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
         space = request.space
@@ -246,7 +247,7 @@ class OptunaProposer(Proposer):
         changes: dict[str, Any] = {}
         for _attempt in range(FRESH_ATTEMPTS):
             k = 1 if len(names) == 1 or rng.random() < 0.65 else min(self.max_params, len(names))
-            chosen = weighted_sample(names, self._weights(request, names, counts), k, rng)
+            chosen = weighted_sample(names, [1.0 / (1 + counts[n]) for n in names], k, rng)
             trial = study.ask({n: codecs[n].dist for n in sorted(chosen)})
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # placeholder
             changes = {n: v for n in chosen
@@ -254,20 +255,14 @@ class OptunaProposer(Proposer):
             if changes and _freeze({**best, **changes}) not in tried:
                 return self._proposal(request, best, changes)
         pools = [names] if len(names) == len(codecs) else [names, sorted(codecs)]
+        named = [n for n in names if n in request.explore] if self.explore_first \
+            and request.focus is None else []
+        if named:  # Level 1.5's under-explored parameters first (rules 7)
+            pools = [named, *pools]
         move = unmeasured_move(pools, codecs, best, tried, counts, rng)
         if move is None:  # every configuration within reach was measured: repeat, as before
             return self._proposal(request, best, changes)
         return self._proposal(request, best, move, widened=True)
-
-    def _weights(self, request: ProposalRequest, names: Sequence[str],
-                 counts: Counter[str]) -> list[float]:
-        """(Fresh) how likely each name is to be changed: the least tried first (the bias the
-        paper's Level 2 had to fix) and, from rules 7 without a mechanism's focus, Level 1.5's
-        under-explored ones ``explore_weight`` times as likely. The same draws either way, so a
-        run agrees with one without the guidance until a pick differs."""
-        boost = set(request.explore) if request.focus is None and self.explore_weight != 1.0 \
-            else set()
-        return [(self.explore_weight if n in boost else 1.0) / (1 + counts[n]) for n in names]
 
     def _proposal(self, request, best, changes, widened: bool = False) -> Proposal:
         model = (
@@ -291,7 +286,7 @@ def offline_proposer(config: Any) -> OptunaProposer:
     exactly what they proposed."""
     return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2,
                           fresh=config.rules >= 3,
-                          explore_weight=EXPLORE_WEIGHT if config.rules >= 7 else 1.0)
+                          explore_first=config.rules >= 7)
 
 
 def fitted(history: Sequence[Mapping[str, Any]], direction: str,
