@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 6
+CURRENT_RULES = 7
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,9 @@ class RunConfig:
     #: 6: a proposal refused by the space or the constraints under a mechanism's focus is
     #: waste like an emptied candidate list: 3 such iterations in a row are a fault that
     #: reverts the mechanism (``levels/policy.py``).
+    #: 7: offline, Level 1.5 names only the parameters the evidence says are under-explored
+    #: (``level15.under_explored``), and when no TPE draw of the offline proposer is new, its
+    #: smallest unmeasured move tries those first (``proposers/offline.py``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

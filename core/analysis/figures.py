@@ -10,8 +10,9 @@ backend): headless and offline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -303,11 +304,14 @@ def curve_panel(ax: Any, run: RunData) -> None:
               "pruned": dict(color="#d62728", linewidth=0.8, alpha=0.25)}
     labelled: set[str] = set()
     units = set()
+    drawn: list[tuple[str, list[tuple[float, float]]]] = []
     for rec in run.records:
         status, curve = rec.get("status"), rec.get("curve")
         if not curve or rec.get("kind") not in (TrialKind.BASELINE, TrialKind.TRIAL):
             continue
         units.add(rec.get("curve_unit"))
+        drawn.append((status, [(x, y) for x, y in curve
+                                if isinstance(y, (int, float)) and math.isfinite(y)]))
         style = styles.get(status, dict(color=OUTCOME_COLOURS["discard"], linewidth=0.8,
                                         alpha=0.5))
         name = "pruned (stopped)" if status == "pruned" else status
@@ -317,12 +321,31 @@ def curve_panel(ax: Any, run: RunData) -> None:
         if status == "pruned":
             ax.plot(xs[-1], ys[-1], marker="x", linestyle="none", markersize=5, color="#d62728",
                     alpha=0.6)
+    _y_axis(ax, ax.get_xaxis_transform(), curve_range(drawn))
     pruned = sum(1 for r in run.trials if r.get("status") == "pruned")
     ax.set_title(f"learning curves ({pruned} trial(s) pruned)", fontsize=9)
     ax.set_xlabel("step" if units == {"step"} else "seconds" if units == {"s"} else "progress")
     ax.set_ylabel(run.metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+def curve_range(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> YRange | None:
+    """The curve panel's y-range, outlier-proof as the metric panel's (``scale.y_range``): the
+    baseline's and keeps' curves must be readable, and a diverged curve is one marker on the
+    edge (at its most extreme point) instead of one per point beyond it."""
+    core = [y for status, pts in curves if status in (TrialState.BASELINE, TrialState.KEEP)
+            for _x, y in pts]
+    yr = y_range(core, [pt for _status, pts in curves for pt in pts])
+    if yr is None:
+        return None
+    above, below = [], []
+    for _status, pts in curves:
+        if beyond := [(x, y) for x, y in pts if y > yr.high]:
+            above.append(max(beyond, key=lambda pt: pt[1]))
+        if beyond := [(x, y) for x, y in pts if y < yr.low]:
+            below.append(min(beyond, key=lambda pt: pt[1]))
+    return replace(yr, above=tuple(above), below=tuple(below))
 
 
 def _trial_names(rec: Mapping[str, Any]) -> list[str]:

@@ -22,6 +22,11 @@ they ran):
   frozen parameter returns when the best moved or after ``MAX_FROZEN_CYCLES`` cycles, and one
   unfrozen in a cycle needs ``k`` new trials before it can be frozen again.
 
+From rules 7 (``explore=True``) the offline guidance names only the few parameters the evidence
+says are under-explored (``under_explored``), and the decision carries them (``explore``) for the
+offline proposer, which moves them first when its model has nothing new to propose
+(``proposers/offline.py``).
+
 The state lives in ``runner/search_state.json`` on the branch, so each cycle is a commit and a
 resumed or replayed run starts from exactly the state it had.
 """
@@ -32,7 +37,7 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +57,9 @@ class SearchState:
     #: (rules by evidence) name -> the iteration it was last unfrozen at: its evidence for a new
     #: freeze counts from there
     released: Mapping[str, int] = field(default_factory=dict)
+    #: (rules >= 7) the parameters the evidence says are under-explored (``under_explored``):
+    #: the offline proposer moves one of them in a share of its proposals
+    explore: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> SearchState:
@@ -60,7 +68,8 @@ class SearchState:
         data = json.loads(Path(path).read_text())
         return cls(cycle=int(data.get("cycle", 0)), frozen=dict(data.get("frozen", {})),
                    guidance=str(data.get("guidance", "")),
-                   released={str(k): int(v) for k, v in dict(data.get("released", {})).items()})
+                   released={str(k): int(v) for k, v in dict(data.get("released", {})).items()},
+                   explore=tuple(str(n) for n in data.get("explore", ())))
 
     def dump(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +77,8 @@ class SearchState:
                                 "guidance": self.guidance}
         if self.released:  # only runs with rules by evidence have it
             data["released"] = dict(self.released)
+        if self.explore:  # only runs with rules >= 7 have it
+            data["explore"] = list(self.explore)
         Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -81,6 +92,8 @@ class Decision:
     note: str = ""
     #: decided by the rules by evidence (rules >= 3): the state keeps when each was unfrozen
     evidence: bool = False
+    #: (rules >= 7) the under-explored parameters the offline proposer is pointed at
+    explore: tuple[str, ...] = ()
 
     def apply(self, state: SearchState, iteration: int, best_iteration: int) -> SearchState:
         frozen = {k: v for k, v in state.frozen.items() if k not in self.unfreeze}
@@ -92,7 +105,7 @@ class Decision:
         if self.evidence:
             released.update({name: iteration for name in self.unfreeze})
         return SearchState(cycle=self.cycle, frozen=frozen, guidance=self.guidance,
-                           released=released)
+                           released=released, explore=self.explore)
 
 
 #: a parameter whose effect is below this share of the largest one does not matter (by evidence)
@@ -143,11 +156,16 @@ def param_stats(records: Sequence[Mapping[str, Any]], direction: str,
 
 def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
           best_iteration: int, direction: str, k: int = 3, min_active: int = 2,
-          evidence: bool = False) -> Decision:
+          evidence: bool = False, explore: bool = False) -> Decision:
     """The offline Level 1.5 decision (also the validator of an LLM's decision): by counts, or
-    with ``evidence`` (runs with rules >= 3) by what the trials say (see the module)."""
+    with ``evidence`` (runs with rules >= 3) by what the trials say (see the module); with
+    ``explore`` (rules >= 7) its guidance names only the parameters ``under_explored`` finds,
+    and the decision carries them for the offline proposer."""
     if evidence:
-        return _by_evidence(records, state, active, best_iteration, direction, k, min_active)
+        decision = _by_evidence(records, state, active, best_iteration, direction, k, min_active)
+        if explore:
+            return with_explore(decision, records, state, active, direction, k)
+        return decision
     stats = param_stats(records, direction)
     unfreeze = tuple(sorted(n for n, info in state.frozen.items()
                             if info.get("best_iteration", 0) != best_iteration))
@@ -165,8 +183,11 @@ def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequ
 
 
 def _guidance(remaining: Sequence[str], stats: Mapping[str, ParamStats],
-              effects: Sequence[str] = ()) -> str:
-    under = sorted(remaining, key=lambda n: (stats.get(n, ParamStats(0, 0, None)).tried, n))
+              effects: Sequence[str] = (), under: Sequence[str] | None = None) -> str:
+    """The guidance text; ``under`` (rules >= 7) replaces "every remaining parameter, least tried
+    first" by the names the evidence gives."""
+    if under is None:
+        under = sorted(remaining, key=lambda n: (stats.get(n, ParamStats(0, 0, None)).tried, n))
     guidance = ""
     if under:
         guidance = ("Under-explored so far: " + ", ".join(under[:4]) +
@@ -233,6 +254,45 @@ def _by_evidence(records: Sequence[Mapping[str, Any]], state: SearchState,
                     key=lambda n: (-stats[n].effect, n))
     return Decision(cycle=state.cycle + 1, freeze=freeze, unfreeze=unfreeze,
                     guidance=_guidance(remaining, stats, ranked), source="rules", evidence=True)
+
+
+#: (rules >= 7) at most this many parameters are named under-explored in a cycle
+MAX_EXPLORE = 3
+
+
+def under_explored(records: Sequence[Mapping[str, Any]], remaining: Sequence[str],
+                   direction: str, k: int) -> tuple[str, ...]:
+    """(Rules >= 7) the few parameters, of ``remaining``, that the evidence says are
+    under-explored, at most ``MAX_EXPLORE``: those whose changes were kept for a real gain
+    (``negligible_keeps`` says which gains are not) but that were measured fewer times than
+    the median parameter, least measured first. A large effect alone does not name a
+    parameter: the effect is ``|metric - best|``, and a sensitive one whose moves all lose has
+    the largest. Nothing is named before ``k`` parameters were measured, and often nothing
+    after, so the guidance no longer lists every parameter."""
+    stats = param_stats(records, direction)
+    known = {n: stats[n] for n in remaining
+             if n in stats and stats[n].measured and stats[n].effect is not None}
+    if len(known) < max(k, 2):
+        return ()
+    scale = max(st.effect for st in known.values())
+    mid_count = statistics.median(st.measured for st in known.values())
+    under = [n for n, st in known.items() if st.kept and st.measured < mid_count
+             and not negligible_keeps(st, scale, direction)]
+    return tuple(sorted(under, key=lambda n: (known[n].measured, n))[:MAX_EXPLORE])
+
+
+def with_explore(decision: Decision, records: Sequence[Mapping[str, Any]], state: SearchState,
+                 active: Sequence[str], direction: str, k: int) -> Decision:
+    """(Rules >= 7) ``decision`` with the under-explored parameters named in its guidance and
+    carried for the offline proposer (``Decision.explore``)."""
+    still = (set(state.frozen) - set(decision.unfreeze)) | set(decision.freeze)
+    remaining = [n for n in active if n not in still]
+    explore = under_explored(records, remaining, direction, k)
+    stats = param_stats(records, direction)
+    ranked = sorted((n for n in remaining if stats.get(n) and stats[n].effect),
+                    key=lambda n: (-stats[n].effect, n))
+    guidance = _guidance(remaining, stats, ranked, under=explore)
+    return replace(decision, guidance=guidance, explore=explore)
 
 
 def evidence_lines(records: Sequence[Mapping[str, Any]], state: SearchState,

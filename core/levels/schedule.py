@@ -264,7 +264,7 @@ class OuterLoop:
                 self.llm.record_parsed(result.transcript, _parsed(decision))
         else:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
-                                     evidence=evidence)
+                                     evidence=evidence, explore=self.config.rules >= 7)
         why = level15.evidence_lines(records, self.state, decision, view.best_iteration,
                                      self.config.target.direction, evidence)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
@@ -285,8 +285,9 @@ class OuterLoop:
 
 def _parsed(decision: level15.Decision) -> dict[str, Any]:
     """What a transcript records as the parsed Level-1.5 answer (``evidence`` only when set, so
-    transcripts of runs before it read as they did)."""
+    transcripts of runs before it read as they did; ``explore`` likewise)."""
     data = dict(decision.__dict__)
-    if not data.get("evidence"):
-        data.pop("evidence", None)
+    for key in ("evidence", "explore"):
+        if not data.get(key):
+            data.pop(key, None)
     return data

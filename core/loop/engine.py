@@ -254,7 +254,7 @@ class Engine:
             best_config=ctx["best_config"], space=self.space, history=tuple(ctx["history"]),
             guidance=self.search.guidance, direction=self.target.direction,
             n=max(self.runner.n_candidates, self.config.parallel),
-            focus=tuple(focus) if focus else None,
+            focus=tuple(focus) if focus else None, explore=self.search.explore,
         )
         refusals: list[dict[str, str]] = []
         usage: dict[str, float] = {}

@@ -50,6 +50,8 @@ class ProposalRequest:
     n: int = 1
     #: parameters the runner's mechanisms want explored next (None: no preference)
     focus: tuple[str, ...] | None = None
+    #: (rules >= 7) the parameters Level 1.5 found under-explored (``level15.under_explored``)
+    explore: tuple[str, ...] = ()
     #: the system prompt to use, when the runner overrides the default
     system: str | None = None
 

@@ -19,6 +19,12 @@ focus. And its cost stays flat with the run's length: TPE is fitted on a bounded
 history (the last ``WINDOW`` trials and the ``KEEP_BEST`` best before them, a function of the
 history alone, so resume and replay still ask the same questions), and each draw samples only
 the parameters it changes.
+
+With ``explore_first`` (rules >= 7) Level 1.5's guidance reaches it where the search is stuck:
+when every TPE draw landed on a measured configuration, the smallest unmeasured move is looked
+for among the parameters Level 1.5 found under-explored (``request.explore``) first, then as
+before, unless a mechanism asked for a focus. (Steering ordinary draws toward them was measured
+worse on bbob-f8: docs/levels.md.)
 """
 
 from __future__ import annotations
@@ -138,12 +144,16 @@ class OptunaProposer(Proposer):
     name = "optuna"
 
     def __init__(self, seed: int = 0, n_startup_trials: int = 6, max_params: int = 2,
-                 crash_aware: bool = False, fresh: bool = False):
+                 crash_aware: bool = False, fresh: bool = False, explore_first: bool = False):
         self.seed = seed
         self.n_startup_trials = n_startup_trials
         self.max_params = max_params
         self.crash_aware = crash_aware
         self.fresh = fresh
+        #: (rules >= 7) when the TPE draws only land on measured configurations, the smallest
+        #: unmeasured move tries Level 1.5's under-explored parameters (``request.explore``)
+        #: first, when no mechanism asks for a focus
+        self.explore_first = explore_first
 
     def propose(self, request: ProposalRequest, feedback: str | None = None) -> list[Proposal]:
         space = request.space
@@ -245,6 +255,10 @@ class OptunaProposer(Proposer):
             if changes and _freeze({**best, **changes}) not in tried:
                 return self._proposal(request, best, changes)
         pools = [names] if len(names) == len(codecs) else [names, sorted(codecs)]
+        named = [n for n in names if n in request.explore] if self.explore_first \
+            and request.focus is None else []
+        if named:  # Level 1.5's under-explored parameters first (rules 7)
+            pools = [named, *pools]
         move = unmeasured_move(pools, codecs, best, tried, counts, rng)
         if move is None:  # every configuration within reach was measured: repeat, as before
             return self._proposal(request, best, changes)
@@ -267,10 +281,12 @@ class OptunaProposer(Proposer):
 
 def offline_proposer(config: Any) -> OptunaProposer:
     """The offline proposer a run (a ``RunConfig``) gets: crash-aware from rules 2 on, fresh
-    (no repeats, a bounded fit) from rules 3 on, so runs made before keep proposing, on resume
-    and in replay, exactly what they proposed."""
+    (no repeats, a bounded fit) from rules 3 on, pointed at Level 1.5's under-explored
+    parameters from rules 7 on, so runs made before keep proposing, on resume and in replay,
+    exactly what they proposed."""
     return OptunaProposer(seed=config.seed, crash_aware=config.rules >= 2,
-                          fresh=config.rules >= 3)
+                          fresh=config.rules >= 3,
+                          explore_first=config.rules >= 7)
 
 
 def fitted(history: Sequence[Mapping[str, Any]], direction: str,

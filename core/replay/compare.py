@@ -6,7 +6,10 @@ branch made before ``resume`` events were written is compared without the replay
 placed after the trace lines it carries. The two timelines are walked in step; the first step
 that differs is the divergence. What is compared (``COMPARED`` says the same in words):
 
-- trace records, field by field, on the decision fields below. Not compared: timings and
+- trace records, field by field, on the decision fields below, and on the trial fields arx
+  wrote later (``NEWER_TRIAL_FIELDS``: where a pruned trial stopped, its curve's number of
+  points, confirmation failures and seeds, refused candidates) where the original has them.
+  Not compared: timings and
   machine facts (``wall_s``, ``finished_at``, ``interval``, ``training_seconds``,
   ``total_seconds``, ``peak_*``, ``num_params_M``, ``data_fingerprint``, ``log_tail``), a
   Level-2 note's ``gate`` (step timings) and ``error`` (a traceback with paths), and any field
@@ -47,6 +50,12 @@ LEVEL15_FIELDS = ("iteration", "cycle", "freeze", "unfreeze", "frozen", "guidanc
                   "note", "transcripts")
 LEVEL2_FIELDS = ("iteration", "cycle", "mechanism", "domain", "source", "verdict", "reason",
                  "reverted", "commit", "revert", "hook", "transcripts", "patch", "at")
+#: trial fields arx wrote later (pruning, learning curves, confirmation outcomes, refused
+#: candidates): compared where the original record has them (``curve_points``: where it has a
+#: ``curve``, the number of its points); a record made before a field existed is not compared
+#: on it, so old branches still replay
+NEWER_TRIAL_FIELDS = ("pruned_at", "curve_points", "curve_unit", "dropped", "overruled",
+                      "confirm_failed", "confirm_seeds", "best_first_metric")
 RESUME_FIELDS = ("iteration", "iterations", "changed", "at", "interrupted", "committed", "reverted")
 STEP_ASIDE_FIELDS = ("iteration", "cycle", "reason", "window")
 _FIELDS = {Event.TRIAL: TRIAL_FIELDS, Event.LEVEL15: LEVEL15_FIELDS, Event.LEVEL2: LEVEL2_FIELDS,
@@ -58,6 +67,7 @@ _DEFAULTS = {"seq": 0}
 
 COMPARED = (
     "trace records field by field on the decision fields (trial: " + ", ".join(TRIAL_FIELDS)
+    + "; and where the original has them: " + ", ".join(NEWER_TRIAL_FIELDS)
     + "; level15: " + ", ".join(LEVEL15_FIELDS) + "; level2: " + ", ".join(LEVEL2_FIELDS)
     + "; resume: " + ", ".join(RESUME_FIELDS)
     + "; step_aside: " + ", ".join(STEP_ASIDE_FIELDS)
@@ -134,18 +144,44 @@ class Side:
             else sha
 
 
-def project(e: Mapping[str, Any], side: Side) -> dict[str, Any]:
+def project(e: Mapping[str, Any], side: Side | None) -> dict[str, Any]:
+    """The compared fields of event ``e``; commit hashes as positions on ``side`` (when given)."""
+    where = side.where if side is not None else (lambda sha: sha)
     out = {}
     for name in _FIELDS[e.get("event")]:
         value = e.get(name, _DEFAULTS.get(name))
         if e.get("event") == Event.LEVEL2 and name in ("commit", "revert"):
-            value = side.where(value)
+            value = where(value)
         elif name == "at" and isinstance(value, Mapping):
-            value = {**value, "head": side.where(value.get("head"))}
+            value = {**value, "head": where(value.get("head"))}
         elif e.get("event") == Event.LEVEL2 and name == "reason" and isinstance(value, str):
             value = value.strip().split("\n", 1)[0]
         out[name] = norm(value)
+    if e.get("event") == Event.TRIAL:
+        for name in NEWER_TRIAL_FIELDS:
+            value = _newer(e, name)
+            if value is not None:
+                out[name] = norm(value)
     return out
+
+
+def _newer(e: Mapping[str, Any], name: str) -> Any:
+    """A newer trial field's value (``curve_points``: the curve's length), None if absent."""
+    if name == "curve_points":
+        return len(e["curve"]) if isinstance(e.get("curve"), list) else None
+    return e.get(name)
+
+
+def field_difference(o: Mapping[str, Any], r: Mapping[str, Any], oside: Side | None = None,
+                     rside: Side | None = None) -> tuple[str, Any, Any] | None:
+    """The first compared field in which the replay's event ``r`` differs from the original's
+    ``o``, as (field, original, replay); None when they agree. A newer trial field is compared
+    when the original has it (the replay lacking it is a difference)."""
+    a, b = project(o, oside), project(r, rside)
+    for key in a:
+        if a[key] != b.get(key):
+            return key, a[key], b.get(key)
+    return None
 
 
 def compare(git: ReplayGit, name: str, original: Side, replay: Side, tip_trace: bytes,
@@ -190,10 +226,10 @@ def _compare_step(git: ReplayGit, o: Step, r: Step, oside: Side, rside: Side,
         return Divergence(o.label, "the replay has another step here", "step",
                           original=o.label, replay=r.label)
     if o.event is not None:
-        a, b = project(o.event, oside), project(r.event, rside)
-        for key in a:
-            if a[key] != b[key]:
-                return Divergence(o.label, f"{key} differs", key, a[key], b[key])
+        found = field_difference(o.event, r.event, oside, rside)
+        if found is not None:
+            key, a, b = found
+            return Divergence(o.label, f"{key} differs", key, a, b)
         return None
     return _compare_commit(git, o, r, oside, rside, excluded, tip_trace)
 

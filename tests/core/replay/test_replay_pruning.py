@@ -70,3 +70,27 @@ def test_a_curve_the_rule_would_not_stop_is_a_divergence(pruned_run, tmp_path):
     assert not report.reproduced and d is not None, report.render()
     assert d.step == f"iteration {pruned['iteration']} (trial)"
     assert "does not stop the trial" in d.what and d.original == "pruned"
+
+
+def test_a_changed_stopping_point_is_a_divergence(pruned_run, tmp_path):
+    """``pruned_at`` is compared (a newer trial field, issue #24): the replay stops the trial
+    where its curve says, and the branch says it stopped elsewhere."""
+    root = copy_of(pruned_run, tmp_path)
+    lines = trace(root)
+    pruned = next(e for e in lines if e.get("status") == "pruned")
+    repo = git.Repo(root)
+    repo.git.checkout("arx/p")
+    out = []
+    for e in lines:
+        if e is pruned:
+            e = {**e, "pruned_at": [e["pruned_at"][0] + 1, e["pruned_at"][1]]}
+        out.append(json.dumps(e, sort_keys=True))
+    (root / "runs/p/trace.jsonl").write_text("\n".join(out) + "\n")
+    repo.git.commit("-am", "a pruned trial's stopping point changed", "--no-verify")
+    repo.git.checkout("main")
+    report = replay(root, "arx/p")
+    d = report.divergence
+    assert not report.reproduced and d is not None, report.render()
+    assert d.step == f"iteration {pruned['iteration']} (trial)" and d.field == "pruned_at"
+    assert d.original == [pruned["pruned_at"][0] + 1, pruned["pruned_at"][1]]
+    assert d.replay == pruned["pruned_at"]
