@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 6
+CURRENT_RULES = 7
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,9 @@ class RunConfig:
     #: 6: a proposal refused by the space or the constraints under a mechanism's focus is
     #: waste like an emptied candidate list: 3 such iterations in a row are a fault that
     #: reverts the mechanism (``levels/policy.py``).
+    #: 7: the outcome gate counts waste avoided as a benefit of its own: a mechanism whose
+    #: window has fewer repeats (or less waste) per trial than the stall before it is kept,
+    #: whatever the search's early gains were (``outcome.Judgement``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

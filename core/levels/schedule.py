@@ -223,7 +223,8 @@ class OuterLoop:
         notes = self.trace.notes(Event.LEVEL2)
         window, changed = self.config.judge_window, False
         for mech in outcome.due(active_mechanisms(notes), notes, done, window):
-            j = outcome.judge(mech, view.records, window, self.config.target.direction)
+            j = outcome.judge(mech, view.records, window, self.config.target.direction,
+                              self.config.rules)
             at = int(mech.iteration or 0) + window
             details = (f"Outcome gate ([levels] judge_window = {window}).\n"
                        f"Before: {j.before.describe()}\nAfter: {j.after.describe()}")
