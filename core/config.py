@@ -136,7 +136,9 @@ class RunConfig:
     #: reverts the mechanism (``levels/policy.py``).
     #: 7: the outcome gate counts waste avoided as a benefit of its own: a mechanism whose
     #: window has fewer repeats (or less waste) per trial than the stall before it is kept,
-    #: whatever the search's early gains were (``outcome.Judgement``).
+    #: whatever the search's early gains were (``outcome.Judgement``); Level 1.5 takes a
+    #: parameter proposed again and again without gain as evidence to freeze it
+    #: (``level15.looping``).
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

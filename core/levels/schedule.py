@@ -253,21 +253,22 @@ class OuterLoop:
                 self.config.target.direction)
         transcripts: list[str] = []
         evidence = self.config.rules >= 3  # by evidence; runs before it decide by counts
+        loops = self.config.rules >= 7  # repeats are evidence too
         if self.llm is not None:
             msgs = level15.llm_messages(records, self.state, list(view.active),
                                         self.config.target.direction, self.config.target.metric,
-                                        evidence=evidence)
+                                        evidence=evidence, loops=loops, k=self.k15)
             result = self.llm.complete(msgs, purpose=f"l15-cycle{self.state.cycle + 1}")
             transcripts = [result.transcript] if result.transcript else []
             decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active,
-                                        evidence=evidence)
+                                        evidence=evidence, loops=loops)
             if result.transcript:
                 self.llm.record_parsed(result.transcript, _parsed(decision))
         else:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
-                                     evidence=evidence)
+                                     evidence=evidence, loops=loops)
         why = level15.evidence_lines(records, self.state, decision, view.best_iteration,
-                                     self.config.target.direction, evidence)
+                                     self.config.target.direction, evidence, loops, self.k15)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
         self.trace.note(Event.LEVEL15, {
