@@ -138,7 +138,9 @@ class RunConfig:
     #: window has fewer repeats (or less waste) per trial than the stall before it is kept,
     #: whatever the search's early gains were (``outcome.Judgement``); Level 1.5 takes a
     #: parameter proposed again and again without gain as evidence to freeze it
-    #: (``level15.looping``).
+    #: (``level15.looping``); mechanisms compose: the runner's context lists each parameter's
+    #: moves (``ctx["moves"]``), a focus never names a parameter whose every move a mechanism's
+    #: ``allows`` refuses, and the catalog's TabuList refuses a configuration measured before.
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

@@ -163,7 +163,8 @@ class OuterLoop:
                 return False
         else:
             evidence = view.records if self.config.rules >= 3 else None  # before: file order
-            mech, source = level2.next_from_catalog(tried, evidence, view.active), Source.CATALOG
+            mech = level2.next_from_catalog(tried, evidence, view.active, self.config.rules)
+            source = Source.CATALOG
             if mech is None:
                 self.say(f"L2 cycle {cycle}: the built-in catalog is exhausted")
                 return False
