@@ -93,7 +93,8 @@ class RunConfig:
     max_mechanism_kb: int = 64
     #: trials a Level-2 mechanism runs before the outcome gate judges it against the same
     #: number of trials before it (rules >= 3), and the window whose stall lets Level 2 add one
-    #: (rules >= 4); 0 turns both off
+    #: (rules >= 4); 0 turns both off. Unset, a new run (rules >= 7) stores
+    #: ``judge_window_for(iterations)``
     judge_window: int = 10
     #: rules >= 4: a Level-2 cycle adds a mechanism only when the ``judge_window`` iterations
     #: before it stalled (no gain, or waste); false: every m cycles, as in the paper
@@ -140,7 +141,10 @@ class RunConfig:
     #: parameter proposed again and again without gain as evidence to freeze it
     #: (``level15.looping``); mechanisms compose: the runner's context lists each parameter's
     #: moves (``ctx["moves"]``), a focus never names a parameter whose every move a mechanism's
-    #: ``allows`` refuses, and the catalog's TabuList refuses a configuration measured before.
+    #: ``allows`` refuses, and the catalog's TabuList refuses a configuration measured before;
+    #: a cadence that fits the budget: ``judge_window`` left unset is ``judge_window_for(
+    #: iterations)``, a Level-2 cycle too late for its mechanism to be judged steps aside, and
+    #: a window that ends with the run is judged at its end.
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:
@@ -330,10 +334,20 @@ def resolve(
                 value, origin = default, "default"
             values[key] = _coerce(key, kind, value, origin)
             sources[key] = origin.split(" ")[0] if origin.startswith("[") else origin
+    if CURRENT_RULES >= 7 and sources.get("judge_window") == "default":
+        values["judge_window"] = judge_window_for(values["iterations"])
     config = RunConfig(name=name, target=target_config(doc), sources=sources,
                        rules=CURRENT_RULES, **values)
     check(config)
     return config
+
+
+def judge_window_for(iterations: int) -> int:
+    """(Rules >= 7) The judge window of a run of ``iterations`` when arx.toml, the environment
+    and the flags leave it unset: a sixth of the run, 4 at least and 10 at most, so with the
+    default cadence (a Level-2 cycle every 10 iterations) every mechanism of a 30-iteration run
+    is judged within it (5: activated after 10 and 20, judged after 15 and 25)."""
+    return min(10, max(4, iterations // 6))
 
 
 def check(config: RunConfig) -> None:

@@ -221,11 +221,22 @@ def calls_for_level2(records: Sequence[Mapping[str, Any]], last: int, judge_wind
                   max(1, last - judge_window + 1), last, direction)
 
 
-def step_aside_event(run: str, cycle: int, iteration: int, recent: Window) -> dict[str, Any]:
+def too_late(iteration: int, judge_window: int, iterations: int) -> bool:
+    """(Rules >= 7) Whether a mechanism activated after ``iteration`` could not run its
+    ``judge_window`` iterations, and so be judged, by the run's last iteration."""
+    return iteration + judge_window > iterations
+
+
+def step_aside_event(run: str, cycle: int, iteration: int, recent: Window,
+                     late: tuple[int, int] | None = None) -> dict[str, Any]:
     """The trace's ``step_aside`` event of a Level-2 cycle that added nothing because the
-    search was progressing: its cycle, the iteration it ran at and the window that decided."""
-    return {"run": run, "cycle": cycle, "iteration": iteration,
-            "reason": f"the search is progressing ({recent.describe()})",
+    search was progressing, or (``late``: the judge window and the run's last iteration)
+    because the outcome gate could not judge a mechanism before the run ends: its cycle, the
+    iteration it ran at and the window before it."""
+    reason = (f"too late to judge a mechanism (its {late[0]} iterations would end after the "
+              f"run's last iteration, {late[1]})" if late
+              else f"the search is progressing ({recent.describe()})")
+    return {"run": run, "cycle": cycle, "iteration": iteration, "reason": reason,
             "window": asdict(recent)}
 
 

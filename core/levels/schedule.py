@@ -128,6 +128,12 @@ class OuterLoop:
                     changed |= self.level2(self.state.cycle, self.state.cycle * k, view)
         return OuterResult(self.state, changed)
 
+    def finish(self, last: int, view: SearchView) -> None:
+        """(Rules >= 7) At the run's end: judge the mechanisms whose window ended with its
+        last iteration ``last`` (no iteration after it asks)."""
+        if self.group.has_level2 and self.config.rules >= 7:
+            self.judge(last, view)
+
     # ---- Level 2 -----------------------------------------------------------------------------
     def active(self) -> list[MechanismRecord]:
         """Mechanisms active on this run, oldest activation first."""
@@ -141,9 +147,14 @@ class OuterLoop:
         if self.config.rules >= 4 and self.config.step_aside and self.config.judge_window > 0:
             recent = outcome.calls_for_level2(view.records, iteration, self.config.judge_window,
                                               self.config.target.direction)
-            if not recent.stalled:
+            # rules 7: nor, after a stall, when the outcome gate could not judge its mechanism
+            # before the run ends
+            late = (self.config.judge_window, self.config.iterations) \
+                if recent.stalled and self.config.rules >= 7 and outcome.too_late(
+                    iteration, self.config.judge_window, self.config.iterations) else None
+            if late or not recent.stalled:
                 # nothing changes, so no commit: an event says why Level 2 did nothing
-                event = outcome.step_aside_event(self.ws.name, cycle, iteration, recent)
+                event = outcome.step_aside_event(self.ws.name, cycle, iteration, recent, late)
                 self.trace.note(Event.STEP_ASIDE, event)
                 self.say(outcome.step_aside_line(event))
                 return False
