@@ -145,7 +145,7 @@ class OuterLoop:
         if any(n.get("cycle") == cycle for n in [*notes, *self.trace.notes(Event.STEP_ASIDE)]):
             return False  # already done before a resume
         if self.config.rules >= 4 and self.config.step_aside and self.config.judge_window > 0:
-            recent = outcome.calls_for_level2(view.records, iteration, self.config.judge_window,
+            recent = outcome.calls_for_level2(view.records, iteration, self.config.stall_window,
                                               self.config.target.direction)
             # rules 7: nor, after a stall, when the outcome gate could not judge its mechanism
             # before the run ends

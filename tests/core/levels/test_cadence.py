@@ -33,6 +33,9 @@ def test_the_judge_window_follows_the_iterations_unless_set():
     assert cycles == [10, 20]
     assert not any(too_late(t, thirty.judge_window, 30) for t in cycles)
     assert too_late(20, 10, 29) and not too_late(20, 10, 30)
+    # the stall that calls for Level 2 is still measured over 10 iterations unless W is set
+    assert (thirty.stall_window, resolve("r", DOC, {"iterations": 30, "judge_window": 3},
+                                         env={}).stall_window) == (10, 3)
 
 
 def run_d(root, seed):
