@@ -25,7 +25,10 @@ arx asks at a new point once the trial has moved on by 1% of its budget since it
 for. Mechanisms are objects in ``self.mechanisms`` with any of the optional hooks
 ``extend_prompt(ctx, lines) -> lines``, ``focus(ctx) -> names``, ``filter_candidates(ctx, cands)
 -> cands`` and ``observe(ctx, record)``. Their focus is composed (``Runner.focus``): what they
-all agree on, else each in turn.
+all agree on, else each in turn. From rules 7 a mechanism may also answer ``allows(ctx,
+changes) -> bool`` (would its filter let that change through?): a parameter whose every move
+(``ctx["moves"]``) some mechanism refuses is never a focus, and the prompt says in one line what
+the mechanisms jointly allow (``Runner.allowed_line``).
 """
 
 import math
@@ -86,6 +89,9 @@ class Runner:
         focus = self.focus(ctx)
         if focus:
             lines += ["", "Explore these parameters next: " + ", ".join(focus)]
+        allowed = self.allowed_line(ctx) if self.composes(ctx) else None
+        if allowed:
+            lines += ["", allowed]
         recent = ctx["history"][-self.history_size:]
         if recent:
             lines += ["", "Recent trials (oldest first):"]
@@ -123,6 +129,11 @@ class Runner:
         """
         if "movable" in ctx:
             ctx = dict(ctx, active=list(ctx["movable"]))
+        if self.composes(ctx):  # never a focus the other mechanisms leave no move of
+            blocked = self.excluded(ctx)
+            open_names = [n for n in ctx["active"] if n not in blocked]
+            if open_names:
+                ctx = dict(ctx, active=open_names)
         opinions = []
         for mechanism in self.mechanisms:
             hook = getattr(mechanism, "focus", None)
@@ -136,6 +147,45 @@ class Runner:
         if shared:
             return shared
         return opinions[int(ctx.get("iteration") or 0) % len(opinions)]
+
+    def composes(self, ctx):
+        """Rules 7: mechanisms say what they allow (``allows``) and the focus respects it."""
+        return int(self.config.get("rules") or 1) >= 7 and "moves" in ctx
+
+    def excluded(self, ctx):
+        """The active parameters whose every move (``ctx["moves"]``: every value of a short
+        list, else a spread of probes) some mechanism's ``allows`` refuses: name -> the names of
+        the mechanisms that refuse them. A parameter with no known moves is never excluded."""
+        judges = [m for m in self.mechanisms if getattr(m, "allows", None) is not None]
+        out = {}
+        for name, values in (ctx.get("moves") or {}).items():
+            if not judges or not values or name not in ctx["active"]:
+                continue
+            by = set()
+            for value in values:
+                refusing = [type(m).__name__ for m in judges if not m.allows(ctx, {name: value})]
+                if not refusing:
+                    break
+                by.update(refusing)
+            else:
+                out[name] = sorted(by)
+        return out
+
+    def allowed_line(self, ctx):
+        """One line for the prompt: what the active mechanisms jointly allow (None without
+        mechanisms)."""
+        if not self.mechanisms:
+            return None
+        active = list(ctx.get("movable", ctx["active"]))
+        blocked = self.excluded(dict(ctx, active=active))
+        allowed = [n for n in active if n not in blocked]
+        names = ", ".join(type(m).__name__ for m in self.mechanisms)
+        line = f"The active mechanisms ({names}) jointly allow changes to: " + (
+            ", ".join(allowed) or "none")
+        if blocked:
+            line += "; every move of " + ", ".join(
+                f"{n} (refused by {'/'.join(by)})" for n, by in blocked.items()) + " is excluded"
+        return line + "."
 
     def filter_candidates(self, ctx, candidates):
         for mechanism in self.mechanisms:

@@ -21,6 +21,13 @@ they ran):
   with as much evidence (and at least two parameters have it: a tiny sample freezes nothing). A
   frozen parameter returns when the best moved or after ``MAX_FROZEN_CYCLES`` cycles, and one
   unfrozen in a cycle needs ``k`` new trials before it can be frozen again.
+- **loops are evidence** (rules >= 7, ``loops=True``): a parameter whose moves ran a
+  configuration already measured at least ``k`` times in the last ``LOOP_WINDOW`` iterations,
+  none of its trials there a keep, is proposed again and again for nothing (``looping``). The
+  repeats themselves are the evidence: the rules freeze it (before the inert ones), and an LLM's
+  freeze of it is honoured, with the repeats named. A near-deterministic LLM proposer asked 8
+  times to freeze the parameter it kept repeating, and the rules by evidence refused each time
+  (its effect was large: the repeats measured the same big loss again).
 
 From rules 7 (``explore=True``) the offline guidance names only the few parameters the evidence
 says are under-explored (``under_explored``), and the decision carries them (``explore``) for the
@@ -41,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from arx.core.levels.outcome import repeated
 from arx.core.llm.jsonextract import extract_json_object
 from arx.core.states import TrialKind, TrialState
 
@@ -112,6 +120,8 @@ class Decision:
 INERT_SHARE = 0.1
 #: cycles a parameter stays frozen at most before it returns (by evidence)
 MAX_FROZEN_CYCLES = 2
+#: (rules >= 7) the iterations whose repeats make a parameter ``looping``
+LOOP_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -156,13 +166,15 @@ def param_stats(records: Sequence[Mapping[str, Any]], direction: str,
 
 def rules(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
           best_iteration: int, direction: str, k: int = 3, min_active: int = 2,
-          evidence: bool = False, explore: bool = False) -> Decision:
+          evidence: bool = False, explore: bool = False, loops: bool = False) -> Decision:
     """The offline Level 1.5 decision (also the validator of an LLM's decision): by counts, or
-    with ``evidence`` (runs with rules >= 3) by what the trials say (see the module); with
-    ``explore`` (rules >= 7) its guidance names only the parameters ``under_explored`` finds,
-    and the decision carries them for the offline proposer."""
+    with ``evidence`` (runs with rules >= 3) by what the trials say, repeats included with
+    ``loops`` (rules >= 7; see the module); with ``explore`` (rules >= 7) its guidance names
+    only the parameters ``under_explored`` finds, and the decision carries them for the
+    offline proposer."""
     if evidence:
-        decision = _by_evidence(records, state, active, best_iteration, direction, k, min_active)
+        decision = _by_evidence(records, state, active, best_iteration, direction, k, min_active,
+                                loops)
         if explore:
             return with_explore(decision, records, state, active, direction, k)
         return decision
@@ -228,6 +240,34 @@ def inert(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequ
     return sorted(out, key=lambda n: (known[n].effect, n))
 
 
+def looping(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
+            k: int, exclude: Sequence[str] = ()) -> dict[str, int]:
+    """(Rules >= 7) the active parameters proposed again and again for nothing: name -> the
+    trials of the last ``LOOP_WINDOW`` iterations (since it was last unfrozen) that changed it and
+    ran a configuration already measured, at least ``k`` of them and no keep among its trials
+    there; the most repeated first."""
+    trials = [r for r in records if r.get("kind", TrialKind.TRIAL) == TrialKind.TRIAL
+              and r.get("status") != TrialState.INTERRUPTED]
+    if not trials:
+        return {}
+    start = max(int(r.get("iteration", 0)) for r in trials) - LOOP_WINDOW
+    again = {id(r) for r in repeated(records)}
+    counts: Counter[str] = Counter()
+    kept: set[str] = set()
+    for rec in trials:
+        i = int(rec.get("iteration", 0))
+        for name in rec.get("changes") or {}:
+            if i <= max(start, state.released.get(name, -1)):
+                continue
+            if rec.get("status") == TrialState.KEEP:
+                kept.add(name)
+            if id(rec) in again:
+                counts[name] += 1
+    out = {n: c for n, c in counts.items() if c >= k and n not in kept and n in active
+           and n not in state.frozen and n not in exclude}
+    return dict(sorted(out.items(), key=lambda item: (-item[1], item[0])))
+
+
 def negligible_keeps(stats: ParamStats, scale: float, direction: str) -> bool:
     """No keep, or none that moved the best by ``INERT_SHARE`` of the largest effect: on a
     target without noise every strictly better metric is kept, and a knob that barely matters
@@ -241,11 +281,14 @@ def negligible_keeps(stats: ParamStats, scale: float, direction: str) -> bool:
 
 def _by_evidence(records: Sequence[Mapping[str, Any]], state: SearchState,
                  active: Sequence[str], best_iteration: int, direction: str, k: int,
-                 min_active: int) -> Decision:
+                 min_active: int, loops: bool = False) -> Decision:
     unfreeze = due_unfreeze(state, best_iteration)
     still_frozen = set(state.frozen) - set(unfreeze)
     # one unfrozen now is not frozen again now (its evidence counts from here on)
     candidates = inert(records, state, active, direction, k, exclude=unfreeze)
+    if loops:  # the parameters wasting trials first
+        candidates = list(dict.fromkeys([*looping(records, state, active, k, unfreeze),
+                                         *candidates]))
     room = max(0, len([n for n in active if n not in still_frozen]) - min_active)
     freeze = tuple(sorted(candidates[:room]))
     remaining = [n for n in active if n not in still_frozen and n not in freeze]
@@ -297,16 +340,23 @@ def with_explore(decision: Decision, records: Sequence[Mapping[str, Any]], state
 
 def evidence_lines(records: Sequence[Mapping[str, Any]], state: SearchState,
                    decision: Decision, best_iteration: int, direction: str,
-                   by_evidence: bool) -> list[str]:
+                   by_evidence: bool, loops: bool = False, k: int = 3) -> list[str]:
     """Per parameter frozen or unfrozen by ``decision`` (taken from ``state``), what decided
-    it: its trials, keeps and effect against the largest (by evidence), its tries and keeps
-    (by counts); for a return, the best's move or the cycles it was frozen."""
+    it: its repeats (``loops``), its trials, keeps and effect against the largest (by
+    evidence), its tries and keeps (by counts); for a return, the best's move or the cycles it
+    was frozen."""
     lines = []
     if by_evidence:
         stats = param_stats(records, direction, since=state.released)
         known = {n: st for n, st in stats.items() if st.effect is not None}
         top = max(known, key=lambda n: (known[n].effect, n), default=None)
+        loop = looping(records, state, list(decision.freeze), k) if loops else {}
         for name in decision.freeze:
+            if name in loop:
+                lines.append(f"freeze {name}: proposed again and again without gain: "
+                             f"{loop[name]} trials changing it ran a configuration already "
+                             f"measured in the last {LOOP_WINDOW} iterations, none kept")
+                continue
             st = stats.get(name, ParamStats(0, 0, None))
             effect = "n/a" if st.effect is None else f"{st.effect:.4g}"
             largest = f" (the largest: {known[top].effect:.4g}, {top})" if top else ""
@@ -331,7 +381,8 @@ def evidence_lines(records: Sequence[Mapping[str, Any]], state: SearchState,
 
 
 def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, active: Sequence[str],
-                 direction: str, metric: str, evidence: bool = False) -> list[dict[str, str]]:
+                 direction: str, metric: str, evidence: bool = False,
+                 loops: bool = False, k: int = 3) -> list[dict[str, str]]:
     stats = param_stats(records, direction)
     lines = [f"Search trace summary ({metric}, {'lower' if direction == 'min' else 'higher'} "
              "is better). Per parameter: times tried, times kept, best delta"
@@ -348,9 +399,14 @@ def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, activ
     recent = [r for r in records if r.get("kind", "trial") == TrialKind.TRIAL][-10:]
     lines.append("Recent trials: " + "; ".join(
         f"#{r['iteration']} {r.get('changes')} {r.get('status')}" for r in recent))
+    loop = looping(records, state, active, k) if loops else {}
+    if loop:
+        lines.append("Proposed again and again without gain (trials that re-ran a measured "
+                     "configuration): " + ", ".join(f"{n} ({c})" for n, c in loop.items()))
     if evidence:
-        lines.append("Only parameters whose effect is small next to the others' may be frozen; "
-                     "a frozen one returns after a few cycles or when the best moves.")
+        lines.append("Only parameters whose effect is small next to the others' may be frozen"
+                     + (", or those proposed again and again without gain" if loops else "")
+                     + "; a frozen one returns after a few cycles or when the best moves.")
     lines.append('Answer with one JSON object: {"freeze": [names tried often with no gain], '
                  '"unfreeze": [frozen names worth another look], "guidance": "one or two '
                  'sentences steering the next proposals"}.')
@@ -360,12 +416,14 @@ def llm_messages(records: Sequence[Mapping[str, Any]], state: SearchState, activ
 
 def from_llm(text: str, records: Sequence[Mapping[str, Any]], state: SearchState,
              active: Sequence[str], best_iteration: int, direction: str, k: int,
-             min_active: int, evidence: bool = False) -> Decision:
+             min_active: int, evidence: bool = False, loops: bool = False) -> Decision:
     """Validate an LLM's answer against the rules' limits; fall back to the rules if unusable.
     With ``evidence`` the same rules bound it: it may freeze only what the evidence says does
-    not matter (``inert``), never one unfrozen in this cycle, and what is due to return
+    not matter (``inert``) or, with ``loops``, what it keeps proposing for nothing
+    (``looping``), never one unfrozen in this cycle, and what is due to return
     (``due_unfreeze``) returns whatever it says."""
-    fallback = rules(records, state, active, best_iteration, direction, k, min_active, evidence)
+    fallback = rules(records, state, active, best_iteration, direction, k, min_active, evidence,
+                     loops)
     try:
         obj = extract_json_object(text)
         freeze = [str(n) for n in obj.get("freeze", []) or []]
@@ -378,6 +436,8 @@ def from_llm(text: str, records: Sequence[Mapping[str, Any]], state: SearchState
     if evidence:
         unfreeze = sorted(set(unfreeze) | set(due_unfreeze(state, best_iteration)))
         allowed = set(inert(records, state, active, direction, k, exclude=unfreeze))
+        if loops:
+            allowed |= set(looping(records, state, active, k, unfreeze))
         refused = [n for n in dict.fromkeys(freeze) if n not in allowed and n in active
                    and n not in state.frozen]
         if refused:

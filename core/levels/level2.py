@@ -119,11 +119,11 @@ def revert_runtime(tree: GitRepo, sha: str, mechanism: str, hook: str, error: st
 
 def next_from_catalog(tried: Sequence[str],
                       records: Sequence[Mapping[str, Any]] | None = None,
-                      active: Sequence[str] = ()) -> Mechanism | None:
+                      active: Sequence[str] = (), rules: int = 1) -> Mechanism | None:
     """The next built-in mechanism not tried yet on this run (None when all were): in file-name
     order, or with ``records`` (runs with rules >= 3) in the order the trace calls for
-    (``catalog_order``)."""
-    mechanisms = catalog()
+    (``catalog_order``); each in the version of the run's ``rules`` (``catalog``)."""
+    mechanisms = catalog(rules)
     if records is not None:
         rank = {name: k for k, name in enumerate(catalog_order(records, active))}
         mechanisms.sort(key=lambda m: rank.get(m.name, len(rank)))

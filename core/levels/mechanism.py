@@ -219,9 +219,26 @@ def new_method_names(patches: Sequence[MechanismPatch]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def catalog() -> list[Mechanism]:
-    """The built-in mechanisms (``arx.runner_repo/catalog/*.json``), sorted by file name."""
-    folder = files("arx.runner_repo").joinpath("catalog")
+#: run-rules revisions whose catalog replaces some mechanisms (``catalog/rules<N>/``), newest
+#: last: rules 7's TabuList also refuses a configuration measured before (an undo)
+CATALOG_REVISIONS = (7,)
+
+
+def catalog(rules: int = 1) -> list[Mechanism]:
+    """The built-in mechanisms (``arx.runner_repo/catalog/*.json``), sorted by file name; for a
+    run with ``rules`` >= N, a mechanism of ``catalog/rules<N>/`` replaces the one of the same
+    name, so a run replays with the code its rules installed."""
+    root = files("arx.runner_repo").joinpath("catalog")
+    out = _read_folder(root, "catalog")
+    for revision in CATALOG_REVISIONS:
+        if rules >= revision:
+            newer = {m.name: m for m in _read_folder(root.joinpath(f"rules{revision}"),
+                                                     f"catalog/rules{revision}")}
+            out = [newer.get(m.name, m) for m in out]
+    return out
+
+
+def _read_folder(folder: Any, where: str) -> list[Mechanism]:
     entries = sorted((p for p in folder.iterdir() if p.name.endswith(".json")),
                      key=lambda p: p.name)
     out = []
@@ -229,7 +246,7 @@ def catalog() -> list[Mechanism]:
         try:
             out.append(Mechanism.from_json(entry.read_text(encoding="utf-8")))
         except PatchError as e:
-            raise PatchError(f"catalog/{entry.name}: {e.message}") from None
+            raise PatchError(f"{where}/{entry.name}: {e.message}") from None
     return out
 
 

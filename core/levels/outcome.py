@@ -14,7 +14,19 @@ trace says of the search's progress (``Window``):
 A mechanism **helps** when its window's gain per trial is higher, or as high with less waste.
 One that does no better is reverted with ``git revert`` (verdict ``no_benefit``, "no measured
 benefit"), one that helps is kept (verdict ``kept``); each mechanism is judged once, after its
-first window. Both are pure functions of the trace's records, so resume and replay judge
+first window.
+
+From rules 7 the gate judges **what the mechanism changed, not the search's age**. The control
+is still the W iterations before activation: from rules 4 Level 2 adds a mechanism only after
+such a window ``stalled``, so the control *is* the stall that called for it. But a stall of
+repeats can hold the search's easy early gains (iterations 1-10 keep whatever the first moves
+found), and against those any later window has less gain per trial: the gate reverted the tabu
+that cut 6 repeats in 10 to none. So waste avoided is a benefit in its own right: a mechanism
+whose window has fewer repeats per trial, or less waste (repeats plus invalid proposals) per
+trial, than the control helps, whatever the gain, since reverting it would bring the repeats
+back; otherwise it helps when its gain per trial is higher with no more waste (a control that
+gained nothing, the stall of no gain, is beaten by any gain). Runs before rules 7 keep the rule
+above, so they resume and replay as they ran. Both are pure functions of the trace's records, so resume and replay judge
 exactly as the run did. Mechanisms added by hand (`arx mechanism add`) are not judged: a person
 asked for them. Runs with ``rules`` < 3 are never judged (``OuterLoop`` asks ``due``).
 
@@ -93,6 +105,10 @@ class Window:
         return (self.repeats + self.invalid) / self.trials if self.trials else 0.0
 
     @property
+    def repeats_per_trial(self) -> float:
+        return self.repeats / self.trials if self.trials else 0.0
+
+    @property
     def stalled(self) -> bool:
         """Nothing to show for it: no gain, or trials wasted on repeats or invalid proposals.
         Only such a window calls for a new mechanism (``calls_for_level2``)."""
@@ -114,15 +130,32 @@ def window(records: Sequence[Mapping[str, Any]], first: int, last: int,
                   sum(1 for r in inside if r.get("status") == TrialState.INVALID))
 
 
+#: the first revision of the run rules whose outcome gate counts waste avoided as a benefit
+WASTE_RULES = 7
+
+
 @dataclass(frozen=True)
 class Judgement:
     mechanism: MechanismRecord
     before: Window
     after: Window
+    #: the run's rules revision: from ``WASTE_RULES`` waste avoided is a benefit of its own
+    rules: int = WASTE_RULES - 1
+
+    @property
+    def avoided_waste(self) -> bool:
+        """(Rules >= 7) fewer repeats, or less waste, per trial than the control: what the
+        mechanism fixed would come back without it."""
+        b, a = self.before, self.after
+        return self.rules >= WASTE_RULES and (a.repeats_per_trial < b.repeats_per_trial
+                                              or a.waste_per_trial < b.waste_per_trial)
 
     @property
     def helps(self) -> bool:
         b, a = self.before, self.after
+        if self.rules >= WASTE_RULES:
+            return self.avoided_waste or (a.gain_per_trial > b.gain_per_trial
+                                          and a.waste_per_trial <= b.waste_per_trial)
         return a.gain_per_trial > b.gain_per_trial or (
             a.gain_per_trial >= b.gain_per_trial and a.waste_per_trial < b.waste_per_trial)
 
@@ -134,14 +167,18 @@ class Judgement:
     def evidence(self) -> str:
         """One line: what was compared (the trailer ``Arx-Outcome`` after the verdict)."""
         b, a = self.before, self.after
+        repeats = (f", repeats {b.repeats}/{b.trials} -> {a.repeats}/{a.trials}"
+                   if self.rules >= WASTE_RULES else "")
         return (f"gain/trial {b.gain_per_trial:.4g} -> {a.gain_per_trial:.4g}, "
-                f"waste/trial {b.waste_per_trial:.2f} -> {a.waste_per_trial:.2f} "
+                f"waste/trial {b.waste_per_trial:.2f} -> {a.waste_per_trial:.2f}{repeats} "
                 f"(iterations {b.first}-{b.last} -> {a.first}-{a.last})")
 
     @property
     def reason(self) -> str:
         """The trace event's ``reason``: the judgement and its evidence."""
         what = "measured benefit" if self.helps else "no measured benefit"
+        if self.avoided_waste:
+            what = "measured benefit (waste avoided)"
         return f"{what}: {self.evidence}"
 
     def fields(self) -> dict[str, Any]:
@@ -168,12 +205,12 @@ def due(active: Sequence[MechanismRecord], notes: Iterable[Mapping[str, Any]],
 
 
 def judge(mech: MechanismRecord, records: Sequence[Mapping[str, Any]], judge_window: int,
-          direction: str) -> Judgement:
+          direction: str, rules: int = WASTE_RULES - 1) -> Judgement:
     """Compare the ``judge_window`` iterations after ``mech`` was activated (at the end of its
-    ``iteration``) with as many before it."""
+    ``iteration``) with as many before it, by the rules of revision ``rules``."""
     at = int(mech.iteration or 0)
     return Judgement(mech, window(records, max(1, at - judge_window + 1), at, direction),
-                     window(records, at + 1, at + judge_window, direction))
+                     window(records, at + 1, at + judge_window, direction), rules)
 
 
 def calls_for_level2(records: Sequence[Mapping[str, Any]], last: int, judge_window: int,
@@ -184,11 +221,22 @@ def calls_for_level2(records: Sequence[Mapping[str, Any]], last: int, judge_wind
                   max(1, last - judge_window + 1), last, direction)
 
 
-def step_aside_event(run: str, cycle: int, iteration: int, recent: Window) -> dict[str, Any]:
+def too_late(iteration: int, judge_window: int, iterations: int) -> bool:
+    """(Rules >= 7) Whether a mechanism activated after ``iteration`` could not run its
+    ``judge_window`` iterations, and so be judged, by the run's last iteration."""
+    return iteration + judge_window > iterations
+
+
+def step_aside_event(run: str, cycle: int, iteration: int, recent: Window,
+                     late: tuple[int, int] | None = None) -> dict[str, Any]:
     """The trace's ``step_aside`` event of a Level-2 cycle that added nothing because the
-    search was progressing: its cycle, the iteration it ran at and the window that decided."""
-    return {"run": run, "cycle": cycle, "iteration": iteration,
-            "reason": f"the search is progressing ({recent.describe()})",
+    search was progressing, or (``late``: the judge window and the run's last iteration)
+    because the outcome gate could not judge a mechanism before the run ends: its cycle, the
+    iteration it ran at and the window before it."""
+    reason = (f"too late to judge a mechanism (its {late[0]} iterations would end after the "
+              f"run's last iteration, {late[1]})" if late
+              else f"the search is progressing ({recent.describe()})")
+    return {"run": run, "cycle": cycle, "iteration": iteration, "reason": reason,
             "window": asdict(recent)}
 
 

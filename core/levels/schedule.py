@@ -128,6 +128,12 @@ class OuterLoop:
                     changed |= self.level2(self.state.cycle, self.state.cycle * k, view)
         return OuterResult(self.state, changed)
 
+    def finish(self, last: int, view: SearchView) -> None:
+        """(Rules >= 7) At the run's end: judge the mechanisms whose window ended with its
+        last iteration ``last`` (no iteration after it asks)."""
+        if self.group.has_level2 and self.config.rules >= 7:
+            self.judge(last, view)
+
     # ---- Level 2 -----------------------------------------------------------------------------
     def active(self) -> list[MechanismRecord]:
         """Mechanisms active on this run, oldest activation first."""
@@ -139,11 +145,16 @@ class OuterLoop:
         if any(n.get("cycle") == cycle for n in [*notes, *self.trace.notes(Event.STEP_ASIDE)]):
             return False  # already done before a resume
         if self.config.rules >= 4 and self.config.step_aside and self.config.judge_window > 0:
-            recent = outcome.calls_for_level2(view.records, iteration, self.config.judge_window,
+            recent = outcome.calls_for_level2(view.records, iteration, self.config.stall_window,
                                               self.config.target.direction)
-            if not recent.stalled:
+            # rules 7: nor, after a stall, when the outcome gate could not judge its mechanism
+            # before the run ends
+            late = (self.config.judge_window, self.config.iterations) \
+                if recent.stalled and self.config.rules >= 7 and outcome.too_late(
+                    iteration, self.config.judge_window, self.config.iterations) else None
+            if late or not recent.stalled:
                 # nothing changes, so no commit: an event says why Level 2 did nothing
-                event = outcome.step_aside_event(self.ws.name, cycle, iteration, recent)
+                event = outcome.step_aside_event(self.ws.name, cycle, iteration, recent, late)
                 self.trace.note(Event.STEP_ASIDE, event)
                 self.say(outcome.step_aside_line(event))
                 return False
@@ -163,7 +174,8 @@ class OuterLoop:
                 return False
         else:
             evidence = view.records if self.config.rules >= 3 else None  # before: file order
-            mech, source = level2.next_from_catalog(tried, evidence, view.active), Source.CATALOG
+            mech = level2.next_from_catalog(tried, evidence, view.active, self.config.rules)
+            source = Source.CATALOG
             if mech is None:
                 self.say(f"L2 cycle {cycle}: the built-in catalog is exhausted")
                 return False
@@ -223,7 +235,8 @@ class OuterLoop:
         notes = self.trace.notes(Event.LEVEL2)
         window, changed = self.config.judge_window, False
         for mech in outcome.due(active_mechanisms(notes), notes, done, window):
-            j = outcome.judge(mech, view.records, window, self.config.target.direction)
+            j = outcome.judge(mech, view.records, window, self.config.target.direction,
+                              self.config.rules)
             at = int(mech.iteration or 0) + window
             details = (f"Outcome gate ([levels] judge_window = {window}).\n"
                        f"Before: {j.before.describe()}\nAfter: {j.after.describe()}")
@@ -252,21 +265,23 @@ class OuterLoop:
                 self.config.target.direction)
         transcripts: list[str] = []
         evidence = self.config.rules >= 3  # by evidence; runs before it decide by counts
+        loops = self.config.rules >= 7  # repeats are evidence too
         if self.llm is not None:
             msgs = level15.llm_messages(records, self.state, list(view.active),
                                         self.config.target.direction, self.config.target.metric,
-                                        evidence=evidence)
+                                        evidence=evidence, loops=loops, k=self.k15)
             result = self.llm.complete(msgs, purpose=f"l15-cycle{self.state.cycle + 1}")
             transcripts = [result.transcript] if result.transcript else []
             decision = level15.from_llm(result.text, *args, k=self.k15, min_active=self.min_active,
-                                        evidence=evidence)
+                                        evidence=evidence, loops=loops)
             if result.transcript:
                 self.llm.record_parsed(result.transcript, _parsed(decision))
         else:
             decision = level15.rules(*args, k=self.k15, min_active=self.min_active,
-                                     evidence=evidence, explore=self.config.rules >= 7)
+                                     evidence=evidence, explore=self.config.rules >= 7,
+                                     loops=loops)
         why = level15.evidence_lines(records, self.state, decision, view.best_iteration,
-                                     self.config.target.direction, evidence)
+                                     self.config.target.direction, evidence, loops, self.k15)
         self.state = decision.apply(self.state, iteration, view.best_iteration)
         self.state.dump(self.state_path)
         self.trace.note(Event.LEVEL15, {

@@ -15,7 +15,7 @@ from arx.core.levels.level15 import SearchState
 from arx.core.loop import noise
 from arx.core.loop.space import ParameterSpace
 from arx.core.loop.trace import TraceRecord
-from arx.core.proposers.moves import movable
+from arx.core.proposers.moves import movable, moves
 from arx.core.states import TrialKind, TrialState
 
 
@@ -38,6 +38,8 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
                "describe": s.describe(), "locked": s.locked, "frozen": s.name in frozen}
               for s in space.specs.values()]
     target = config.target
+    best_config = dict(best.config) if best else {}
+    extra = {"moves": moves(space, best_config, sorted(frozen))} if config.rules >= 7 else {}
     return {
         "iteration": iteration, "iterations": config.iterations, "run": run,
         "target_file": target.file, "target_source": readable(best.source) if best else "",
@@ -52,5 +54,7 @@ def hook_context(iteration: int, config: RunConfig, run: str, space: ParameterSp
                     if r.kind in (TrialKind.BASELINE, TrialKind.TRIAL)
                     and r.state not in (TrialState.INTERRUPTED, TrialState.CONTENDED)],
         "noise": noise.spread(noise_event, (r.data for r in records), config.rules),
+        # (rules >= 7) the values each active parameter's own move may take (``moves.moves``)
+        **extra,
     }
 

@@ -154,6 +154,8 @@ class Engine:
             if outcome.runner_changed:
                 self.reload_runner()
             self.iteration(i)
+        if self.config.rules >= 7:  # a mechanism whose window ends with the run is judged too
+            self.outer.finish(self.config.iterations, self._view())
         self._finish()
 
     def _view(self) -> SearchView:

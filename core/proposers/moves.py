@@ -13,7 +13,9 @@ float almost never repeats). Every choice comes from the caller's seeded ``rng``
 ``movable`` says which active parameters have a move of their own at all: with ``[params]
 constraints`` a parameter may have none (``not TIED or EMSIZE == NHID`` from a best where
 EMSIZE != NHID: TIED's one move breaks it), and a mechanism that focuses on it alone locks the
-search into refusals. The runner's context carries the answer (``ctx["movable"]``).
+search into refusals. The runner's context carries the answer (``ctx["movable"]``), and from
+rules 7 the values each such move may take (``moves``, ``ctx["moves"]``), so the runner can tell
+a parameter whose every move its mechanisms exclude (a tabu) from one they leave open.
 """
 
 from __future__ import annotations
@@ -148,6 +150,29 @@ def movable(space: Any, best: Mapping[str, Any], frozen: Sequence[str] = ()) -> 
                 continue
             out.append(spec.name)
             break
+    return out
+
+
+def moves(space: Any, best: Mapping[str, Any], frozen: Sequence[str] = ()) -> dict[str, list]:
+    """Per active parameter of ``space``, the values a change of its own from ``best`` may take
+    that the space and its constraints accept: every value of a short list, else the probes
+    ``movable`` tries (the ends, a spread, the best's neighbours); empty when neither is known
+    (an unbounded float). Deterministic, so a replay sees the same."""
+    out: dict[str, list] = {}
+    for spec in space.tunable(frozen):
+        current = best.get(spec.name, spec.default)
+        seen, values = {norm(current)}, []
+        for value in _probes(spec, current):
+            if norm(value) in seen:
+                continue
+            seen.add(norm(value))
+            if space.constraints:
+                try:
+                    space.validate({spec.name: value}, best, frozen)
+                except ProposalError:
+                    continue
+            values.append(value)
+        out[spec.name] = values
     return out
 
 

@@ -258,3 +258,43 @@ def test_a_kill_between_the_revert_and_its_event_is_recorded_on_resume(toy_repo,
     assert judged[0]["reason"].startswith("no measured benefit: gain/trial")
     reverts = [c for c in GitRepo(toy_repo).log("arx/k") if c.subject.startswith("Revert")]
     assert len(reverts) == 1  # not reverted twice
+
+
+def _stuck_then_tabu():
+    """Iterations 1-10: the search's easy early gains and 6 repeats of a measured configuration;
+    11-20, under a tabu active from iteration 11: no repeat, and smaller gains."""
+    early = [rec(i, "keep", 1.0 - 0.05 * i, 1.05 - 0.05 * i, config={"LR": i}) for i in (1, 2, 3)]
+    early += [rec(i, config={"LR": 1}, changes={"LR": 1}) for i in range(4, 10)]  # 6 repeats
+    early += [rec(10)]
+    later = [rec(11, "keep", 0.84, 0.85)] + [rec(i) for i in range(12, 21)]
+    return early + later
+
+
+def test_rules_7_keep_a_tabu_that_cut_repeats_though_the_early_window_gained_more():
+    recs = _stuck_then_tabu()
+    before, after = window(recs, 1, 10, "min"), window(recs, 11, 20, "min")
+    assert (before.repeats, after.repeats) == (6, 0)
+    assert after.gain_per_trial < before.gain_per_trial  # the confound: the search's age
+    tabu = mech(iteration=10)
+    old = judge(tabu, recs, 10, "min", rules=6)
+    assert not old.helps and old.verdict.value == "no_benefit"  # rules <= 6: unchanged
+    assert old.evidence == ("gain/trial 0.015 -> 0.001, waste/trial 0.60 -> 0.00 "
+                            "(iterations 1-10 -> 11-20)")
+    new = judge(tabu, recs, 10, "min", rules=7)
+    assert new.helps and new.verdict.value == "kept"
+    assert new.reason.startswith("measured benefit (waste avoided): gain/trial 0.015 -> 0.001, "
+                                 "waste/trial 0.60 -> 0.00, repeats 6/10 -> 0/10")
+
+
+def test_rules_7_still_revert_a_mechanism_that_changed_nothing_or_only_lost_gain():
+    gained = [rec(i, "keep", 1.0 - 0.01 * i, 1.01 - 0.01 * i) for i in range(1, 6)]
+    same_waste = [rec(i, config={"LR": 1}, changes={"LR": 1}) for i in range(1, 6)] + \
+        [rec(i, config={"LR": 1}, changes={"LR": 1}) for i in range(6, 11)]
+    assert not judge(mech(5), gained + [rec(i) for i in range(6, 11)], 5, "min", 7).helps
+    j = judge(mech(5), same_waste, 5, "min", 7)  # repeats 4/5 -> 5/5: it fixed nothing
+    assert not j.helps and not j.avoided_waste
+    more = gained + [rec(i, "keep", 0.5 - 0.1 * i, 0.6 - 0.1 * i) for i in range(6, 11)]
+    assert judge(mech(5), more, 5, "min", 7).helps  # more gain, no more waste
+    wasteful = gained + [rec(6, "keep", 0.0, 0.95)] + \
+        [rec(i, config={"LR": 6}, changes={"LR": 6}) for i in range(7, 11)]
+    assert not judge(mech(5), wasteful, 5, "min", 7).helps  # its gain came with repeats

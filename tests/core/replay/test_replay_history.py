@@ -178,7 +178,9 @@ def test_a_run_killed_mid_trial_and_mid_level2_replays(toy_repo):
         [{"iteration": 2, "kind": "trial", "seq": 0}], []]
     # the Level-2 cycle the kill cut short ran on resume
     assert [(e["cycle"], e["verdict"]) for e in trace if e["event"] == "level2"][0] == (1, "pass")
-    data = assert_replays(toy_repo, "kk", 3, resumes=2, level2=2)
+    # rules 7: the mechanism's window (W = 4 for 6 iterations) ends with the run, which judges
+    # it: a third level2 event, replayed too
+    data = assert_replays(toy_repo, "kk", 3, resumes=2, level2=3)
     assert data["acts"][1].startswith("resume to iteration 6 after ")
     assert_tamper_found(toy_repo, "kk")
 
