@@ -50,21 +50,25 @@ def test_a_run_with_pruned_trials_replays_identically(pruned_run, tmp_path):
     assert report.counts["trials_served"] == report.counts["trials"] == 4
 
 
+def edit_pruned(root, lines, fields, message):
+    """Commit the run's trace with its first pruned trial's ``fields`` changed."""
+    pruned = next(e for e in lines if e.get("status") == "pruned")
+    repo = git.Repo(root)
+    repo.git.checkout("arx/p")
+    out = [json.dumps({**e, **fields} if e is pruned else e, sort_keys=True) for e in lines]
+    (root / "runs/p/trace.jsonl").write_text("\n".join(out) + "\n")
+    repo.git.commit("-am", message, "--no-verify")
+    repo.git.checkout("main")
+
+
 def test_a_curve_the_rule_would_not_stop_is_a_divergence(pruned_run, tmp_path):
     root = copy_of(pruned_run, tmp_path)
     lines = trace(root)
     base = next(e for e in lines if e.get("status") == "baseline")
     pruned = next(e for e in lines if e.get("status") == "pruned")
-    repo = git.Repo(root)
-    repo.git.checkout("arx/p")
-    out = []
-    for e in lines:
-        if e is pruned:  # its curve as good as the best's: the rule never stops it
-            e = {**e, "curve": base["curve"][:len(e["curve"])]}
-        out.append(json.dumps(e, sort_keys=True))
-    (root / "runs/p/trace.jsonl").write_text("\n".join(out) + "\n")
-    repo.git.commit("-am", "a pruned trial's curve made to look good", "--no-verify")
-    repo.git.checkout("main")
+    # its curve as good as the best's: the rule never stops it
+    edit_pruned(root, lines, {"curve": base["curve"][:len(pruned["curve"])]},
+                "a pruned trial's curve made to look good")
     report = replay(root, "arx/p")
     d = report.divergence
     assert not report.reproduced and d is not None, report.render()
@@ -78,16 +82,8 @@ def test_a_changed_stopping_point_is_a_divergence(pruned_run, tmp_path):
     root = copy_of(pruned_run, tmp_path)
     lines = trace(root)
     pruned = next(e for e in lines if e.get("status") == "pruned")
-    repo = git.Repo(root)
-    repo.git.checkout("arx/p")
-    out = []
-    for e in lines:
-        if e is pruned:
-            e = {**e, "pruned_at": [e["pruned_at"][0] + 1, e["pruned_at"][1]]}
-        out.append(json.dumps(e, sort_keys=True))
-    (root / "runs/p/trace.jsonl").write_text("\n".join(out) + "\n")
-    repo.git.commit("-am", "a pruned trial's stopping point changed", "--no-verify")
-    repo.git.checkout("main")
+    edit_pruned(root, lines, {"pruned_at": [pruned["pruned_at"][0] + 1, pruned["pruned_at"][1]]},
+                "a pruned trial's stopping point changed")
     report = replay(root, "arx/p")
     d = report.divergence
     assert not report.reproduced and d is not None, report.render()
