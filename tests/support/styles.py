@@ -343,8 +343,9 @@ print(f"loss: {loss:.6f}")
 }
 #: the styles adopted as ``--target train.py`` whose settings live in other files: init
 #: finds the file (an imported module, a loader call's path) and adds it to [target] files
-JOINED = {"yaml": ["conf/config.yaml"], "module": ["config.py"]}
-TARGETS = {"toml": "config.toml", "json": "config.json"}
+JOINED = {"yaml": ["conf/config.yaml"], "module": ["config.py"], "toml": ["config.toml"]}
+#: the style adopted as ``--target FILE``: the config file itself is the target
+TARGETS = {"json": "config.json"}
 
 STYLES = {"argparse": ARGPARSE, "dataclass": DATACLASS, "dict": DICT, "dict_call": DICT_CALL,
           "mixed": MIXED, "data": DATA, "lbfgs": LBFGS, "estimator": ESTIMATOR,
@@ -379,7 +380,8 @@ EXPECTED = {
               "conf/config.yaml:model.depth"},
              {"conf/config.yaml:trainer.max_epochs", "conf/config.yaml:trainer.accelerator",
               "conf/config.yaml:trainer.log_every_n_steps", "conf/config.yaml:seed"}),
-    "toml": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed"}),
+    "toml": ({"config.toml:optim.lr", "config.toml:optim.weight_decay",
+              "config.toml:model.depth"}, {"config.toml:seed"}),
     "json": ({"optim.lr", "optim.weight_decay", "model.depth"}, {"seed", "model.verbose"}),
     "module": ({"config.py:LR", "config.py:DEPTH"}, {"config.py:SEED"}),
 }
