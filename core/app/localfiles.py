@@ -93,26 +93,29 @@ def local_files(root: Path, repo: GitRepo | None, script: str, source: str,
         rel = _rel(root, base, text)
         if rel and config_format(rel) and rel != script:
             out.setdefault(rel, LocalFile(rel, f"read at line {line}", rel in tracked, False))
+    members = _from_imports(source)
     for name, line in imported_modules(source):
-        for rel in _module_files(root, base, name) + _submodules(root, base, name, source):
+        subs = [rel for m in members.get(name, ()) for rel in _module_files(root, base, m)]
+        for rel in _module_files(root, base, name) + subs:
             if rel == script or rel in out or (has_own and not _says_config(rel)):
                 continue
             out[rel] = LocalFile(rel, f"imported as {name} at line {line}", rel in tracked, True)
     return list(out.values())
 
 
-def _submodules(root: Path, base: Path, package: str, source: str) -> list[str]:
-    """``from conf import settings``: conf/settings.py, when it is a file of the repository."""
+def _from_imports(source: str) -> dict[str, list[str]]:
+    """Top-level ``from conf import settings``: package -> the dotted modules it may name
+    (``conf.settings``), whose files (conf/settings.py) are then looked for. Parsed once."""
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError:
-        return []
-    out: list[str] = []
+        return {}
+    out: dict[str, list[str]] = {}
     for stmt in module.body:
         for small in getattr(stmt, "body", ()) if isinstance(stmt, cst.SimpleStatementLine) else ():
             if isinstance(small, cst.ImportFrom) and small.module is not None \
-                    and not small.relative and dotted(small.module) == package \
-                    and not isinstance(small.names, cst.ImportStar):
-                for alias in small.names:
-                    out += _module_files(root, base, f"{package}.{dotted(alias.name)}")
+                    and not small.relative and not isinstance(small.names, cst.ImportStar):
+                package = dotted(small.module)
+                out.setdefault(package, []).extend(
+                    f"{package}.{dotted(alias.name)}" for alias in small.names)
     return out

@@ -161,12 +161,24 @@ class _Loads(cst.CSTVisitor):
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, constants: dict[str, str]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.constants = constants
+        #: module-level ``NAME = "literal"`` strings, read before the walk (``visit_Module``)
+        self.constants: dict[str, str] = {}
         #: names bound by ``with open(LITERAL) as NAME``
         self.handles: dict[str, str] = {}
         self.found: dict[str, int] = {}
+
+    def visit_Module(self, node: cst.Module) -> None:
+        for line in node.body:
+            if isinstance(line, cst.SimpleStatementLine):
+                for stmt in line.body:
+                    if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1 \
+                            and isinstance(stmt.targets[0].target, cst.Name) \
+                            and isinstance(stmt.value, cst.SimpleString) \
+                            and isinstance(stmt.value.evaluated_value, str):
+                        self.constants[stmt.targets[0].target.value] = \
+                            stmt.value.evaluated_value
 
     def _path(self, node: cst.BaseExpression) -> str | None:
         if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
@@ -202,19 +214,5 @@ class _Loads(cst.CSTVisitor):
 def loaded_files(source: str) -> list[tuple[str, int]]:
     """The config files ``source`` reads through a loader call with a literal path (see
     ``_Loads``), each with the line of its first load; empty when the source does not parse."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError:
-        return []
-    constants = {}
-    for line in module.body:
-        if isinstance(line, cst.SimpleStatementLine):
-            for stmt in line.body:
-                if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1 \
-                        and isinstance(stmt.targets[0].target, cst.Name) \
-                        and isinstance(stmt.value, cst.SimpleString) \
-                        and isinstance(stmt.value.evaluated_value, str):
-                    constants[stmt.targets[0].target.value] = stmt.value.evaluated_value
-    visitor = _Loads(constants)
-    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
-    return list(visitor.found.items())
+    visitor = _Loads()
+    return list(visitor.found.items()) if _visited(source, visitor) else []
