@@ -376,7 +376,7 @@ def resolve(
             sources[key] = origin.split(" ")[0] if origin.startswith("[") else origin
     if sources["prune"] == "default" and batched(values["parallel"], values["executor"]):
         values["prune"] = "off"  # batches train through an executor, with no watch on the curve
-    if CURRENT_RULES >= 7 and sources.get("judge_window") == "default":
+    if sources.get("judge_window") == "default":  # new runs: rules >= 7
         values["judge_window"] = judge_window_for(values["iterations"])
     config = RunConfig(name=name, target=target_config(doc), sources=sources,
                        rules=CURRENT_RULES, **values)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from arx.core.errors import ConfigError, PatchError
 
-__all__ = ["MARK", "SEP", "TargetFiles", "file_of", "is_bundle", "pack", "qualified", "read_files", "readable",
-           "split_changes", "unpack", "write_files"]
+__all__ = ["MARK", "SEP", "TargetFiles", "file_of", "is_bundle", "pack", "qualified", "read_files",
+           "readable", "split_changes", "unpack", "write_files"]
 
 #: the first line of a bundle (``\x1f``, the unit separator, starts no source file)
 MARK = "\x1farx-files\n"
