@@ -116,7 +116,7 @@ class GateResult:
 def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
              timeout_s: float = 60, template_source: str | None = None, *,
              methods: Sequence[str] = (), iterations: int = 8,
-             drop_env: Sequence[str] = ()) -> GateResult:
+             drop_env: Sequence[str] = (), rules: int = 1) -> GateResult:
     """Validate ``runner_source`` in the scratch checkout ``workdir``.
 
     Writes ``runner/runner.py`` and ``runner/test_smoke.py`` there (nothing else). ``mechanism``
@@ -127,6 +127,8 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
     ``template_source`` is the runner template whose imports are allowed (default: the packaged
     ``runner.py``). ``drop_env`` (the run's LLM key names) is kept for its callers: the smoke
     test's environment is an allow-list (``allowed_env``) that holds none of them anyway.
+    ``rules``: the run's; the smoke drive constructs the runner with them, as the engine does,
+    and from 7 gives each context the ``moves`` that mechanisms' ``allows`` is asked about.
     """
     workdir = Path(workdir)
     steps: list[GateStep] = []
@@ -135,7 +137,7 @@ def run_gate(runner_source: str, workdir: Path, mechanism: str | None = None,
         ("ruff", lambda: _ruff_step(runner_source, workdir)),
         ("safety", lambda: _safety_step(runner_source, template_source)),
         ("smoke", lambda: _smoke_step(runner_source, workdir, mechanism, methods, timeout_s,
-                                      iterations, drop_env)),
+                                      iterations, drop_env, rules)),
     )
     for name, check in checks:
         start = time.perf_counter()
@@ -224,21 +226,22 @@ def hook_limit(timeout_s: float) -> float:
 
 
 def render_smoke_test(mechanism: str | None = None, methods: Sequence[str] = (),
-                      iterations: int = 8, hook_limit_s: float = 5.0) -> str:
+                      iterations: int = 8, hook_limit_s: float = 5.0, rules: int = 1) -> str:
     """``runner/test_smoke.py`` for a runner whose latest mechanism is ``mechanism``."""
     text = files("arx.runner_repo").joinpath("test_smoke.py.tmpl").read_text(encoding="utf-8")
     return Template(text).substitute(
         mechanism=repr(mechanism), methods=repr(tuple(methods)), iterations=int(iterations),
-        hook_limit=repr(float(hook_limit_s)),
+        hook_limit=repr(float(hook_limit_s)), rules=int(rules),
     )
 
 
 def _smoke_step(source: str, workdir: Path, mechanism: str | None, methods: Sequence[str],
-                timeout_s: float, iterations: int, drop_env: Sequence[str]) -> tuple[str, str]:
+                timeout_s: float, iterations: int, drop_env: Sequence[str],
+                rules: int = 1) -> tuple[str, str]:
     runner_dir = workdir / "runner"
     runner_dir.mkdir(parents=True, exist_ok=True)
     (runner_dir / "runner.py").write_text(source, encoding="utf-8")
-    test = render_smoke_test(mechanism, methods, iterations, hook_limit(timeout_s))
+    test = render_smoke_test(mechanism, methods, iterations, hook_limit(timeout_s), rules)
     (workdir / SMOKE_PATH).write_text(test, encoding="utf-8")  # after the patch: it cannot touch it
     with tempfile.TemporaryDirectory(prefix="arx-gate-") as tmp:
         report = Path(tmp) / "report.json"

@@ -69,10 +69,11 @@ class Outcome:
 
 def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int | None,
             iteration: int | None, gate_timeout_s: float = 60.0, drop_env: Sequence[str] = (),
-            max_bytes: int = MAX_MECHANISM_BYTES) -> Outcome:
+            max_bytes: int = MAX_MECHANISM_BYTES, rules: int = 1) -> Outcome:
     """Patch, gate, commit; revert on a failed gate. Never leaves the tree half-written.
     ``drop_env``: the run's LLM key names, withheld from the gate's smoke test; ``max_bytes``:
-    the most code (UTF-8, all patches) a mechanism may bring, refused before the gate."""
+    the most code (UTF-8, all patches) a mechanism may bring, refused before the gate;
+    ``rules``: the run's, which the gate's smoke drive runs the runner under."""
     path = tree.root / RUNNER_PATH
     current = path.read_text()
     size = sum(len(p.code.encode("utf-8", "replace")) for p in mech.patches)
@@ -91,7 +92,7 @@ def install(tree: GitRepo, mech: Mechanism, *, run: str, source: str, cycle: int
     with tempfile.TemporaryDirectory(prefix="arx-gate-") as tmp:
         result = run_gate(patched, Path(tmp), mechanism=mech.name if has_class else None,
                           methods=new_method_names(mech.patches), timeout_s=gate_timeout_s,
-                          drop_env=drop_env)
+                          drop_env=drop_env, rules=rules)
         smoke = Path(tmp) / SMOKE_PATH
         path.write_text(patched)
         if smoke.exists():
@@ -285,7 +286,8 @@ def add_by_hand(ws: Workspace, mech: Mechanism, gate_timeout_s: float = 60.0,
     at = resume_point(trace, ws)
     outcome = install(ws.tree, mech, run=ws.name, source=Source.MANUAL.value, cycle=None,
                       iteration=None, gate_timeout_s=gate_timeout_s,
-                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes)
+                      drop_env=secret_names_in(ws.path), max_bytes=max_bytes,
+                      rules=ws.config.rules)
     # written once install returned: an arx killed on the way leaves no stray file for the
     # next commit to pick up; stored even when refused (what was tried, for replay)
     store = ws.path / ws.mechanisms_rel

@@ -203,7 +203,8 @@ class OuterLoop:
                                  cycle=cycle, iteration=iteration,
                                  gate_timeout_s=self.config.gate_timeout,
                                  drop_env=self.secret_env,
-                                 max_bytes=self.config.max_mechanism_kb * 1024)
+                                 max_bytes=self.config.max_mechanism_kb * 1024,
+                                 rules=self.config.rules)
         verdict = {Verdict.PASS: "activated", Verdict.FAIL: "reverted by the gate",
                    Verdict.REFUSED: "refused"}
         self.say(f"L2 mechanism {mech.name} ({source.value}): {verdict[outcome.verdict]}"

@@ -126,6 +126,24 @@ def test_the_rules_7_catalog_passes_the_gate_together(tmp_path):
     for mech in catalog(7):
         source = apply_patches(source, mech.patches)
     assert "def allows(self, ctx, changes)" in source  # the rules-7 TabuList
-    result = run_gate(source, tmp_path, mechanism="TabuList")
+    result = run_gate(source, tmp_path, mechanism="TabuList", rules=7)
     assert result.ok, result.describe()
     assert "def allows" not in "".join(p.code for m in catalog(6) for p in m.patches)
+
+
+def test_the_gate_asks_a_mechanisms_allows_under_the_runs_rules(tmp_path):
+    """The smoke drive gives the runner the run's rules and, from 7, the moves: an ``allows``
+    that breaks is refused at the gate, not at the run's first focus."""
+    broken = TEMPLATE
+    for mech in catalog(7):
+        if mech.name == "TabuList":
+            broken = apply_patches(broken, mech.patches)
+    assert broken.count("    def allows(self, ctx, changes):\n") == 1
+    broken = broken.replace("    def allows(self, ctx, changes):\n",
+                            "    def allows(self, ctx, changes):\n"
+                            "        raise RuntimeError('allows is broken')\n")
+    result = run_gate(broken, tmp_path / "seven", mechanism="TabuList", rules=7)
+    assert not result.ok and result.steps[-1].name == "smoke", result.describe()
+    assert "RuntimeError: allows is broken" in result.reason, result.reason
+    # under rules 6 nothing asks ``allows`` (a branch made then replays as it gated)
+    assert run_gate(broken, tmp_path / "six", mechanism="TabuList", rules=6).ok
