@@ -16,7 +16,6 @@ from arx.cli.replay_cmd import replay
 from arx.cli.report_cmd import ablate, report
 from arx.cli.result_cmds import apply, export, verify
 from arx.cli.script_cmds import check, print_adoption, rm
-from arx.core.app.export import live_export, public_url
 from arx.core.app.runs import (
     history,
     history_with_decisions,
@@ -29,6 +28,7 @@ from arx.core.codemods.bundle import TargetFiles
 from arx.core.errors import ArxError
 from arx.core.levels.level2 import add_by_hand, notes_on_branch
 from arx.core.levels.mechanism import Mechanism
+from arx.core.llm.settings import public_url
 from arx.core.loop.driver import run_to_end
 from arx.core.loop.noeffect import command_overrides
 from arx.core.loop.provenance import write_provenance
@@ -163,7 +163,9 @@ def run(ctx, name, resume, take_target, quiet, as_json, storage, **flags):
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else \
             RichReporter(log_dir=ws.log_dir)
-        if storage:
+        if storage:  # optuna is imported only for this (0.3 s of every start otherwise)
+            from arx.core.app.export import live_export
+
             reporter = live_export(ws, storage, reporter)
         executor = default_executor(ws)
         for notice in ws.notices:

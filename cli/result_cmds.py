@@ -8,7 +8,6 @@ import click
 from arx.cli.common import RUN_NAME, arx_errors
 from arx.cli.progress import RichReporter
 from arx.core.app.apply import apply_plan, plan_apply
-from arx.core.app.export import export_run
 from arx.core.app.verify_run import verify_run
 
 
@@ -65,6 +64,8 @@ def export(ctx, name, storage):
     tunable values, COMPLETE / FAIL / PRUNED, and the iteration, status, reason, hypothesis,
     commit and active Level-2 mechanisms as user attributes. Trials already in the study are
     not written again. Then: optuna-dashboard STORAGE."""
+
+    from arx.core.app.export import export_run  # optuna: imported for this command only
 
     result = export_run(ctx.obj["repo"], name, storage)
     click.echo(f"arx: study {result.study} in {result.storage}: {result.added} trials written, "

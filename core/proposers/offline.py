@@ -35,15 +35,20 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import optuna
-
 from arx.core.proposers.base import Proposal, ProposalRequest, Proposer
 from arx.core.proposers.moves import freeze as _freeze
 from arx.core.proposers.moves import norm as _norm
 from arx.core.proposers.moves import unmeasured_move, weighted_sample
 from arx.core.states import FAILED, MEASURED, TrialState
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def _optuna() -> Any:
+    """optuna, imported on first use: with numpy it is about 0.3 s of every arx start, and
+    only the offline proposer needs it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
 
 #: (fresh) trials TPE is fitted on: the most recent ones ...
 WINDOW = 64
@@ -64,6 +69,7 @@ class _Codec:
 
     def __init__(self, spec: Any):
         self.spec = spec
+        optuna = _optuna()
         if spec.choices is not None:
             self.dist = optuna.distributions.CategoricalDistribution(list(range(len(spec.choices))))
         elif spec.kind == "int" and spec.pow2:
@@ -173,6 +179,7 @@ class OptunaProposer(Proposer):
         return out
 
     def _study(self, request: ProposalRequest, codecs: Mapping[str, _Codec], seed: int):
+        optuna = _optuna()
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=self.n_startup_trials, multivariate=False
         )
@@ -211,6 +218,7 @@ class OptunaProposer(Proposer):
         return study
 
     def _one(self, request, codecs, study, rng, tried, counts) -> Proposal:
+        optuna = _optuna()
         names = sorted(codecs)
         if request.focus:  # the runner's mechanisms asked for these dimensions
             names = [n for n in names if n in request.focus] or names
@@ -243,6 +251,7 @@ class OptunaProposer(Proposer):
         """Rules 3: a few TPE draws over the focus, each sampling only what it changes; when
         all of them land on measured configurations (or on the best), the smallest unmeasured
         move, within the focus first (``moves.unmeasured_move``)."""
+        optuna = _optuna()
         best = dict(request.best_config)
         changes: dict[str, Any] = {}
         for _attempt in range(FRESH_ATTEMPTS):
