@@ -164,3 +164,19 @@ def test_no_module_over_the_line_limit():
     long = {str(p.relative_to(ROOT)): n for p in modules().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+#: heavy packages an `arx` start does not need: each command that uses one imports it then
+#: (the tests start `arx` in hundreds of subprocesses; optuna with numpy was 0.3 s of each)
+LAZY = ("openai", "optuna", "numpy", "libcst.matchers", "torch", "ray")
+
+
+def test_an_arx_start_imports_no_heavy_package_it_does_not_need():
+    import subprocess
+    import sys
+
+    code = ("import sys, arx.cli.main; "
+            f"print(','.join(m for m in {LAZY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()}"
