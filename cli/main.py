@@ -163,7 +163,8 @@ def run(ctx, name, resume, take_target, quiet, as_json, storage, **flags):
         proposer = make_proposer(ws, quiet or as_json)
         reporter = JsonReporter() if as_json else QuietReporter() if quiet else \
             RichReporter(log_dir=ws.log_dir)
-        if storage:  # optuna is imported only for this (0.3 s of every start otherwise)
+        if storage:
+            # optuna comes with it: imported for this only (0.3 s of every start otherwise)
             from arx.core.app.export import live_export
 
             reporter = live_export(ws, storage, reporter)
