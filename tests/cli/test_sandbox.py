@@ -166,6 +166,7 @@ def test_os_exit_kills_only_the_worker(run, lint_misses):
     ("CLoop", "collections.deque(itertools.repeat(None), maxlen=0)",
      "import collections\nimport itertools\n\n\n"),
 ])
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_hook_that_never_returns_is_killed_at_its_deadline(run, name, body, header):
     run.add(mech(name, hook(name, "focus(self, ctx)", body, header=header)))
     took = run.resume()
@@ -173,6 +174,7 @@ def test_a_hook_that_never_returns_is_killed_at_its_deadline(run, name, body, he
     assert_reverted(run, name, "focus", "deadline", f"while {name}.focus ran")
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_hooks_that_stay_just_under_the_deadline_are_reverted_as_slow(run, lint_misses):
     """0.6 s in focus and 0.6 s in filter_candidates: each call within the 1 s deadline, but
     1.2 s of hooks against toy trials of a few hundredths of a second, every iteration."""
@@ -191,6 +193,7 @@ def test_hooks_that_stay_just_under_the_deadline_are_reverted_as_slow(run, lint_
     assert took < 4 * 2.4 + GRACE
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_memory_bomb_is_stopped_in_the_worker(run):
     body = "hoard = []\nwhile True:\n    hoard.append(bytearray(1 << 28))"
     run.add(mech("Hoarder", hook("Hoarder", "filter_candidates(self, ctx, candidates)", body)))

@@ -79,6 +79,7 @@ def test_steps_mode_is_bit_identical_for_a_seed_and_differs_across_seeds(run_tra
     assert a != c
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 @pytest.mark.slow
 def test_time_budget_is_honoured_and_excludes_evaluation(run_train, summary_of):
     t0 = time.time()

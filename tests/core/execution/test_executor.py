@@ -19,6 +19,9 @@ from arx.core.execution.local import LocalExecutor, split_gpus
 from arx.core.execution.process import group_alive, write_pid_file
 from arx.core.execution.trial import ExecStatus
 
+# serial: (pytest -m serial) slots that must overlap in time, local Ray clusters; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 SLEEPER = 'import time; time.sleep(1.5); print("---\\nval_bpb: 1.0")\n'
 # reads its metric from a file that travels with the job, and says where it ran
 READER = (

@@ -26,6 +26,9 @@ from arx.core.states import TrialState
 
 from support.repos import make_script_repo
 
+# serial: (pytest -m serial) its contention test measures what a trial got of the machine; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 BUSY = Path(__file__).parents[2] / "support" / "busy_train.py"
 STRANGER = 4_000_000  # a pid no trial has: someone else's job
 

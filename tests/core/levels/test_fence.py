@@ -296,6 +296,7 @@ def test_a_deeply_nested_answer_is_a_fault_not_an_exception_in_arx(line):
 # ---- deadlines only arx controls ---------------------------------------------------------------
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_progress_lines_from_the_worker_do_not_extend_a_calls_deadline():
     code = """
         import gc, time

@@ -181,6 +181,7 @@ def test_an_infinite_loop_in_a_hook_times_out(tmp_path):
     assert result.seconds < 6
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_loop_inside_one_c_call_is_killed_at_the_hook_deadline(tmp_path):
     source = probe("def focus(self, ctx):", "    return [max(itertools.count())]",
                    header="import itertools\n\n\n")
@@ -190,6 +191,7 @@ def test_a_loop_inside_one_c_call_is_killed_at_the_hook_deadline(tmp_path):
     assert result.seconds < 4
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_at_the_gate_timeout_the_smoke_group_and_its_runner_worker_are_killed(tmp_path,
                                                                              monkeypatch):
     grandchild = tmp_path / "grandchild.pid"  # a process the smoke test's group started

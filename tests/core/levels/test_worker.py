@@ -67,6 +67,7 @@ def test_the_template_answers_every_hook_through_the_worker():
         p.close()
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_deadline_kills_the_whole_group_and_names_the_mechanism():
     source = with_class("import itertools\n\n\nclass M:\n    def focus(self, ctx):\n"
                         "        return [max(itertools.count())]\n")

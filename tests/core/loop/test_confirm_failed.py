@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -32,6 +33,7 @@ class Good(Proposer):
         return [Proposal(changes=GOOD, hypothesis="the known optimum", source=self.name)]
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_confirmation_killed_by_the_timeout_is_said_everywhere(tmp_path):
     # the good configuration hangs on seed 2 (a busy machine's slow seed): the 2 s limit kills it
     root = make_script_repo(tmp_path / "p", TRUTH, locked=["NOISE_SD", "SALT", "SEED"], replace={

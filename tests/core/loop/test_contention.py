@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 
 from arx.core.loop import noise
 from arx.core.loop.engine import Engine
@@ -24,6 +25,9 @@ from arx.core.repo.workspace import open_run
 from arx.core.states import TrialState
 
 from support.repos import make_script_repo
+
+# serial: (pytest -m serial) it loads every core on purpose and measures contention; not beside another test's load (README)
+pytestmark = pytest.mark.serial
 
 BUSY = Path(__file__).parents[2] / "support" / "busy_train.py"
 

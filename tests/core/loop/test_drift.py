@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import git
+import pytest
 from click.testing import CliRunner
 
 from arx.cli.main import cli
@@ -19,6 +20,9 @@ from arx.core.proposers.offline import offline_proposer
 from arx.core.repo.workspace import open_run
 
 from support.repos import make_script_repo
+
+# serial: (pytest -m serial) a CPU-bound time-mode target whose trials are judged for contention; not beside another test's load (README)
+pytestmark = pytest.mark.serial
 
 BUSY = Path(__file__).parents[2] / "support" / "busy_train.py"
 

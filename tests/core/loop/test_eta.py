@@ -21,6 +21,9 @@ from arx.core.repo.workspace import open_run
 from support.proposers import TRUTH, GoodThenNorm
 from support.repos import edit_toml, make_script_repo
 
+# serial: (pytest -m serial) predicted against measured seconds; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 
 def rec(kind, status, iteration=0, wall=2.0, **extra):
     return TraceRecord({"kind": kind, "status": status, "iteration": iteration, "wall_s": wall,

@@ -117,6 +117,7 @@ def test_noise_must_be_off_auto_or_a_positive_number(tmp_path):
         open_run(root, {"noise": "-1"}, name="bad")
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_run_killed_while_measuring_noise_finishes_the_measurement_on_resume(tmp_path):
     """The measurement's trials already recorded are kept; the rest run on resume."""
     root = noisy(tmp_path, 7)

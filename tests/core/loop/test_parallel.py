@@ -10,6 +10,7 @@ import threading
 import time
 
 import git
+import pytest
 
 from arx.core.execution.local import LocalExecutor
 from arx.core.loop.engine import Engine
@@ -18,6 +19,9 @@ from arx.core.proposers.base import Proposal, Proposer
 from arx.core.proposers.offline import OptunaProposer
 from arx.core.repo.git import GitRepo
 from arx.core.repo.workspace import open_run
+
+# serial: (pytest -m serial) a local Ray cluster, a worker killed mid-trial; not beside another test's load (README)
+pytestmark = pytest.mark.serial
 
 
 class Batches(Proposer):

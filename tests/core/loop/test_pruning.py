@@ -198,6 +198,7 @@ def test_batched_trials_are_not_pruned_by_default_and_prune_on_is_refused_with_t
         resolve("r", toml, {}, {})
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_kill_during_a_trial_that_is_pruned_resumes(tmp_path):
     """Real arx processes: SIGKILL while a trial that will be pruned trains, then resume."""
     root = make_script_repo(tmp_path / "k", CURVE, replace={"EVAL_SLEEP = 0.02": "EVAL_SLEEP = 0.1"},

@@ -25,6 +25,9 @@ from arx.core.repo.git import GitRepo
 from support.repos import git_repo
 from support.styles import FILES
 
+# serial: (pytest -m serial) SIGKILLs timed against live trials; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 ARX = [sys.executable, "-m", "arx.cli.main"]
 
 

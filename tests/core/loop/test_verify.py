@@ -206,6 +206,7 @@ def test_verification_off_and_nothing_kept_write_no_verification(tmp_path):
     assert "Arx-Verified" not in GitRepo(root).log("arx/none", max_count=1)[0].trailers
 
 
+@pytest.mark.serial  # timed against live processes: not beside another test's load
 def test_a_verification_killed_midway_resumes_without_training_twice_and_replays(tmp_path):
     root = sure_keep_repo(tmp_path / "p", slow_heldout=True)
     arx = [sys.executable, "-m", "arx.cli.main", "-C", str(root)]

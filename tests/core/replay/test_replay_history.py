@@ -16,10 +16,14 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 from click.testing import CliRunner
 
 from arx.cli.main import cli
 from arx.core.loop.trials import TrialKey
+
+# serial: (pytest -m serial) SIGKILLs timed against live trials and the gate; not beside another test's load (README)
+pytestmark = pytest.mark.serial
 
 ARX = [sys.executable, "-m", "arx.cli.main"]
 GOOD = {"name": "OnlyLR", "domain": "by hand", "patches": [
