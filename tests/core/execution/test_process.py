@@ -28,6 +28,9 @@ from arx.core.execution.process import (
 
 from support.procs import gone, wait_for
 
+# serial: (pytest -m serial) signals and process groups timed against live children; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 
 def sh(command: str, tmp_path: Path) -> subprocess.Popen:
     return start_group(["/bin/sh", "-c", command], tmp_path, os.environ)
@@ -82,9 +85,6 @@ _ORPHAN_MAKER = """
 import os, sys, time
 from pathlib import Path
 from arx.core.execution.process import start_group, write_pid_file
-
-# serial: (pytest -m serial) signals and process groups timed against live children; not beside another test's load (README)
-pytestmark = pytest.mark.serial
 tmp = Path(sys.argv[1])
 proc = start_group(["/bin/sh", "-c", f"sleep 60 & echo $! > {tmp / 'gc.pid'}; sleep 60"], tmp,
                    os.environ)

@@ -20,6 +20,9 @@ from arx.core.execution.trial import ExecStatus, TrialSpec, parse_output, run_tr
 
 from support.procs import gone, wait_for
 
+# serial: (pytest -m serial) timeouts and signals timed against live trials; not beside another test's load (README)
+pytestmark = pytest.mark.serial
+
 SUMMARY = """\
 step 00001 | loss 3.2
 val_bpb: 1.5
@@ -240,9 +243,6 @@ _FAKE_ARX = """
 import sys
 from pathlib import Path
 from arx.core.execution.trial import TrialSpec, run_trial
-
-# serial: (pytest -m serial) timeouts and signals timed against live trials; not beside another test's load (README)
-pytestmark = pytest.mark.serial
 tmp = Path(sys.argv[1])
 command = f"sleep 60 & echo $! > {tmp / 'gc.pid'}; sleep 60"
 run_trial(TrialSpec(command, tmp, 60, "val_bpb", pid_path=tmp / "trial.pid"))
