@@ -50,12 +50,13 @@ class Runner:
     mean_keep_sd = 2.0
     #: pruning: never before this share of the budget; behind the best's curve by more than
     #: prune_sd curve-noise sds (prune_rel of the best's value when the noise is 0 or unknown)
-    #: plus prune_left times what the best still gained from there to its end, at
-    #: prune_patience points in a row (chosen on 111 mlp trials' noisy curves: no keep lost)
-    prune_after = 0.1
+    #: plus prune_left times what the best still gained from there to its end, and behind the
+    #: best's result (``ctx["best_metric"]``) by the same sds, at prune_patience points in a row
+    #: (chosen on 116 recorded mlp trials' noisy curves: no keep lost; docs/ablation.md)
+    prune_after = 0.15
     prune_sd = 2.0
     prune_rel = 0.02
-    prune_left = 1.0
+    prune_left = 0.5
     prune_patience = 3
 
     def __init__(self, config):
@@ -234,7 +235,10 @@ class Runner:
         """Stop a trial whose last ``prune_patience`` points (all past ``prune_after``) each
         trail the best's curve at the same share by more than the margin (see above). The
         ``prune_left`` part: early on the best still had much to gain, and curves cross, so a
-        trial is stopped only when it would have to gain more than the best did from there."""
+        trial is stopped only when it would have to gain more than half what the best did from
+        there. And each point must also trail the best's result by the margin: a noisy best
+        whose last measurement jumped above its curve (mini-batch SGD) is beaten by a trial its
+        curve alone would stop."""
         best = curves.get("best") or []
         points = [p for p in curves.get("curve") or [] if p[0] >= self.prune_after]
         if not best or len(points) < self.prune_patience:
@@ -242,13 +246,15 @@ class Runner:
         sd = curves.get("sd")
         sign = 1.0 if self.direction == "min" else -1.0
         final = best[-1][1]
+        result = ctx.get("best_metric")
         for share, value in points[-self.prune_patience:]:
             ref = value_at(best, share)
             if ref is None:
                 return False
             margin = self.prune_sd * sd if sd else self.prune_rel * abs(ref)
-            margin += self.prune_left * max(sign * (ref - final), 0.0)
-            if sign * (value - ref) <= margin:
+            if sign * (value - ref) <= margin + self.prune_left * max(sign * (ref - final), 0.0):
+                return False
+            if result is not None and sign * (value - result) <= margin:
                 return False
         return True
 

@@ -202,3 +202,26 @@ def test_render_value_round_trips_through_apply():
         (c,) = discover_constants(apply_changes("X = 2**3  # keep\n", {"X": value}))
         assert repr(c.value) == repr(value)
         assert c.comment == "keep"
+
+
+def test_a_patch_of_top_level_constants_reads_back_without_the_whole_discovery(monkeypatch):
+    """Top-level constants only: the patched text is parsed again and each changed value read
+    back, without the discovery of every surface (most of a patch's time); any other surface
+    takes the full read-back, and a value that does not read back is still refused."""
+    from arx.core.codemods import constants
+
+    source = "LR = 0.1  # step\nparams = {'wd': 0.01}\n"
+    collected = constants._parsed(source)[1]
+    read_back = constants._constants_read_back
+    assert read_back(source.replace("0.1", "0.2"), {"LR": 0.2}, collected)
+    assert not read_back(source.replace("0.1", "0.3"), {"LR": 0.2}, collected)
+    assert not read_back(source, {"params.wd": 0.02}, collected)  # a dict entry: not this path
+    full = []
+    discover = constants.discover_constants
+    monkeypatch.setattr(constants, "discover_constants", lambda *a: full.append(a) or discover(*a))
+    assert apply_changes(source, {"LR": 0.2}) == "LR = 0.2  # step\nparams = {'wd': 0.01}\n"
+    assert full == []
+    assert apply_changes(source, {"params.wd": 0.02}).endswith("{'wd': 0.02}\n") and full
+    monkeypatch.setattr(constants, "render_value", lambda value, like=None: "0.25")
+    with pytest.raises(PatchError, match="patching LR to 0.2 did not round-trip"):
+        apply_changes(source, {"LR": 0.2})

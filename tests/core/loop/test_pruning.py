@@ -67,10 +67,11 @@ def test_a_trial_behind_the_best_curve_is_pruned_and_never_committed(curve_repo)
     assert base["curve_unit"] == "step" and len(base["curve"]) == 8
     first, second, third = trials(events)
     assert first["status"] == "pruned" and first["metric"] is None
-    # the budget is the best's last step (96); from 10% of it on, stopped after 3 points in a
-    # row behind by more than 2% plus what the best still gained from there: steps 12, 24, 36
-    assert base["curve_end"] == 96 and [p for p, _ in first["curve"]] == [12, 24, 36]
-    assert first["pruned_at"] == first["curve"][-1] and "pruned at step 36" in first["reason"]
+    # the budget is the best's last step (96); from 15% of it on, stopped after 3 points in a
+    # row behind by more than 2% plus half what the best still gained from there: steps 24,
+    # 36, 48
+    assert base["curve_end"] == 96 and [p for p, _ in first["curve"]] == [12, 24, 36, 48]
+    assert first["pruned_at"] == first["curve"][-1] and "pruned at step 48" in first["reason"]
     assert first["wall_s"] < base["wall_s"]
     assert second["status"] in ("discard", "keep", "no_effect") and len(second["curve"]) == 8
     assert third["status"] == "pruned"
@@ -113,26 +114,34 @@ def test_the_curve_noise_is_the_spread_of_the_noise_trainings_curves():
 
 @pytest.mark.parametrize("direction", ["min", "max"])
 def test_the_template_rule_waits_while_the_best_still_had_more_to_gain(direction):
-    """The runner template's ``prune``: behind by more than 2% of the best's value plus what the
-    best still gained from that share to its end, at 3 points in a row past 10% of the budget;
-    with a measured curve noise, 2 of its sds instead of the 2%."""
+    """The runner template's ``prune``: behind by more than 2% of the best's value plus half
+    what the best still gained from that share to its end, and behind the best's result by the
+    2%, at 3 points in a row past 15% of the budget; with a measured curve noise, 2 of its sds
+    instead of the 2%."""
     namespace: dict = {}
     exec(compile(TEMPLATE, "runner.py", "exec"), namespace)
     runner = namespace["Runner"]({"direction": direction})
     sign = 1.0 if direction == "min" else -1.0
 
-    def prune(curve, sd=None):
+    def prune(curve, sd=None, result=None):
         best = [[0.1, 2.0], [0.5, 1.2], [1.0, 1.0]]
-        return runner.prune({}, {"curve": [[x, sign * v] for x, v in curve], "sd": sd,
-                                 "unit": "step", "best": [[x, sign * v] for x, v in best]})
+        ctx = {} if result is None else {"best_metric": sign * result}
+        return runner.prune(ctx, {"curve": [[x, sign * v] for x, v in curve], "sd": sd,
+                                  "unit": "step", "best": [[x, sign * v] for x, v in best]})
 
-    # early, 0.5 behind while the best still gained 0.8 from there: wait
-    assert not prune([[0.1, 2.5], [0.15, 2.4], [0.2, 2.3]])
-    # later, 0.5, 0.44 and 0.38 behind, the best gained only 0.2, 0.16, 0.12 more (+ 2%): stop
+    # early, 0.3 behind while the best still gained 0.9, 0.8, 0.7 from there (half: 0.45,
+    # 0.4, 0.35): wait
+    assert not prune([[0.15, 2.2], [0.2, 2.1], [0.25, 2.0]])
+    # later, 0.5, 0.44 and 0.38 behind, the best gained only 0.2, 0.16, 0.12 more (half of it
+    # + 2%: 0.124, 0.103, 0.082): stop
     assert prune([[0.1, 2.5], [0.5, 1.7], [0.6, 1.6], [0.7, 1.5]])
-    assert not prune([[0.05, 2.5], [0.6, 1.6], [0.7, 1.5]])  # 2 points past 10%: not 3
+    assert prune([[0.5, 1.7], [0.6, 1.6], [0.7, 1.5]], result=1.0)  # far behind its result too
+    # the best's result (1.6) came out worse than its curve (a noisy last measurement): the
+    # trial at 1.5 is not behind it, so it may still beat the best
+    assert not prune([[0.5, 1.7], [0.6, 1.6], [0.7, 1.5]], result=1.6)
+    assert not prune([[0.1, 2.5], [0.6, 1.6], [0.7, 1.5]])  # 2 points past 15%: not 3
     assert not prune([[0.5, 1.7], [0.6, 1.6], [0.7, 1.2]])  # the last one close (0.08 behind)
-    assert not prune([[0.5, 1.7], [0.6, 1.6], [0.7, 1.5]], sd=0.3)  # 2 sds (0.6) + 0.2: within
+    assert not prune([[0.5, 1.7], [0.6, 1.6], [0.7, 1.5]], sd=0.3)  # 2 sds (0.6) + half the gain: within
     assert not prune([[0.5, 1.7], [0.6, 1.6], [1.1, 1.5]])  # past the best's curve
 
 
