@@ -29,7 +29,7 @@ else:  # pragma: no cover
 CONFIG_FILE = "arx.toml"
 GROUPS = ("A", "B", "C", "D")
 #: the revision of arx's run rules a new run starts with (``RunConfig.rules``)
-CURRENT_RULES = 7
+CURRENT_RULES = 8
 #: (rules >= 7) the shortest window whose stall lets Level 2 add a mechanism when the judge
 #: window was derived from ``--iterations`` (``RunConfig.stall_window``)
 STALL_WINDOW = 10
@@ -162,6 +162,9 @@ class RunConfig:
     #: iterations)`` (the stall that calls for Level 2 is still judged over 10, ``stall_window``),
     #: a Level-2 cycle too late for its mechanism to be judged steps aside, and a window that
     #: ends with the run is judged at its end.
+    #: 8: a measurement shorter than ``noise.MIN_JUDGED_S`` (0.5 s, two samples of its process
+    #: tree) is neither judged for contention nor taken into the baseline's reference usage: a
+    #: tree that ends between two samples has its CPU counted as others'.
     rules: int = 1
 
     def managed_values(self) -> dict[str, Any]:

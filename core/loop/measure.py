@@ -57,7 +57,8 @@ class Measurer:
     def measure(self, key: TrialKey, changes: Mapping[str, Any], source: str, timeout: float,
                 best_before: float | None, log: str | None = None, **start: Any) -> Measured:
         out = Measured(key, self.journal.measure(key, changes, source, timeout, log, **start))
-        while self.config.time_mode and noise.contended(out.result.usage, self.reference):
+        while (self.config.time_mode and noise.measurable(out.result.wall_s, self.config.rules)
+               and noise.contended(out.result.usage, self.reference)):
             rec = self.journal.record(
                 out.key, out.result, changes, start.get("hypothesis", ""), {},
                 TrialState.CONTENDED, best_before=best_before,
@@ -115,7 +116,8 @@ class Measurer:
             event, added = self.measure_noise(base, source, seed_constant, recorded, write,
                                               timeout)
             self.say(noise.describe(event))
-        self.reference = noise.reference_usage(r.data for r in self.trace.records())
+        self.reference = noise.reference_usage((r.data for r in self.trace.records()),
+                                               self.config.rules)
         return event, added
 
     def measure_noise(self, baseline: TraceRecord, source: str, seed_constant: str | None,

@@ -40,6 +40,11 @@ MIN_SHARE = 0.3
 GPU_BUSY_FRAC = 0.5
 #: attempts of one trial under contention before the run pauses
 MAX_ATTEMPTS = 4
+#: (rules >= 8) the shortest measurement judged for contention or taken into the reference:
+#: the trial's process tree is sampled every 0.25 s (``execution.usage.INTERVAL_S``), and a
+#: tree that ends between two samples has its CPU counted as others' (on the suite's mlp,
+#: trials of 0.16 s read "got 0.00 cores, others 1.7" on a quiet machine and paused the run)
+MIN_JUDGED_S = 0.5
 #: seconds to wait for a quiet machine between two attempts
 QUIET_WAIT_S = 60.0
 #: the largest N for which values that are all fractions k/N read as a metric on N samples
@@ -242,12 +247,21 @@ def judged(metrics: Sequence[float | None], best_metrics: Sequence[float | None]
     return out
 
 
-def reference_usage(records: Iterable[Any]) -> dict[str, float] | None:
+def measurable(wall_s: float | None, rules: int) -> bool:
+    """Whether a measurement of ``wall_s`` seconds can be judged for contention: always before
+    rules 8, from 8 only when it lasted ``MIN_JUDGED_S`` (its usage was sampled)."""
+    return rules < 8 or (wall_s or 0.0) >= MIN_JUDGED_S
+
+
+def reference_usage(records: Iterable[Any], rules: int = 1) -> dict[str, float] | None:
     """What the baseline got of the machine: the median over its measurements (baseline and
-    noise trials), or None when they carry no usage (a run recorded before usage was)."""
+    noise trials) long enough to be ``measurable``, or None when they carry no usage (a run
+    recorded before usage was, or measurements too short to sample)."""
     shares, others, gpu = [], [], []
     for rec in records:
         usage = rec.get("machine") or {}
+        if not measurable(rec.get("wall_s"), rules):
+            continue
         if rec.get("kind") in ("baseline", "noise") and "cpu_share" in usage:
             shares.append(float(usage["cpu_share"]))
             others.append(float(usage.get("others_cpu", 0.0)))

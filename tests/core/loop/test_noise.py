@@ -19,6 +19,7 @@ from arx.core.analysis.report import write_report
 from arx.core.app.runs import run_status
 from arx.core.app.scaffold import init_repo
 from arx.core.errors import ConfigError
+from arx.core.loop import noise
 from arx.core.loop.engine import Engine
 from arx.core.loop.progress import Reporter
 from arx.core.proposers.offline import OptunaProposer
@@ -237,3 +238,20 @@ def test_an_inert_seed_and_a_coarse_metric_are_said_and_never_stop_a_run(tmp_pat
     # metric never stops the run for it
     assert states[2:] == ["no_effect"] * 3
     assert run_status(GitRepo(root), "c").state == "finished"
+
+
+def test_from_rules_8_a_measurement_too_short_to_sample_is_not_judged_for_contention():
+    """Trials of 0.16 s on a quiet machine read "the trial got 0.00 cores, others 1.7" (its
+    tree ended between two samples) and paused a run: from rules 8 they are not judged, and
+    short baseline measurements do not make the reference."""
+    starved = {"cpu_share": 0.0, "others_cpu": 1.7}
+    short = [{"kind": "baseline", "wall_s": 0.16, "machine": {"cpu_share": 1.33,
+                                                              "others_cpu": 0.08}}]
+    reference = noise.reference_usage(short)  # rules 1-7: the short baseline is the reference
+    assert noise.contended(starved, reference)
+    assert noise.measurable(0.16, 7) and not noise.measurable(0.16, 8)
+    assert noise.measurable(0.6, 8)
+    assert noise.reference_usage(short, 8) is None  # nothing to judge against
+    long = [*short, {"kind": "noise", "wall_s": 0.9, "machine": {"cpu_share": 0.95,
+                                                                 "others_cpu": 0.1}}]
+    assert noise.reference_usage(long, 8) == {"cpu_share": 0.95, "others_cpu": 0.1}
