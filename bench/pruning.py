@@ -264,6 +264,10 @@ def main() -> None:
     ap.add_argument("--md", type=Path, help="also write the table to this file")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-bench-pruning-"))
+    # one thread per trial for every problem (numpy's BLAS too): a multithreaded trial's time
+    # follows the other cores' load, and the two modes of a seed must not differ by that
+    os.environ.update({k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                         "MKL_NUM_THREADS")})
     results: dict[str, dict[str, list[Session]]] = {}
     loads: list[float] = []
     for name in args.problems.split(","):
