@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from arx.core.config import judge_window_for, resolve
+from arx.core.config import CURRENT_RULES, judge_window_for, resolve
 from arx.core.levels.outcome import too_late
 from arx.core.loop.engine import Engine
 from arx.core.proposers.offline import offline_proposer
@@ -21,8 +21,9 @@ DOC = {"target": {"file": "train.py", "command": "python train.py"}}
 def test_the_judge_window_follows_the_iterations_unless_set():
     assert [judge_window_for(n) for n in (12, 24, 30, 45, 60, 200)] == [4, 4, 5, 7, 10, 10]
     thirty = resolve("r", DOC, {"iterations": 30}, env={})
+    assert CURRENT_RULES >= 7  # a new run has the cadence of rules 7
     assert (thirty.rules, thirty.judge_window, thirty.sources["judge_window"]) == \
-        (7, 5, "default")
+        (CURRENT_RULES, 5, "default")
     assert resolve("r", {**DOC, "levels": {"judge_window": 10}}, {"iterations": 30},
                    env={}).judge_window == 10  # set in arx.toml: kept
     assert resolve("r", DOC, {"iterations": 30, "judge_window": 0}, env={}).judge_window == 0
