@@ -29,6 +29,7 @@ worse on bbob-f8: docs/levels.md.)
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import Counter
@@ -42,9 +43,10 @@ from arx.core.proposers.moves import unmeasured_move, weighted_sample
 from arx.core.states import FAILED, MEASURED, TrialState
 
 
+@functools.cache
 def _optuna() -> Any:
-    """optuna, imported on first use: with numpy it is about 0.3 s of every arx start, and
-    only the offline proposer needs it."""
+    """optuna, imported on first use (its verbosity set once): with numpy it is about 0.3 s of
+    every arx start, and only the offline proposer needs it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
