@@ -1,7 +1,9 @@
 """Pruning on the curve-printing suite: trials per hour and the best, prune on vs off, same clock.
 
-    python bench/pruning.py [--problems mlp,gpt-shakespeare] [--seeds 5] [--budget 600] [--noise off|auto]
+    python bench/pruning.py [--problems mlp,gpt-shakespeare] [--seeds 5] [--first-seed 0]
+                            [--modes off,on] [--budget 600] [--noise off|auto]
                             [--no-check] [--work DIR] [--md FILE]
+    python bench/pruning.py --report DIR [DIR ...] [--md FILE]
 
 For each problem of ``bench/suite.py`` that prints a learning curve (``mlp``: val_loss every 25
 of its 400 steps; ``gpt-shakespeare``: the default target on its default corpus, 8 curve
@@ -33,12 +35,18 @@ there (every trial that did not beat the best stopped at its first point past th
 ``prune_after``): when that bound is far below a third, no rule reaches 1.5x trials per hour on
 those sessions. It costs nothing and does not depend on what the proposer
 did with the pruned trials, so it is how a rule is compared with another on the same curves.
+
+Each session is also written to ``WORK/sessions/PROBLEM/MODE-SEED.json`` (its records, seconds
+and check), so a bench can be run in parts (``--modes off`` first, ``--first-seed`` to split
+the seeds between processes) and reported as one: ``--report`` reads the sessions of the given
+work directories and prints the table without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+import json
 import math
 import os
 import shutil
@@ -124,6 +132,19 @@ class Session:
     def lost(self) -> int:
         return sum(1 for m, best in self.checked if m is not None and m < best)
 
+    def dump(self, path: Path, load: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "prune": self.prune, "seed": self.seed, "seconds": self.seconds,
+            "best_delta": self.best_delta, "checked": self.checked, "load": load,
+            "records": [dict(r.data) for r in self.records]}))
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[Session, float]:
+        d = json.loads(path.read_text())
+        return cls(d["prune"], d["seed"], d["seconds"], [TraceRecord(r) for r in d["records"]],
+                   d["best_delta"], [tuple(c) for c in d["checked"]]), d["load"]
+
 
 def session(root: Path, problem: suite.Problem, seed: int, prune: str, budget_s: float,
             check: bool, noise: str = "off") -> Session:
@@ -171,15 +192,21 @@ class _Curve:
         self.unit, self.points = unit, []
 
 
-def counterfactual(sessions: list[Session]) -> tuple[int, int, int, float, float]:
+def template_runner() -> type:
+    """The runner template's ``Runner`` class (its rule: ``prune`` and the ``prune_*`` knobs)."""
+    namespace: dict = {}
+    exec(importlib.resources.files("arx.runner_repo").joinpath("runner.py").read_text(), namespace)
+    return namespace["Runner"]
+
+
+def counterfactual(sessions: list[Session], judge=None) -> tuple[int, int, int, float, float]:
     """The runner template's ``prune`` asked, as a run's watch asks it, at every point of the
     trials the prune-off sessions trained to the end: (trials, would be pruned, of those the
     ones that beat the best they were compared with, share of their training seconds saved,
     and the bound on that share: every trial that did not beat the best stopped at its first
-    point past the template's ``prune_after``, which no rule that loses no keep can beat)."""
-    namespace: dict = {}
-    exec(importlib.resources.files("arx.runner_repo").joinpath("runner.py").read_text(), namespace)
-    judge = namespace["Runner"]({"direction": "min"})
+    point past the template's ``prune_after``, which no rule that loses no keep can beat).
+    ``judge``: another runner to ask (a variant of the rule) instead of the template's."""
+    judge = judge or template_runner()({"direction": "min"})
     n = pruned = lost = 0
     spent = saved = bound = 0.0
     for s in sessions:
@@ -251,18 +278,65 @@ def report(results: dict[str, dict[str, list[Session]]], budget_s: float, check:
                       "included).", "", *lines, "", *verdicts])
 
 
+def from_dumps(dirs: list[Path]) -> tuple[dict[str, dict[str, list[Session]]], list[float]]:
+    """The sessions written under the work directories ``dirs``, by problem and mode, in seed
+    order, and the load average after each."""
+    results: dict[str, dict[str, list[Session]]] = {}
+    loads: list[float] = []
+    for path in sorted(p for d in dirs for p in d.glob("sessions/*/*.json")):
+        s, load = Session.load(path)
+        results.setdefault(path.parent.name, {"off": [], "on": []})[s.prune].append(s)
+        loads.append(load)
+    for modes in results.values():
+        for runs in modes.values():
+            runs.sort(key=lambda s: s.seed)
+    return results, loads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--problems", default=",".join(DEFAULT))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 [0]")
+    ap.add_argument("--modes", default="off,on", help="which sessions to run [off,on]")
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per session")
     ap.add_argument("--noise", default="off", help="the runs' --noise: off (the margin is the "
                     "rule's relative one) or auto (the curve's noise is measured and used) [off]")
     ap.add_argument("--no-check", action="store_true", help="skip training pruned trials to "
                     "the end")
     ap.add_argument("--work", type=Path, help="where the repositories go [a temporary dir]")
+    ap.add_argument("--report", type=Path, nargs="+", metavar="DIR", help="run nothing: report "
+                    "the sessions written under these work directories")
     ap.add_argument("--md", type=Path, help="also write the table to this file")
     args = ap.parse_args()
+    if args.report:
+        results, loads = from_dumps(args.report)
+        check = any(s.checked for modes in results.values() for s in modes["on"]) \
+            or not any(s.pruned for modes in results.values() for s in modes["on"])
+    else:
+        results, loads = run(args)
+        check = not args.no_check
+    if not any(modes["off"] and modes["on"] for modes in results.values()):
+        print("\n".join(f"{name} prune {mode}: {len(runs)} sessions" for name, modes in
+                        results.items() for mode, runs in modes.items()))
+        return
+    text = report({k: v for k, v in results.items() if v["off"] and v["on"]}, args.budget
+                  if not args.report else _budget(results), check) + (
+        f"\n\n--noise {args.noise}; load average (1 min) after each session: min "
+        f"{min(loads):.1f}, mean {statistics.fmean(loads):.1f}, max {max(loads):.1f} on "
+        f"{os.cpu_count()} cores")
+    print(text)
+    if args.md:
+        args.md.write_text(text + "\n")
+
+
+def _budget(results: dict[str, dict[str, list[Session]]]) -> float:
+    """A reported bench's budget per session: the shortest session (each ran past it by one
+    trial at most)."""
+    return min(s.seconds for modes in results.values() for runs in modes.values() for s in runs)
+
+
+def run(args) -> tuple[dict[str, dict[str, list[Session]]], list[float]]:
     work = args.work or Path(tempfile.mkdtemp(prefix="arx-bench-pruning-"))
     # one thread per trial for every problem (numpy's BLAS too): a multithreaded trial's time
     # follows the other cores' load, and the two modes of a seed must not differ by that
@@ -276,23 +350,18 @@ def main() -> None:
         if name.startswith("gpt"):
             os.environ.update(suite.gpt_env(root))
         results[name] = {"off": [], "on": []}
-        for seed in range(args.seeds):
-            for mode in ("off", "on"):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for mode in args.modes.split(","):
                 s = session(root, problem, seed, mode, args.budget, not args.no_check,
                             args.noise)
                 loads.append(os.getloadavg()[0])
+                s.dump(work / "sessions" / name / f"{mode}-{seed}.json", loads[-1])
                 results[name][mode].append(s)
                 spent = ", ".join(f"{k} {v:.0f}" for k, v in s.spent().items())
                 print(f"{name} seed {seed} prune {mode}: {len(s.trials)} trials in "
                       f"{s.seconds:.0f} s ({len(s.pruned)} pruned, lost {s.lost}), best delta "
                       f"{s.best_delta:+.4f}; seconds: {spent}", flush=True)
-    text = report(results, args.budget, not args.no_check) + (
-        f"\n\n--noise {args.noise}; load average (1 min) after each session: min "
-        f"{min(loads):.1f}, mean {statistics.fmean(loads):.1f}, max {max(loads):.1f} on "
-        f"{os.cpu_count()} cores")
-    print(text)
-    if args.md:
-        args.md.write_text(text + "\n")
+    return results, loads
 
 
 if __name__ == "__main__":
