@@ -50,8 +50,8 @@ class Runner:
     mean_keep_sd = 2.0
     #: pruning: never before this share of the budget; behind the best's curve by more than a
     #: margin plus prune_left times what the best still gained from there to its end, and,
-    #: gaining as much, still behind the best's result (``ctx["best_metric"]``) by the margin,
-    #: at the last prune_patience points in a row and at least as many as cover prune_span of
+    #: gaining (1 + prune_left) times that, still behind the best's result (ctx["best_metric"])
+    #: by the margin, at the last prune_patience points in a row and at least as many as cover prune_span of
     #: the budget (patience in budget, not in prints: 3 of the mlp's points every 6%, 2 of the
     #: GPT's every 10%). The margin: prune_sd curve-noise sds; with no measured noise,
     #: prune_rel of the best's value or prune_jitter times the largest rise of the best's own
@@ -61,7 +61,7 @@ class Runner:
     prune_sd = 2.0
     prune_rel = 0.01
     prune_jitter = 0.5
-    prune_left = 0.0
+    prune_left = 0.1
     prune_patience = 2
     prune_span = 0.1
 
@@ -243,8 +243,9 @@ class Runner:
         best's curve at the same share by more than the margin (see above), and would still
         trail the best's result if they gained what the best did from there: a noisy best whose
         last measurement jumped above its curve (mini-batch SGD) is beaten by a trial its curve
-        alone would stop. ``prune_left`` asks the trial to trail by that share of the best's
-        remaining gain more (0: curves that run alongside; Level 2 may raise it)."""
+        alone would stop. ``prune_left``: early on the best still had much to gain and curves
+        cross (a warm-up starts slow and catches up), so the trial must trail by that share of
+        the best's remaining gain more, and gain that much more, to be stopped."""
         best = curves.get("best") or []
         points = [p for p in curves.get("curve") or [] if p[0] >= self.prune_after]
         last = len(points) - self.prune_patience

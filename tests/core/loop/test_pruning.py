@@ -114,10 +114,10 @@ def test_the_curve_noise_is_the_spread_of_the_noise_trainings_curves():
 @pytest.mark.parametrize("direction", ["min", "max"])
 def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(direction):
     """The runner template's ``prune``: behind the best's curve by more than the margin (1% of
-    the best's value, or half the largest rise of the best's own curve past 15%), and, gaining
-    what the best still gained from there, behind its result by the same, at the last 2 points
-    past 15% of the budget, or as many more as cover 10% of it; with a measured curve noise,
-    2 of its sds is the margin."""
+    the best's value, or half the largest rise of the best's own curve past 15%) plus a tenth
+    of what the best still gained from there, and, gaining 1.1 times that, behind its result
+    by the margin, at the last 2 points past 15% of the budget, or as many more as cover 10% of
+    it; with a measured curve noise, 2 of its sds is the margin."""
     namespace: dict = {}
     exec(compile(TEMPLATE, "runner.py", "exec"), namespace)
     runner = namespace["Runner"]({"direction": direction})
@@ -129,17 +129,19 @@ def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(dir
         return runner.prune(ctx, {"curve": [[x, sign * v] for x, v in curve], "sd": sd,
                                   "unit": "step", "best": [[x, sign * v] for x, v in best]})
 
-    # 0.05 behind at 0.8 and 0.9 (the margin: 1%, about 0.011): stop; 0.01 behind: wait
+    # 0.05 behind at 0.8 and 0.9 (1% + a tenth of the 0.08 and 0.04 the best still gained:
+    # 0.019, 0.014): stop; 0.01 behind: wait
     assert prune([[0.8, 1.13], [0.9, 1.09]])
     assert not prune([[0.8, 1.09], [0.9, 1.05]])
-    # the best's result (1.0) is its curve's end: gaining the 0.08 and 0.04 the best still
-    # gained, the trial would end at 1.05: behind it, stop
+    # the best's result (1.0) is its curve's end: gaining 1.1 times the 0.08 and 0.04 the best
+    # still gained, the trial would end at 1.04 and 1.05: behind it, stop
     assert prune([[0.8, 1.13], [0.9, 1.09]], result=1.0)
     # the best's result came out worse than its curve (1.1, a noisy last measurement): gaining
     # as much, the trial would beat it, so it goes on
     assert not prune([[0.8, 1.13], [0.9, 1.09]], result=1.1)
-    # early, 0.3 behind the curve; the result jumped to 1.6 and the best still gained 0.9 and
-    # 0.7 from there: the trial may end at 1.3, beating it (the rule blind to it stops it)
+    # early, 0.3 behind the curve (by more than 0.11 and 0.09); the result jumped to 1.6 and
+    # the best still gained 0.9 and 0.7 from there: the trial may end near 1.2, beating it (the
+    # rule blind to the result stops it)
     assert not prune([[0.15, 2.2], [0.25, 2.0]], result=1.6)
     assert prune([[0.15, 2.2], [0.25, 2.0]])
     assert not prune([[0.1, 2.5], [0.9, 1.09]])  # 1 point past 15%: not 2
@@ -150,11 +152,12 @@ def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(dir
     assert not prune([[0.8, 1.13], [0.9, 1.045]])  # the last one close (0.005 behind)
     assert not prune([[0.8, 1.13], [0.9, 1.09]], sd=0.03)  # 2 sds (0.06): within
     assert not prune([[0.9, 1.09], [1.1, 1.05]])  # past the best's curve
-    # a noisy best (it rose by 0.12 from 0.6 to 0.7): the margin is half that jump, 0.06
+    # a noisy best (it rose by 0.12 from 0.6 to 0.7): the margin is half that jump, 0.06 (plus
+    # a tenth of the best's remaining gain: 0.075 at 0.8, 0.067 at 0.9)
     noisy = [[0.1, 2.0], [0.5, 1.2], [0.6, 1.1], [0.7, 1.22], [1.0, 1.0]]
     assert not prune([[0.8, 1.2], [0.9, 1.12]], best=noisy)  # 0.05 behind (1.147, 1.073)
     assert prune([[0.8, 1.25], [0.9, 1.16]], best=noisy)  # 0.1 and 0.09 behind
-    # Level 2 may ask for more while the best still gains: half its remaining gain more
+    # Level 2 may ask for more while the best still gains: half its remaining gain
     runner.prune_left = 0.5
     assert not prune([[0.15, 2.2], [0.25, 2.0]])
 
