@@ -60,7 +60,7 @@ class Runner:
     prune_after = 0.15
     prune_sd = 2.0
     prune_rel = 0.01
-    prune_jitter = 0.5
+    prune_jitter = 0.25
     prune_left = 0.1
     prune_patience = 2
     prune_span = 0.1

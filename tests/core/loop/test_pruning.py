@@ -114,7 +114,8 @@ def test_the_curve_noise_is_the_spread_of_the_noise_trainings_curves():
 @pytest.mark.parametrize("direction", ["min", "max"])
 def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(direction):
     """The runner template's ``prune``: behind the best's curve by more than the margin (1% of
-    the best's value, or half the largest rise of the best's own curve past 15%) plus a tenth
+    the best's value, or a quarter of the largest rise of the best's own curve past 15%) plus a
+    tenth
     of what the best still gained from there, and, gaining 1.1 times that, behind its result
     by the margin, at the last 2 points past 15% of the budget, or as many more as cover 10% of
     it; with a measured curve noise, 2 of its sds is the margin."""
@@ -152,11 +153,11 @@ def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(dir
     assert not prune([[0.8, 1.13], [0.9, 1.045]])  # the last one close (0.005 behind)
     assert not prune([[0.8, 1.13], [0.9, 1.09]], sd=0.03)  # 2 sds (0.06): within
     assert not prune([[0.9, 1.09], [1.1, 1.05]])  # past the best's curve
-    # a noisy best (it rose by 0.12 from 0.6 to 0.7): the margin is half that jump, 0.06 (plus
-    # a tenth of the best's remaining gain: 0.075 at 0.8, 0.067 at 0.9)
-    noisy = [[0.1, 2.0], [0.5, 1.2], [0.6, 1.1], [0.7, 1.22], [1.0, 1.0]]
-    assert not prune([[0.8, 1.2], [0.9, 1.12]], best=noisy)  # 0.05 behind (1.147, 1.073)
-    assert prune([[0.8, 1.25], [0.9, 1.16]], best=noisy)  # 0.1 and 0.09 behind
+    # a noisy best (it rose by 0.24 from 0.6 to 0.7): the margin is a quarter of that jump,
+    # 0.06 (plus a tenth of the best's remaining gain: 0.076 at 0.8, 0.068 at 0.9)
+    noisy = [[0.1, 2.0], [0.5, 1.2], [0.6, 1.0], [0.7, 1.24], [1.0, 1.0]]
+    assert not prune([[0.8, 1.21], [0.9, 1.13]], best=noisy)  # 0.05 behind (1.16, 1.08)
+    assert prune([[0.8, 1.26], [0.9, 1.17]], best=noisy)  # 0.1 and 0.09 behind
     # Level 2 may ask for more while the best still gains: half its remaining gain
     runner.prune_left = 0.5
     assert not prune([[0.15, 2.2], [0.25, 2.0]])
