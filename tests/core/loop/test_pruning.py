@@ -114,11 +114,10 @@ def test_the_curve_noise_is_the_spread_of_the_noise_trainings_curves():
 @pytest.mark.parametrize("direction", ["min", "max"])
 def test_the_template_rule_stops_a_trial_that_trails_the_best_and_its_result(direction):
     """The runner template's ``prune``: behind the best's curve by more than the margin (1% of
-    the best's value, or a quarter of the largest rise of the best's own curve past 15%) plus a
-    tenth
-    of what the best still gained from there, and, gaining 1.1 times that, behind its result
-    by the margin, at the last 2 points past 15% of the budget, or as many more as cover 10% of
-    it; with a measured curve noise, 2 of its sds is the margin."""
+    the best's value, or a quarter of the largest rise of the best's own curve past 15%) plus
+    a tenth of what the best still gained from there, and, gaining 1.1 times that, behind its
+    result by the margin, at the last 2 points past 15% of the budget, or as many more as
+    cover 10% of it; with a measured curve noise, 2 of its sds is the margin."""
     namespace: dict = {}
     exec(compile(TEMPLATE, "runner.py", "exec"), namespace)
     runner = namespace["Runner"]({"direction": direction})
