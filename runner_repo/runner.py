@@ -48,22 +48,16 @@ class Runner:
     confirm_sd = 1.0
     noise_seeds = 2
     mean_keep_sd = 2.0
-    #: pruning: never before this share of the budget; behind the best's curve by more than a
-    #: margin plus prune_left times what the best still gained from there to its end, and,
-    #: gaining (1 + prune_left) times that, still behind the best's result (ctx["best_metric"])
-    #: by the margin, at the last prune_patience points in a row and at least as many as cover prune_span of
-    #: the budget (patience in budget, not in prints: 3 of the mlp's points every 6%, 2 of the
-    #: GPT's every 10%). The margin: prune_sd curve-noise sds; with no measured noise,
-    #: prune_rel of the best's value or prune_jitter times the largest rise of the best's own
-    #: curve past prune_after (a noisy curve's jumps), whichever is larger. Chosen on recorded
-    #: curves, the mlp's noisy ones and the GPT's smooth ones (docs/ablation.md, fifth pass)
+    #: pruning: never before this share of the budget; behind the best's curve by more than
+    #: prune_sd curve-noise sds (prune_rel of the best's value when the noise is 0 or unknown)
+    #: plus prune_left times what the best still gained from there to its end, and behind the
+    #: best's result (``ctx["best_metric"]``) by the same sds, at prune_patience points in a row
+    #: (chosen on 116 recorded mlp trials' noisy curves: no keep lost; docs/ablation.md)
     prune_after = 0.15
     prune_sd = 2.0
-    prune_rel = 0.01
-    prune_jitter = 0.25
-    prune_left = 0.1
-    prune_patience = 2
-    prune_span = 0.1
+    prune_rel = 0.02
+    prune_left = 0.5
+    prune_patience = 3
 
     def __init__(self, config):
         self.config = dict(config)
@@ -238,37 +232,29 @@ class Runner:
         return self.is_better(cand, best)
 
     def prune(self, ctx, curves):
-        """Stop a trial whose last points (all past ``prune_after``; ``prune_patience`` of them
-        and as many more as it takes to cover ``prune_span`` of the budget) each trail the
-        best's curve at the same share by more than the margin (see above), and would still
-        trail the best's result if they gained what the best did from there: a noisy best whose
-        last measurement jumped above its curve (mini-batch SGD) is beaten by a trial its curve
-        alone would stop. ``prune_left``: early on the best still had much to gain and curves
-        cross (a warm-up starts slow and catches up), so the trial must trail by that share of
-        the best's remaining gain more, and gain that much more, to be stopped."""
+        """Stop a trial whose last ``prune_patience`` points (all past ``prune_after``) each
+        trail the best's curve at the same share by more than the margin (see above). The
+        ``prune_left`` part: early on the best still had much to gain, and curves cross, so a
+        trial is stopped only when it would have to gain more than half what the best did from
+        there. And each point must also trail the best's result by the margin: a noisy best
+        whose last measurement jumped above its curve (mini-batch SGD) is beaten by a trial its
+        curve alone would stop."""
         best = curves.get("best") or []
         points = [p for p in curves.get("curve") or [] if p[0] >= self.prune_after]
-        last = len(points) - self.prune_patience
-        while last >= 0 and points[-1][0] - points[last][0] < self.prune_span - 1e-9:
-            last -= 1
-        if not best or last < 0:
+        if not best or len(points) < self.prune_patience:
             return False
         sd = curves.get("sd")
         sign = 1.0 if self.direction == "min" else -1.0
         final = best[-1][1]
         result = ctx.get("best_metric")
-        tail = [v for x, v in best if x >= self.prune_after]
-        jitter = self.prune_jitter * max([sign * (b - a) for a, b in zip(tail, tail[1:])] + [0.0])
-        for share, value in points[last:]:
+        for share, value in points[-self.prune_patience:]:
             ref = value_at(best, share)
             if ref is None:
                 return False
-            margin = self.prune_sd * sd if sd else max(self.prune_rel * abs(ref), jitter)
-            gained = max(sign * (ref - final), 0.0)
-            if sign * (value - ref) <= margin + self.prune_left * gained:
+            margin = self.prune_sd * sd if sd else self.prune_rel * abs(ref)
+            if sign * (value - ref) <= margin + self.prune_left * max(sign * (ref - final), 0.0):
                 return False
-            if result is not None and \
-                    sign * (value - result) - (1 + self.prune_left) * gained <= margin:
+            if result is not None and sign * (value - result) <= margin:
                 return False
         return True
 

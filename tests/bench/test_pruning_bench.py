@@ -27,9 +27,9 @@ def rec(iteration, kind, status, offset, metric, best_before=None, wall=10.0):
 def test_the_replay_counts_what_the_rule_stops_and_bounds_what_any_safe_rule_could_save():
     records = [
         rec(0, "baseline", "baseline", 2.0, 1.0),
-        # 1.0 behind the best's curve everywhere: stopped once its points past 15% of the
-        # budget cover 10% of it (steps 75, 100, 125), so 1 - 125/400 of its 10 s are saved;
-        # the bound stops it at its first point past 15% (step 75)
+        # 1.0 behind the best's curve everywhere: stopped at its 3rd point past 15% of the
+        # budget (steps 75, 100, 125), so 1 - 125/400 of its 10 s are saved; the bound stops it
+        # at its first point past 15% (step 75)
         rec(1, "trial", "discard", 3.0, 2.0, best_before=1.0),
         # ahead of the best everywhere: never stopped, and outside the bound (it is a keep)
         rec(2, "trial", "keep", 1.5, 0.5, best_before=1.0),
