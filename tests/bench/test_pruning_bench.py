@@ -50,3 +50,34 @@ def test_a_trial_that_would_beat_a_best_whose_result_jumped_above_its_curve_is_n
     n, pruned, lost, saved, bound = pruning.counterfactual(
         [pruning.Session("off", 0, 20.0, records, -0.4)])
     assert (n, pruned, lost, saved, bound) == (1, 0, 0, 0.0, 0.0)
+
+
+def test_a_variant_rule_is_replayed_on_the_same_curves_as_the_template():
+    """``judge``: another runner's rule on the same recorded curves (how rules are compared)."""
+    records = [rec(0, "baseline", "baseline", 2.0, 1.0),
+               rec(1, "trial", "discard", 3.0, 2.0, best_before=1.0)]
+    session = pruning.Session("off", 0, 30.0, records, -0.5)
+    eager = pruning.template_runner()({"direction": "min"})
+    eager.prune_patience = 1  # stops at its first point past 15% (step 75), not its third
+    _, pruned, _, saved, _ = pruning.counterfactual([session], eager)
+    assert pruned == 1 and saved == pytest.approx(1 - 75 / 400)
+    assert pruning.counterfactual([session])[3] == pytest.approx(1 - 125 / 400)
+
+
+def test_sessions_written_in_parts_are_reported_as_one(tmp_path):
+    """A bench run in parts (``--modes``, ``--first-seed``, separate work dirs) reads back as one
+    table: each session's records, seconds and check, by problem and mode, in seed order."""
+    records = [rec(0, "baseline", "baseline", 2.0, 1.0),
+               rec(1, "trial", "pruned", 3.0, None, best_before=1.0),
+               rec(2, "trial", "keep", 1.5, 0.5, best_before=1.0)]
+    on = pruning.Session("on", 3, 60.0, records, -0.5, [(0.8, 1.0)])
+    off = pruning.Session("off", 1, 30.0, records[:1] + records[2:], -0.5)
+    on.dump(tmp_path / "a" / "sessions" / "mlp" / "on-3.json", 1.5)
+    off.dump(tmp_path / "b" / "sessions" / "mlp" / "off-1.json", 0.5)
+    results, loads = pruning.from_dumps([tmp_path / "a", tmp_path / "b"])
+    (back_on,), (back_off,) = results["mlp"]["on"], results["mlp"]["off"]
+    assert (back_on.seed, back_on.per_hour, back_on.lost, len(back_on.pruned)) == (3, 120.0, 1, 1)
+    assert (back_off.seed, back_off.per_hour, back_off.best_delta) == (1, 120.0, -0.5)
+    assert sorted(loads) == [0.5, 1.5]
+    table = pruning.report(results, 60.0, check=True)
+    assert "| mlp | on | 1 | 120 ± 0 |" in table and "1 of 1" in table
