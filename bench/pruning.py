@@ -322,7 +322,8 @@ def main() -> None:
         return
     text = report({k: v for k, v in results.items() if v["off"] and v["on"]}, args.budget
                   if not args.report else _budget(results), check) + (
-        f"\n\n--noise {args.noise}; load average (1 min) after each session: min "
+        f"\n\n{'' if args.report else f'--noise {args.noise}; '}load average (1 min) after "
+        "each session: min "
         f"{min(loads):.1f}, mean {statistics.fmean(loads):.1f}, max {max(loads):.1f} on "
         f"{os.cpu_count()} cores")
     print(text)
